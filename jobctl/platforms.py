@@ -1,0 +1,179 @@
+"""Per-platform facts the renderer needs, kept as data (sources: the Ascend/GPU-on-Kubernetes reference notes).
+
+Everything that differs between Ascend, GPU and CPU pods lives here: device resource names, the most devices one
+node can hold, default per-device CPU/memory/shared memory, environment presets, tolerations and read-only host
+paths. The renderer combines these with the JobSpec and never branches on a platform name for anything listed here.
+
+All platforms run as uid/gid 1000 by default (JobSpec.run_as_user): Ascend images run as HwHiAiUser (uid 1000),
+whose group owns the davinci devices on hosts set up the usual way; GPU and CPU have no such constraint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PlatformName = Literal["cpu", "gpu", "ascend"]
+PLATFORMS: tuple[PlatformName, ...] = ("cpu", "gpu", "ascend")
+# ranktable/controller: Ascend rank tables (built by the pods / by Ascend's hccl-controller); msrun: dynamic cluster.
+Launcher = Literal["ranktable", "msrun", "controller"]
+
+# The image `make image` builds for a platform is resnext-jobs-<platform>:<IMAGE_TAG> (Makefile TAG).
+IMAGE_TAG = "0.1.0"
+IMAGE_REPOSITORY = "resnext-jobs-{platform}"
+REGISTRY_ENV = "JOBCTL_REGISTRY"
+
+# Defaults of the PVCs k8s/ creates, and its namespace.
+DEFAULT_NAMESPACE = "mindspore-jobs"
+DEFAULT_DATA_CLAIM = "imagenet"
+DEFAULT_SHARED_CLAIM = "jobctl-shared"
+
+# In-pod paths (the Pod contract in docs/INTERFACES.md).
+SHARED_MOUNT = "/shared"
+DATA_MOUNT = "/data"
+CONFIG_MOUNT = "/etc/jobctl"
+PODINFO_MOUNT = "/etc/podinfo"
+SHM_MOUNT = "/dev/shm"
+CONTROLLER_RANKTABLE_MOUNT = "/user/serverid/devindex/config"
+MASTER_PORT = 8118
+MASTER_PORT_NAME = "scheduler"
+CONTAINER_NAME = "trainer"
+
+# Launcher exit codes (Pod contract) the Job's podFailurePolicy acts on.
+EXIT_BAD_CONFIG = 2
+EXIT_GROUP_CHANGED = 75
+
+# Label the legacy Ascend hccl-controller watches (on the Job, the pod template and rings-config-<job>).
+RING_CONTROLLER_LABEL = "ring-controller.atlas"
+RING_CONTROLLER_VALUE = "ascend-910"
+
+# Trainers save a checkpoint after SIGTERM (~0.7 GB for ResNeXt101-64x4d), which can take minutes on network
+# storage. (The root filesystem stays writable: MindSpore writes kernel caches and logs under $HOME and the cwd.)
+TERMINATION_GRACE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class HostPath:
+    """A read-only hostPath mount; `kind` is the hostPath type, so a node without it fails visibly at start."""
+
+    name: str
+    path: str
+    kind: Literal["Directory", "File"]
+
+
+@dataclass(frozen=True)
+class PlatformInfo:
+    name: PlatformName
+    trainer_platform: Literal["CPU", "GPU", "Ascend"]
+    # Extended resource of one device, None when the platform has no device plugin.
+    device_resource: str | None
+    # Ascend's plugin wants requests = limits; NVIDIA's takes limits (requests default to them).
+    device_in_requests: bool
+    max_devices_per_node: int
+    # None: all devices in one pod.
+    default_devices_per_node: int | None
+    # Defaults per device (one trainer process each), scaled by devices per pod.
+    cpu_per_device: int
+    memory_gi_per_device: int
+    shm_gi_per_device: int
+    env: tuple[tuple[str, str], ...]
+    tolerations: tuple[dict[str, str], ...] = ()
+    host_paths: tuple[HostPath, ...] = ()
+    # Ascend reads the device plugin's annotation through a downward-API file.
+    podinfo_volume: bool = False
+    launchers: tuple[Launcher, ...] = ("msrun",)
+    default_launcher: Launcher = "msrun"
+
+
+ASCEND = PlatformInfo(
+    name="ascend",
+    trainer_platform="Ascend",
+    device_resource="huawei.com/Ascend910",
+    device_in_requests=True,
+    # module-910b-16 nodes expose 16 devices; nothing larger exists.
+    max_devices_per_node=16,
+    default_devices_per_node=8,
+    cpu_per_device=12,
+    memory_gi_per_device=32,
+    shm_gi_per_device=4,
+    env=(
+        # HCCL's socket timeout defaults to 120 s (EI0006 on slow starts); the rendezvous may take minutes.
+        ("HCCL_CONNECT_TIMEOUT", "600"),
+        ("HCCL_EXEC_TIMEOUT", "1800"),
+        ("HCCL_WHITELIST_DISABLE", "1"),
+        ("GLOG_v", "2"),
+    ),
+    # Without Ascend Docker Runtime these are what the CANN runtime reads (cann-container-image README); with it
+    # they are mounted twice, read-only, which is harmless. /etc/hccn.conf holds the device IPs (rank table).
+    host_paths=(
+        HostPath("ascend-driver", "/usr/local/Ascend/driver", "Directory"),
+        HostPath("ascend-dcmi", "/usr/local/dcmi", "Directory"),
+        HostPath("npu-smi", "/usr/local/bin/npu-smi", "File"),
+        HostPath("hccn-conf", "/etc/hccn.conf", "File"),
+        HostPath("ascend-install-info", "/etc/ascend_install.info", "File"),
+    ),
+    podinfo_volume=True,
+    launchers=("ranktable", "msrun", "controller"),
+    default_launcher="ranktable",
+)
+
+GPU = PlatformInfo(
+    name="gpu",
+    trainer_platform="GPU",
+    device_resource="nvidia.com/gpu",
+    device_in_requests=False,
+    # HGX-2/DGX-2 class nodes hold 16 GPUs; common servers 8.
+    max_devices_per_node=16,
+    default_devices_per_node=8,
+    cpu_per_device=8,
+    memory_gi_per_device=32,
+    shm_gi_per_device=4,
+    env=(
+        ("NCCL_SOCKET_IFNAME", "eth0"),
+        ("NCCL_DEBUG", "WARN"),
+    ),
+    tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+)
+
+CPU = PlatformInfo(
+    name="cpu",
+    trainer_platform="CPU",
+    device_resource=None,
+    device_in_requests=False,
+    # A "device" on CPU is one trainer process; more than 64 per pod only adds contention.
+    max_devices_per_node=64,
+    default_devices_per_node=None,
+    cpu_per_device=2,
+    memory_gi_per_device=8,
+    shm_gi_per_device=1,
+    env=(
+        # A GPU-less pod running on a GPU node would otherwise see every GPU (NVIDIA device plugin README).
+        ("NVIDIA_VISIBLE_DEVICES", "void"),
+    ),
+)
+
+PLATFORM_INFO: dict[str, PlatformInfo] = {p.name: p for p in (ASCEND, GPU, CPU)}
+
+# Env names the renderer or the launcher own; a spec's extra env may not set them.
+RESERVED_ENV_PREFIXES = ("JOBCTL_", "MS_")
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "POD_NAME",
+        "POD_IP",
+        "NODE_IP",
+        "JOB_COMPLETION_INDEX",
+        "RANK_ID",
+        "RANK_SIZE",
+        "RANK_TABLE_FILE",
+        "DEVICE_ID",
+        "ASCEND_DEVICE_ID",
+        "NVIDIA_VISIBLE_DEVICES",
+        "ASCEND_VISIBLE_DEVICES",
+        "ASCEND_RT_VISIBLE_DEVICES",
+        "CUDA_VISIBLE_DEVICES",
+    }
+)
+
+
+def platform_info(name: str) -> PlatformInfo:
+    return PLATFORM_INFO[name]

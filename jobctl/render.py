@@ -1,0 +1,478 @@
+"""JobSpec -> Kubernetes objects (pure: no I/O, no cluster).
+
+A training job is an Indexed batch/v1 Job (one pod per node, pod `i` runs `trainer.launch` for its devices), a
+headless Service giving pod 0 a stable DNS name before it is ready, and a ConfigMap with the trainer config and
+the resolved spec. The Kubernetes backend makes the Service and ConfigMaps owned by the Job once it exists.
+
+Version gating (fields are used only from the Kubernetes minor where they are GA):
+- podFailurePolicy (GA 1.31, on by default since 1.26): always. Exit 2 (bad config) fails the Job, exit 75 (the
+  launcher leaves to rejoin a changed group) and DisruptionTarget (eviction, preemption) do not count towards
+  backoffLimit. So backoffLimit = max_restarts counts group failures: a failing rank fails its pod once; its peers
+  exit 75 and are recreated for free.
+- successPolicy (GA 1.33): the Job succeeds when index 0 does. Rank 0 exits 0 only after training completed and
+  its checkpoint is saved; without the policy, a peer crashing during teardown would send a finished job through
+  restarts and rendezvous timeouts.
+- podReplacementPolicy: Failed (GA 1.34): a replacement pod starts only after the old one has terminated, so two
+  pods of one index (same hostname, same rank) never run at once. (Older servers already behave this way for Jobs
+  with a podFailurePolicy; the field makes it explicit.)
+- Not used: backoffLimitPerIndex (per-index retries contradict whole-group restarts), managedBy (no external
+  controller manages these Jobs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from jobctl import platforms
+from jobctl.platforms import PlatformInfo, platform_info
+from jobctl.spec import JobSpec, SpecError, parse_quantity, train_config
+
+SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
+DEFAULT_KUBE_VERSION = SUPPORTED_KUBE_VERSIONS[0]
+
+SUCCESS_POLICY_SINCE = (1, 33)
+POD_REPLACEMENT_POLICY_SINCE = (1, 34)
+
+APP_NAME = "resnext-jobs"
+LABEL_PREFIX = "jobctl.io"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+TRAIN_CONFIG_KEY = "train.yaml"
+SPEC_KEY = "spec.yaml"
+EVAL_SUFFIX = "-eval"
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?([-+].*)?$")
+
+
+def parse_kube_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a supported target; a newer server renders as the newest supported minor."""
+    match = _VERSION.fullmatch(version.strip())
+    oldest, newest = SUPPORTED_KUBE_VERSIONS[0], SUPPORTED_KUBE_VERSIONS[-1]
+    if not match:
+        raise SpecError(f"kube_version: {version!r} is not a Kubernetes version such as 1.29 or v1.31.2")
+    parsed = (int(match.group(1)), int(match.group(2)))
+    if parsed < _as_tuple(oldest):
+        raise SpecError(
+            f"kube_version: {version} is older than the oldest supported Kubernetes {oldest}; "
+            f"use a cluster or --kube-version in {oldest}–{newest}"
+        )
+    return min(parsed, _as_tuple(newest))
+
+
+def resolve_kube_version(version: str) -> str:
+    """The supported "1.N" a target version renders as (and validates against)."""
+    major, minor = parse_kube_version(version)
+    return f"{major}.{minor}"
+
+
+def _as_tuple(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+# Names and labels ------------------------------------------------------------------------------------------
+
+
+def config_map_name(spec: JobSpec) -> str:
+    return f"{spec.name}-config"
+
+
+def rings_config_name(spec: JobSpec) -> str:
+    return f"rings-config-{spec.name}"
+
+
+def eval_job_name(spec: JobSpec) -> str:
+    return f"{spec.name}{EVAL_SUFFIX}"
+
+
+def master_addr(spec: JobSpec) -> str:
+    """Pod 0's stable DNS name (Indexed Job hostname + subdomain = the headless Service)."""
+    return f"{spec.name}-0.{spec.name}.{spec.namespace}.svc"
+
+
+def selector_labels(spec: JobSpec, component: str = "trainer") -> dict[str, str]:
+    """The labels that pick one job's pods of one component (Service selector, anti-affinity)."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": spec.name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def labels(spec: JobSpec, component: str = "trainer") -> dict[str, str]:
+    return {
+        **selector_labels(spec, component),
+        "app.kubernetes.io/part-of": APP_NAME,
+        "app.kubernetes.io/managed-by": "jobctl",
+        "app.kubernetes.io/version": platforms.IMAGE_TAG,
+        f"{LABEL_PREFIX}/platform": spec.platform,
+        f"{LABEL_PREFIX}/devices": str(spec.devices),
+        f"{LABEL_PREFIX}/devices-per-node": str(spec.per_pod),
+        f"{LABEL_PREFIX}/launcher": str(spec.launcher),
+    }
+
+
+def _controller_labels(spec: JobSpec) -> dict[str, str]:
+    if spec.launcher == "controller":
+        return {platforms.RING_CONTROLLER_LABEL: platforms.RING_CONTROLLER_VALUE}
+    return {}
+
+
+def _metadata(spec: JobSpec, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": spec.namespace, "labels": object_labels}
+
+
+# Pod pieces ---------------------------------------------------------------------------------------------------
+
+
+def _env_value(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _env_field(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _user_env(spec: JobSpec, info: PlatformInfo) -> list[dict[str, Any]]:
+    """Platform presets (HCCL/NCCL), overridden by the spec's env."""
+    merged = {**dict(info.env), **spec.env}
+    return [_env_value(k, v) for k, v in merged.items()]
+
+
+def _launcher_env(spec: JobSpec) -> list[dict[str, Any]]:
+    """The Pod contract (docs/INTERFACES.md); Kubernetes itself sets JOB_COMPLETION_INDEX for Indexed Jobs."""
+    values = {
+        "JOBCTL_JOB_NAME": spec.name,
+        "JOBCTL_PLATFORM": spec.platform,
+        "JOBCTL_LAUNCHER": "dyncluster" if spec.launcher == "msrun" else str(spec.launcher),
+        "JOBCTL_NUM_PODS": str(spec.pods),
+        "JOBCTL_DEVICES_PER_POD": str(spec.per_pod),
+        "JOBCTL_MASTER_ADDR": master_addr(spec),
+        "JOBCTL_MASTER_PORT": str(platforms.MASTER_PORT),
+        "JOBCTL_JOB_DIR": spec.job_dir,
+        "JOBCTL_TRAIN_CONFIG": f"{platforms.CONFIG_MOUNT}/{TRAIN_CONFIG_KEY}",
+        "JOBCTL_DATA_DIR": spec.data_dir,
+        **({"JOBCTL_VAL_DIR": spec.val_dir} if spec.val_dir else {}),
+        "JOBCTL_RENDEZVOUS_TIMEOUT": str(spec.rendezvous_timeout),
+        "JOBCTL_STALL_TIMEOUT": str(spec.stall_timeout),
+    }
+    return [
+        *(_env_value(k, v) for k, v in values.items()),
+        _env_field("POD_NAME", "metadata.name"),
+        _env_field("POD_IP", "status.podIP"),
+        _env_field("NODE_IP", "status.hostIP"),
+    ]
+
+
+@dataclass(frozen=True)
+class PodSize:
+    devices: int
+    cpu: str
+    memory: str
+    shm: str
+
+
+def _training_size(spec: JobSpec) -> PodSize:
+    return PodSize(spec.per_pod, str(spec.cpu), str(spec.memory), str(spec.shm_size))
+
+
+def _eval_size(spec: JobSpec, info: PlatformInfo) -> PodSize:
+    """One device: the platform's per-device defaults, capped by the training pod's (possibly smaller) sizes."""
+
+    def smaller(configured: str, per_device: str) -> str:
+        return configured if parse_quantity(configured) < parse_quantity(per_device) else per_device
+
+    return PodSize(
+        1,
+        smaller(str(spec.cpu), str(info.cpu_per_device)),
+        smaller(str(spec.memory), f"{info.memory_gi_per_device}Gi"),
+        smaller(str(spec.shm_size), f"{info.shm_gi_per_device}Gi"),
+    )
+
+
+def _resources(info: PlatformInfo, size: PodSize) -> dict[str, Any]:
+    devices = size.devices
+    requests: dict[str, Any] = {"cpu": size.cpu, "memory": size.memory}
+    limits: dict[str, Any] = {"memory": size.memory}
+    if info.device_resource:
+        limits[info.device_resource] = devices
+        if info.device_in_requests:
+            requests[info.device_resource] = devices
+    return {"requests": requests, "limits": limits}
+
+
+def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> list[dict[str, Any]]:
+    data: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": spec.data.claim, "readOnly": True}}
+        if spec.data.claim
+        else {"hostPath": {"path": spec.data.host_path, "type": "Directory"}}
+    )
+    shared: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": spec.shared.claim}}
+        if spec.shared.claim
+        else {"hostPath": {"path": spec.shared.host_path, "type": "DirectoryOrCreate"}}
+    )
+    volumes: list[dict[str, Any]] = (
+        [{"name": "config", "configMap": {"name": config_map_name(spec)}}] if training else []
+    )
+    volumes += [
+        {"name": "shared", **shared},
+        {"name": "data", **data},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+    ]
+    if training and info.podinfo_volume:
+        annotations = {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+        volumes.append({"name": "podinfo", "downwardAPI": {"items": [annotations]}})
+    if training and spec.launcher == "controller":
+        volumes.append({"name": "ranktable", "configMap": {"name": rings_config_name(spec)}})
+    volumes += [{"name": h.name, "hostPath": {"path": h.path, "type": h.kind}} for h in info.host_paths]
+    return volumes
+
+
+def _mounts(spec: JobSpec, info: PlatformInfo, *, training: bool) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = []
+    if training:
+        mounts.append({"name": "config", "mountPath": platforms.CONFIG_MOUNT, "readOnly": True})
+    mounts += [
+        {"name": "shared", "mountPath": platforms.SHARED_MOUNT},
+        {"name": "data", "mountPath": platforms.DATA_MOUNT, "readOnly": True},
+        {"name": "shm", "mountPath": platforms.SHM_MOUNT},
+    ]
+    if training and info.podinfo_volume:
+        mounts.append({"name": "podinfo", "mountPath": platforms.PODINFO_MOUNT, "readOnly": True})
+    if training and spec.launcher == "controller":
+        mounts.append({"name": "ranktable", "mountPath": platforms.CONTROLLER_RANKTABLE_MOUNT, "readOnly": True})
+    mounts += [{"name": h.name, "mountPath": h.path, "readOnly": True} for h in info.host_paths]
+    return mounts
+
+
+def _pod_security(spec: JobSpec) -> dict[str, Any]:
+    """Non-root with a fixed uid/gid where the device runtime allows it (Ascend: HwHiAiUser, uid 1000)."""
+    context: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    uid = spec.run_as_user
+    if uid is not None:
+        context.update(runAsUser=uid, runAsGroup=uid, fsGroup=uid, fsGroupChangePolicy="OnRootMismatch")
+        if uid != 0:
+            context["runAsNonRoot"] = True
+    return context
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _scheduling(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
+    tolerations = [dict(t) for t in info.tolerations]
+    tolerations += [t.to_k8s() for t in spec.tolerations if t.to_k8s() not in tolerations]
+    out: dict[str, Any] = {}
+    if spec.node_selector:
+        out["nodeSelector"] = dict(spec.node_selector)
+    if tolerations:
+        out["tolerations"] = tolerations
+    if spec.priority_class:
+        out["priorityClassName"] = spec.priority_class
+    if spec.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    return out
+
+
+def _pod_spec(
+    spec: JobSpec, info: PlatformInfo, container: dict[str, Any], shm: str, *, training: bool
+) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": platforms.TERMINATION_GRACE_SECONDS,
+        "securityContext": _pod_security(spec),
+        **_scheduling(spec, info),
+        "containers": [container],
+        "volumes": _volumes(spec, info, shm, training=training),
+    }
+    if training:
+        pod["subdomain"] = spec.name
+        if spec.pods > 1:
+            # One pod per node: rank tables key servers by node, and two pods on a node would share its devices.
+            term = {"labelSelector": {"matchLabels": selector_labels(spec)}, "topologyKey": HOSTNAME_TOPOLOGY}
+            pod["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return pod
+
+
+def _failure_policy(*, group: bool) -> dict[str, Any]:
+    def on_exit(action: str, code: int) -> dict[str, Any]:
+        codes = {"containerName": platforms.CONTAINER_NAME, "operator": "In", "values": [code]}
+        return {"action": action, "onExitCodes": codes}
+
+    rules = [on_exit("FailJob", platforms.EXIT_BAD_CONFIG)]
+    if group:
+        rules.append(on_exit("Ignore", platforms.EXIT_GROUP_CHANGED))
+    rules.append({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]})
+    return {"rules": rules}
+
+
+def _job(
+    spec: JobSpec, name: str, job_labels: dict[str, str], pod_labels: dict[str, str], pod: dict[str, Any]
+) -> dict[str, Any]:
+    metadata = _metadata(spec, name, job_labels)
+    body: dict[str, Any] = {}
+    if spec.queue:
+        metadata["labels"] = {**job_labels, KUEUE_QUEUE_LABEL: spec.queue}
+        # Kueue admits (unsuspends) the Job when its queue has quota.
+        body["suspend"] = True
+    if spec.ttl_seconds_after_finished is not None:
+        body["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    body["template"] = {"metadata": {"labels": pod_labels}, "spec": pod}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": body}
+
+
+# Objects --------------------------------------------------------------------------------------------------------
+
+
+def _train_yaml(values: dict[str, Any]) -> str:
+    return yaml.safe_dump(values, sort_keys=False)
+
+
+def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
+    return {
+        "name": platforms.CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["python", "-m", "trainer.launch"],
+        "env": _launcher_env(spec) + _user_env(spec, info),
+        "ports": [{"name": platforms.MASTER_PORT_NAME, "containerPort": platforms.MASTER_PORT, "protocol": "TCP"}],
+        "resources": _resources(info, _training_size(spec)),
+        "volumeMounts": _mounts(spec, info, training=True),
+        "securityContext": _container_security(),
+    }
+
+
+def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict[str, Any]]:
+    """The objects of a training job, in creation order: ConfigMap(s), Service, Job."""
+    version = parse_kube_version(kube_version)
+    info = platform_info(spec.platform)
+    common = labels(spec)
+    ring = _controller_labels(spec)
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(spec, config_map_name(spec), common),
+            "data": {TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()), SPEC_KEY: spec.to_yaml()},
+        }
+    ]
+    if spec.launcher == "controller":
+        # Ascend's hccl-controller fills this in once every pod's device annotation is there.
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _metadata(spec, rings_config_name(spec), {**common, **ring}),
+                "data": {"hccl.json": '{"status":"initializing"}'},
+            }
+        )
+    port = {"name": platforms.MASTER_PORT_NAME, "port": platforms.MASTER_PORT, "targetPort": platforms.MASTER_PORT}
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(spec, spec.name, common),
+            "spec": {
+                "clusterIP": "None",
+                # Workers resolve pod 0 before it is ready (the launcher's rendezvous happens before readiness).
+                "publishNotReadyAddresses": True,
+                "selector": selector_labels(spec),
+                "ports": [{**port, "protocol": "TCP"}],
+            },
+        }
+    )
+    container = _trainer_container(spec, info)
+    pod = _pod_spec(spec, info, container, str(spec.shm_size), training=True)
+    job = _job(spec, spec.name, {**common, **ring}, {**common, **ring}, pod)
+    job["spec"] = {
+        "completionMode": "Indexed",
+        "completions": spec.pods,
+        "parallelism": spec.pods,
+        "backoffLimit": spec.max_restarts,
+        "podFailurePolicy": _failure_policy(group=True),
+        **({"successPolicy": {"rules": [{"succeededIndexes": "0"}]}} if version >= SUCCESS_POLICY_SINCE else {}),
+        **({"podReplacementPolicy": "Failed"} if version >= POD_REPLACEMENT_POLICY_SINCE else {}),
+        **job["spec"],
+    }
+    objects.append(job)
+    return objects
+
+
+# Evaluation -----------------------------------------------------------------------------------------------------
+
+
+def _in_pod_path(value: str | None, field: str) -> str:
+    if not value:
+        raise SpecError(
+            f"{field}: no in-pod path given (a spec with data.val_subpath null has no default evaluation folder); "
+            f"pass one such as {platforms.DATA_MOUNT}/val"
+        )
+    if not value.startswith("/") or ".." in value.split("/") or any(c.isspace() for c in value):
+        raise SpecError(
+            f"{field}: {value!r} must be an absolute path inside the pod without '..' or spaces, "
+            f"e.g. {platforms.SHARED_MOUNT}/jobs/<name>/ckpt or {platforms.DATA_MOUNT}/val"
+        )
+    return value
+
+
+def render_eval(
+    spec: JobSpec, checkpoint: str, data_dir: str | None, kube_version: str = DEFAULT_KUBE_VERSION
+) -> list[dict[str, Any]]:
+    """A one-device Job `<name>-eval` running trainer.evaluate on an in-pod checkpoint (file or directory).
+
+    trainer.evaluate reads the architecture from the checkpoint, prints its JSON result as the last stdout line
+    and writes `<checkpoint>.eval.json` next to it.
+    """
+    parse_kube_version(kube_version)
+    checkpoint = _in_pod_path(checkpoint, "checkpoint")
+    data_dir = _in_pod_path(data_dir, "data_dir")
+    info = platform_info(spec.platform)
+    size = _eval_size(spec, info)
+    eval_labels = labels(spec, "eval")
+    evaluate = ["--data_dir", data_dir, "--platform", info.trainer_platform, "--pretrained", checkpoint]
+    container = {
+        "name": platforms.CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["python", "-m", "trainer.evaluate", *evaluate],
+        "env": _user_env(spec, info),
+        "resources": _resources(info, size),
+        "volumeMounts": _mounts(spec, info, training=False),
+        "securityContext": _container_security(),
+    }
+    pod = _pod_spec(spec, info, container, size.shm, training=False)
+    job = _job(spec, eval_job_name(spec), eval_labels, eval_labels, pod)
+    job["spec"] = {
+        "completions": 1,
+        "parallelism": 1,
+        "backoffLimit": 1,
+        "podFailurePolicy": _failure_policy(group=False),
+        **job["spec"],
+    }
+    return [job]
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the ConfigMaps' files) as readable `|` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def to_yaml(objects: Iterable[dict[str, Any]]) -> str:
+    """Multi-document YAML, keys in rendering order."""
+    return yaml.dump_all(list(objects), Dumper=_BlockDumper, sort_keys=False, explicit_start=True)

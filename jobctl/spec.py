@@ -1,0 +1,565 @@
+"""JobSpec: everything a training job needs, validated before anything is sent to a cluster.
+
+A spec comes from a YAML file, `--set KEY=VALUE` trainer keys and command-line flags (flags win over `--set`,
+which wins over the file). Defaults make `jobctl submit --devices 8 --platform ascend` complete: a generated name,
+the image `make image` builds, and the PVCs `k8s/` creates. Every invalid input raises SpecError: one paragraph
+naming the field, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobctl import platforms
+from jobctl.platforms import Launcher, PlatformName, platform_info
+from trainer import config as trainer_config
+
+MAX_DNS_LABEL = 63
+MAX_DEVICES = 65536
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SUBPATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+# Kubernetes quantity grammar (apimachinery resource.Quantity): a decimal number with an SI, binary or exponent suffix.
+QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_QUANTITY_SCALE = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12))},
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+}
+# Docker image reference: [registry[:port]/]path[:tag][@digest].
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = re.compile(
+    rf"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d+)?/)?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+
+# Trainer keys jobctl sets itself, and where the user sets them instead.
+LAUNCH_KEY_HINTS = {
+    "platform": "use --platform (the spec field platform)",
+    "data_dir": "jobctl mounts the data volume at /data; choose the volume with --data / data.claim or "
+    "data.host_path and the folder with data.train_subpath",
+    "val_dir": "use data.val_subpath (a folder of the data volume), or null for no validation",
+    "ckpt_path": "jobctl writes checkpoints to /shared/jobs/<name>/ckpt; choose the job with --name",
+    "is_distributed": "jobctl sets it from --devices",
+}
+
+
+class SpecError(ValueError):
+    """An invalid job spec: the message names the field, the bad value and the fix."""
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity ("16", "500m", "64Gi", "1e3") as a number; ValueError when malformed."""
+    match = QUANTITY.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 16, 500m, 64Gi)")
+    suffix = match.group(3) or ""
+    number = Decimal(text[: len(text) - len(suffix)] if suffix else text)
+    if suffix and suffix not in _QUANTITY_SCALE:  # an exponent: e3, E-2
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _QUANTITY_SCALE.get(suffix, Decimal(1))
+
+
+def _check_quantity(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        amount = parse_quantity(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; set {field} like 16 (cores), 500m or 64Gi") from None
+    if amount <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return value
+
+
+def _check_qualified_name(key: str) -> None:
+    """A label key or taint key: [DNS-subdomain prefix/]name (name ≤ 63)."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS_1123_SUBDOMAIN.fullmatch(prefix)):
+        raise ValueError(f"key {key!r} has an invalid prefix {prefix!r} (a DNS subdomain such as example.com)")
+    if not name or len(name) > MAX_DNS_LABEL or not LABEL_NAME.fullmatch(name):
+        raise ValueError(f"key {key!r} is not a valid label key (alphanumerics, '-', '_', '.', at most 63)")
+
+
+def _check_label_value(value: str, what: str) -> None:
+    if len(value) > MAX_DNS_LABEL or not LABEL_VALUE.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not a valid label value (alphanumerics, '-', '_', '.', at most 63)")
+
+
+def _check_dns_subdomain(value: str, what: str) -> str:
+    if len(value) > 253 or not DNS_1123_SUBDOMAIN.fullmatch(value):
+        raise ValueError(f"{what} {value!r} must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
+    return value
+
+
+def _check_host_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = value.split("/")
+    if not value.startswith("/") or value == "/" or ".." in parts or any(c in value for c in "\n\0"):
+        raise ValueError(f"host_path {value!r} must be an absolute path other than / without '..'")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataVolume(_Strict):
+    """The dataset: a PVC (default `imagenet`) or a node's directory holding train/ and val/; mounted read-only."""
+
+    claim: str | None = None
+    host_path: str | None = None
+    train_subpath: str = "train"
+    val_subpath: str | None = "val"
+
+    @field_validator("claim")
+    @classmethod
+    def _claim_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_dns_subdomain(value, "claim")
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, value: str | None) -> str | None:
+        return _check_host_path(value)
+
+    @field_validator("train_subpath", "val_subpath")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and (not SUBPATH.fullmatch(value) or ".." in value.split("/")):
+            raise ValueError(f"{value!r} must be a relative folder of the data volume, e.g. train or imagenet/val")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataVolume:
+        if self.claim and self.host_path:
+            raise ValueError("set either claim or host_path, not both")
+        if self.claim is None and self.host_path is None:
+            self.claim = platforms.DEFAULT_DATA_CLAIM
+        return self
+
+
+class SharedVolume(_Strict):
+    """Job directories and checkpoints: a ReadWriteMany PVC (default `jobctl-shared`) or a node's directory."""
+
+    claim: str | None = None
+    host_path: str | None = None
+
+    @field_validator("claim")
+    @classmethod
+    def _claim_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_dns_subdomain(value, "claim")
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, value: str | None) -> str | None:
+        return _check_host_path(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SharedVolume:
+        if self.claim and self.host_path:
+            raise ValueError("set either claim or host_path, not both")
+        if self.claim is None and self.host_path is None:
+            self.claim = platforms.DEFAULT_SHARED_CLAIM
+        return self
+
+
+class Toleration(_Strict):
+    """A Kubernetes toleration (same field names as the pod spec)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.key is not None:
+            _check_qualified_name(self.key)
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator Exists takes no value; drop value or use operator Equal")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("operator Equal needs a key; set key or use operator Exists")
+        if self.value:
+            _check_label_value(self.value, "value")
+        if self.tolerationSeconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds only applies to effect NoExecute")
+        return self
+
+    def to_k8s(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class JobSpec(_Strict):
+    """A training job. Optional fields left unset are resolved (platform defaults) when the spec is validated."""
+
+    name: str
+    namespace: str = platforms.DEFAULT_NAMESPACE
+    platform: PlatformName
+    devices: int = Field(1, ge=1, le=MAX_DEVICES)
+    devices_per_node: int | None = Field(None, ge=1)
+    image: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    data: DataVolume = Field(default_factory=DataVolume)
+    shared: SharedVolume = Field(default_factory=SharedVolume)
+    cpu: str | None = None
+    memory: str | None = None
+    shm_size: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class: str | None = None
+    queue: str | None = None
+    max_restarts: int = Field(3, ge=0, le=1000)
+    ttl_seconds_after_finished: int | None = Field(7 * 24 * 3600, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    launcher: Launcher | None = None
+    rendezvous_timeout: int = Field(600, ge=10, le=86400)
+    stall_timeout: int = Field(1800, ge=60, le=7 * 86400)
+    # The container's uid (Ascend images run as HwHiAiUser, uid 1000); null keeps the image's user.
+    run_as_user: int | None = Field(1000, ge=0)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_1035(cls, value: str) -> str:
+        if not DNS_1035.fullmatch(value) or len(value) > MAX_DNS_LABEL:
+            raise ValueError(
+                f"{value!r} is not a DNS-1035 label: use lowercase letters, digits and '-', starting with a letter "
+                "and ending with a letter or digit, e.g. resnext-a1"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_1123_LABEL.fullmatch(value) or len(value) > MAX_DNS_LABEL:
+            raise ValueError(f"{value!r} is not a namespace name (lowercase letters, digits and '-', at most 63)")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_ref(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 4096 or not IMAGE_REF.fullmatch(value)):
+            raise ValueError(f"{value!r} is not an image reference such as registry:5000/resnext-jobs-gpu:0.1.0")
+        return value
+
+    @field_validator("cpu", "memory", "shm_size")
+    @classmethod
+    def _quantity(cls, value: str | None, info: Any) -> str | None:
+        return _check_quantity(value, info.field_name)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            _check_qualified_name(key)
+            _check_label_value(item, f"the value of {key}")
+        return value
+
+    @field_validator("priority_class")
+    @classmethod
+    def _priority_class(cls, value: str | None) -> str | None:
+        return None if value is None else _check_dns_subdomain(value, "priority class")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _check_label_value(value, "queue")
+        return _check_dns_subdomain(value, "queue")
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secrets(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _check_dns_subdomain(item, "secret name")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_scalars(cls, value: object) -> object:
+        # YAML turns `FOO: 1` into an int; env values are strings.
+        if isinstance(value, Mapping):
+            return {k: _scalar_text(v) for k, v in value.items()}
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not an environment variable name (letters, digits, '_')")
+            if key.startswith(platforms.RESERVED_ENV_PREFIXES) or key in platforms.RESERVED_ENV_NAMES:
+                raise ValueError(f"{key} is set by jobctl or the device plugin; remove it from env")
+        return value
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_keys(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            for key in value:
+                if not isinstance(key, str):
+                    raise ValueError(f"key {key!r} is not a trainer key name")
+                if key in LAUNCH_KEY_HINTS:
+                    raise ValueError(f"{key} is set by jobctl, not a train key: {LAUNCH_KEY_HINTS[key]}")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> JobSpec:
+        info = platform_info(self.platform)
+        self._resolve_devices()
+        if self.launcher is None:
+            self.launcher = info.default_launcher
+        elif self.launcher not in info.launchers:
+            raise ValueError(
+                f"launcher: {self.launcher!r} is not available on {self.platform} "
+                f"(choose {' or '.join(info.launchers)}); ranktable and controller are Ascend's rank-table launchers"
+            )
+        self._check_name_length()
+        if self.image is None:
+            self.image = default_image(self.platform)
+        dpn = self.per_pod
+        self.cpu = self.cpu or str(info.cpu_per_device * dpn)
+        self.memory = self.memory or f"{info.memory_gi_per_device * dpn}Gi"
+        self.shm_size = self.shm_size or f"{info.shm_gi_per_device * dpn}Gi"
+        if parse_quantity(self.shm_size) >= parse_quantity(self.memory):
+            raise ValueError(
+                f"shm_size: {self.shm_size} must be less than memory {self.memory} (the in-memory /dev/shm counts "
+                "toward the pod's memory limit); lower shm_size or raise memory"
+            )
+        self.train = _validated_train(self.train, info.trainer_platform)
+        return self
+
+    def _resolve_devices(self) -> None:
+        info = platform_info(self.platform)
+        if self.devices_per_node is None:
+            default = info.default_devices_per_node
+            self.devices_per_node = self.devices if default is None else min(self.devices, default)
+        dpn = self.devices_per_node
+        if dpn > info.max_devices_per_node:
+            raise ValueError(
+                f"devices_per_node: {dpn} is more than a {self.platform} node holds "
+                f"(at most {info.max_devices_per_node}); use --devices-per-node {info.max_devices_per_node} or fewer"
+            )
+        if self.devices % dpn:
+            raise ValueError(
+                f"devices: {self.devices} is not divisible by devices_per_node {dpn}; use a multiple of {dpn} "
+                "(every pod runs the same number of trainer processes)"
+            )
+        if self.platform == "ascend" and dpn not in (1, 2, 4, 8, 16):
+            raise ValueError(
+                f"devices_per_node: {dpn} is not a device group HCCL accepts on one Ascend node; use 1, 2, 4, 8 or 16"
+            )
+
+    def _check_name_length(self) -> None:
+        suffixes = (f"-{self.pods - 1}", "-eval")
+        longest = max(suffixes, key=len)
+        if len(self.name) + len(longest) > MAX_DNS_LABEL:
+            raise ValueError(
+                f"name: {self.name!r} is {len(self.name)} characters; with the suffix {longest!r} of its pods or "
+                f"eval job it exceeds the {MAX_DNS_LABEL}-character limit of a pod hostname and a label value; "
+                f"use a name of at most {MAX_DNS_LABEL - len(longest)} characters"
+            )
+
+    # Resolved values (valid after validation) -------------------------------------------------------------
+
+    @property
+    def per_pod(self) -> int:
+        assert self.devices_per_node is not None
+        return self.devices_per_node
+
+    @property
+    def pods(self) -> int:
+        return self.devices // self.per_pod
+
+    @property
+    def job_dir(self) -> str:
+        """The job directory inside a pod."""
+        return f"{platforms.SHARED_MOUNT}/jobs/{self.name}"
+
+    @property
+    def data_dir(self) -> str:
+        return f"{platforms.DATA_MOUNT}/{self.data.train_subpath}"
+
+    @property
+    def val_dir(self) -> str | None:
+        return None if self.data.val_subpath is None else f"{platforms.DATA_MOUNT}/{self.data.val_subpath}"
+
+    @property
+    def ckpt_dir(self) -> str:
+        return f"{self.job_dir}/ckpt"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _scalar_text(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _validated_train(values: Mapping[str, Any], trainer_platform: str) -> dict[str, Any]:
+    """Check the trainer keys with the platform the pods use; keep the given keys, normalised (lists, aliases)."""
+    try:
+        cfg = trainer_config.build({**values, "platform": trainer_platform}, source="train")
+    except trainer_config.ConfigError as exc:
+        raise ValueError(f"train keys: {str(exc).removeprefix('invalid train: ')}") from None
+    flat = cfg.flat()
+    canonical = ["arch" if key == "backbone" else key for key in values]
+    return {key: flat[key] for key in canonical}
+
+
+def default_image(platform: str) -> str:
+    """The image `make image` builds; `$JOBCTL_REGISTRY/` in front when that variable is set."""
+    image = f"{platforms.IMAGE_REPOSITORY.format(platform=platform)}:{platforms.IMAGE_TAG}"
+    registry = os.environ.get(platforms.REGISTRY_ENV, "").strip().rstrip("/")
+    return f"{registry}/{image}" if registry else image
+
+
+def train_config(spec: JobSpec) -> trainer_config.TrainConfig:
+    """The trainer config the pods run with: the spec's keys plus the platform and the in-pod paths."""
+    values: dict[str, Any] = {
+        **spec.train,
+        "platform": platform_info(spec.platform).trainer_platform,
+        "data_dir": spec.data_dir,
+        "val_dir": spec.val_dir,
+        "ckpt_path": spec.ckpt_dir,
+        "is_distributed": spec.devices > 1,
+    }
+    return trainer_config.build(values, source="train")
+
+
+def generated_name(platform: str) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return f"resnext-{platform}-" + "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One paragraph: each bad field with its value and what is expected."""
+    parts = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if item["type"] == "missing":
+            msg = "required" + ("; pass --platform ascend|gpu|cpu" if loc == "platform" else "")
+        elif item["type"] == "extra_forbidden":
+            msg = f"unknown field; known fields: {', '.join(_known_fields(item['loc']))}"
+        bad = item.get("input")
+        shown = "" if item["type"] == "missing" or isinstance(bad, Mapping | list) else f" (got {bad!r})"
+        parts.append(f"{loc}: {msg}{shown}" if loc and not msg.startswith(f"{loc}:") else f"{msg}{shown}")
+    return "invalid job spec: " + "; ".join(parts)
+
+
+def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = JobSpec
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif str(part) == "tolerations" or isinstance(part, int):
+            model = Toleration
+    return list(model.model_fields)
+
+
+def validate_spec(values: Mapping[str, Any]) -> JobSpec:
+    try:
+        return JobSpec.model_validate(dict(values))
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err)) from None
+
+
+def _read_file(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {file}: {exc}; check the path given to -f") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec file {file} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {file} must hold a mapping of spec fields, not {type(data).__name__}")
+    return data
+
+
+def _parse_sets(sets: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set {item!r} is not KEY=VALUE; write e.g. --set max_epoch=2")
+        if key in LAUNCH_KEY_HINTS:
+            raise SpecError(f"--set {key}: {key} is set by jobctl: {LAUNCH_KEY_HINTS[key]}")
+        try:
+            values[key] = trainer_config.parse_value(key, raw)
+        except (trainer_config.ConfigError, yaml.YAMLError) as exc:
+            raise SpecError(f"--set {key}: {exc}") from None
+    return values
+
+
+# A volume is a claim or a host path: a flag choosing one replaces the other one from the file.
+_VOLUME_SOURCES = {"claim": "host_path", "host_path": "claim"}
+
+
+def _merge_flags(base: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags win; None means "not given"; `a.b` keys set nested fields (data.claim)."""
+    merged = dict(base)
+    for key, value in flags.items():
+        head, _, source = key.partition(".")
+        chosen = value is not None and head in ("data", "shared") and source in _VOLUME_SOURCES
+        if chosen and isinstance(merged.get(head), Mapping):
+            merged[head] = {k: v for k, v in merged[head].items() if k != _VOLUME_SOURCES[source]}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        head, _, rest = key.partition(".")
+        if rest:
+            nested = merged.get(head)
+            nested = dict(nested) if isinstance(nested, Mapping) else {}
+            merged[head] = _merge_flags(nested, {rest: value})
+        elif key == "train" and isinstance(value, Mapping) and isinstance(merged.get("train"), Mapping):
+            merged["train"] = {**merged["train"], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_spec(file: Path | None, flags: Mapping[str, Any], sets: list[str]) -> JobSpec:
+    """The spec from a YAML file, `--set` trainer keys and flags (flags > --set > file); SpecError when invalid."""
+    values = _read_file(file) if file is not None else {}
+    set_values = _parse_sets(sets)
+    if set_values:
+        train = values.get("train") or {}
+        if not isinstance(train, Mapping):
+            raise SpecError(f"train: must be a mapping of trainer keys, not {type(train).__name__}")
+        values["train"] = {**train, **set_values}
+    values = _merge_flags(values, flags)
+    if not values.get("name"):
+        platform = values.get("platform")
+        values["name"] = generated_name(platform if platform in platforms.PLATFORMS else "job")
+    return validate_spec(values)
