@@ -190,8 +190,7 @@ def build(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
     unknown = [k for k in values if k not in TrainConfig.model_fields and k != "backbone"]
     if unknown:
         raise ConfigError(
-            f"invalid {source}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"known keys: {', '.join(field_names())}"
+            f"invalid {source}: unknown key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(field_names())}"
         )
     try:
         return TrainConfig.model_validate(dict(values))
