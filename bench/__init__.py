@@ -1,0 +1,1 @@
+"""Throughput benchmarks (`make bench`): input pipeline, model step, manifest rendering."""
