@@ -1,0 +1,5 @@
+"""`python -m jobctl` = the `jobctl` command."""
+
+from jobctl.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""What every backend offers the CLI, and the records it returns.
+
+A backend takes a validated JobSpec and its rendered objects and runs them somewhere (Kubernetes, or local
+process groups). Errors it raises are :class:`BackendError` with a message for people and an exit code
+(2: the input was wrong, 1: something failed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from jobctl.spec import JobSpec
+
+# Job phases shown to people, the same words for both backends.
+PENDING, RUNNING, COMPLETE, FAILED, UNKNOWN = "Pending", "Running", "Complete", "Failed", "Unknown"
+FINISHED = (COMPLETE, FAILED)
+
+_RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
+
+
+class BackendError(Exception):
+    """A failure to report as one paragraph; ``exit_code`` 2 for bad input, 1 for anything else."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class JobNotFound(BackendError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
+class WaitTimeout(BackendError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
+@dataclass
+class PodInfo:
+    """One pod (= one job index) of a job."""
+
+    index: int
+    name: str
+    phase: str
+    restarts: int = 0
+    node: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+@dataclass
+class JobInfo:
+    """A job's state as `jobctl status` and `jobctl list` show it."""
+
+    name: str
+    namespace: str
+    phase: str
+    platform: str = ""
+    devices: int = 0
+    pods_total: int = 0
+    restarts: int = 0
+    created: str | None = None
+    pods: list[PodInfo] = field(default_factory=list)
+    progress: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    explanation: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backend(ABC):
+    """The operations the CLI needs; each backend maps them onto its runtime."""
+
+    name: str
+
+    @abstractmethod
+    def submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
+        """Create the job; returns what to tell the user (how to follow it)."""
+
+    @abstractmethod
+    def status(self, name: str) -> JobInfo: ...
+
+    @abstractmethod
+    def list_jobs(self) -> list[JobInfo]: ...
+
+    @abstractmethod
+    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None) -> None:
+        """Write the job's log lines (``[rank N]`` prefixed) to out; with follow, until the job finishes."""
+
+    @abstractmethod
+    def wait(self, name: str, *, for_phase: str | None, timeout: float | None) -> str:
+        """Block until the job is Complete or Failed (or ``for_phase``); returns the phase reached."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None: ...
+
+    @abstractmethod
+    def load_spec(self, name: str) -> JobSpec:
+        """The job's resolved spec as submitted (kept after the job itself is cleaned up)."""
+
+    @abstractmethod
+    def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None) -> dict[str, Any]:
+        """Run trainer.evaluate on a checkpoint of the job; returns its JSON result (top1, top5, ...)."""
+
+
+def rank_of_line(line: str) -> int | None:
+    """The global rank a launcher output line belongs to (its ``[rank N] `` prefix), if any."""
+    match = _RANK_PREFIX.match(line)
+    return int(match.group(1)) if match else None
+
+
+def keep_line(line: str, rank: int | None) -> bool:
+    return rank is None or rank_of_line(line) == rank
+
+
+def latest_progress(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The newest trainer progress line among ``lines`` (rank 0 preferred), parsed."""
+    from trainer.progress import parse_progress
+
+    newest: dict[str, Any] | None = None
+    for line in lines:
+        parsed = parse_progress(line)
+        if parsed is not None and parsed.get("rank", 0) == 0:
+            newest = parsed
+    return newest
+
+
+def last_json_line(text: str) -> dict[str, Any] | None:
+    """trainer.evaluate's result: the last stdout line that is a JSON object (rank prefixes tolerated)."""
+    for raw in reversed(text.splitlines()):
+        line = _RANK_PREFIX.sub("", raw).strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def spec_from_yaml(text: str, source: str) -> JobSpec:
+    """A JobSpec from its resolved YAML (spec.yaml in the job directory or the ConfigMap)."""
+    import yaml
+
+    from jobctl.spec import SpecError, validate_spec
+
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BackendError(f"the stored spec {source} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise BackendError(f"the stored spec {source} is not a mapping of spec fields")
+    try:
+        return validate_spec(values)
+    except SpecError as exc:
+        raise BackendError(f"the stored spec {source} no longer validates: {exc}") from None

@@ -1,0 +1,490 @@
+"""`jobctl`: submit, follow and evaluate ResNeXt training jobs on Kubernetes or locally (a thin typer app).
+
+kubectl habits: `-n/--namespace`, `--context`, `-o table|yaml|json`; `--backend k8s|local` (default k8s, or env
+JOBCTL_BACKEND). Errors go to stderr as one paragraph; exit 2 for bad input, 1 for failures.
+
+`--data` names the dataset (a root holding train/ and val/): with the k8s backend a PVC claim name, or an absolute
+path = a directory on every node (hostPath); with the local backend a directory on this machine. `--shared` is
+the shared volume the same way (k8s: claim or node path; local: a directory, default ./shared).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from jobctl import output
+from jobctl.backends.base import COMPLETE, FAILED, Backend, BackendError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="jobctl",
+    help="Train ResNeXt with MindSpore on Kubernetes (Ascend/GPU) or locally on CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ranktable_app = typer.Typer(help="HCCL rank tables for bare-metal Ascend runs.", no_args_is_help=True)
+app.add_typer(ranktable_app, name="ranktable")
+
+DEFAULT_SHARED = "./shared"
+
+
+class BackendName(str, Enum):
+    k8s = "k8s"
+    local = "local"
+
+
+class Format(str, Enum):
+    table = "table"
+    yaml = "yaml"
+    json = "json"
+
+
+class WaitFor(str, Enum):
+    complete = "complete"
+    failed = "failed"
+
+
+# Options shared by several commands.
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="namespace (default: the spec's)")]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context")]
+BackendOpt = Annotated[BackendName, typer.Option("--backend", envvar="JOBCTL_BACKEND", help="k8s or local")]
+SharedOpt = Annotated[
+    str | None, typer.Option("--shared", help="shared volume: local dir (default ./shared); k8s: PVC or node path")
+]
+OutputOpt = Annotated[Format, typer.Option("--output", "-o", help="table, yaml or json")]
+KubeVersionOpt = Annotated[
+    str | None, typer.Option("--kube-version", help="target Kubernetes version (default: oldest supported)")
+]
+
+
+def fail_cleanly(fn: F) -> F:
+    """Known errors → one paragraph on stderr and exit 2 (bad input) or 1 (failure); never a traceback."""
+    from jobctl.spec import SpecError
+    from jobctl.validate import ManifestError
+    from trainer.config import ConfigError
+    from trainer.ranktable import RankTableError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SpecError, ConfigError, RankTableError, ManifestError) as exc:
+            output.error(str(exc))
+            raise typer.Exit(2) from None
+        except BackendError as exc:
+            output.error(exc.message)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def bad_input(message: str) -> BackendError:
+    return BackendError(message, exit_code=2)
+
+
+def make_backend(backend: BackendName, namespace: str | None, context: str | None, shared: str | None) -> Backend:
+    if backend is BackendName.local:
+        from jobctl.backends.local import LocalBackend
+
+        return LocalBackend(shared or DEFAULT_SHARED)
+    from jobctl import platforms
+    from jobctl.backends.k8s import K8sBackend, api_client
+
+    return K8sBackend(api_client(context), namespace or platforms.DEFAULT_NAMESPACE)
+
+
+def key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    values = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise bad_input(f"{flag} {item!r} is not KEY=VALUE; write e.g. {flag} NCCL_DEBUG=INFO")
+        values[key] = value
+    return values
+
+
+def volume_flags(field: str, value: str | None, backend: BackendName, flag: str) -> dict[str, Any]:
+    """--data/--shared → spec fields: a local directory, a node path (absolute) or a PVC claim name."""
+    if value is None:
+        return {}
+    if backend is BackendName.local:
+        path = Path(value).expanduser().resolve()
+        if field == "shared":
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            raise bad_input(f"{flag}: {value!r} is not a directory; pass the dataset root holding train/ and val/")
+        return {f"{field}.host_path": str(path)}
+    return {f"{field}.host_path" if value.startswith("/") else f"{field}.claim": value}
+
+
+def build_spec(
+    file: Path | None,
+    flags: dict[str, Any],
+    sets: list[str] | None,
+    env: list[str] | None,
+    data: str | None,
+    shared: str | None,
+    backend: BackendName,
+) -> Any:
+    from jobctl.spec import load_spec
+
+    values = dict(flags)
+    values.update({f"env.{k}": v for k, v in key_values(env, "--env").items()})
+    values.update(volume_flags("data", data, backend, "--data"))
+    if backend is BackendName.local:
+        shared = shared or DEFAULT_SHARED
+    values.update(volume_flags("shared", shared, backend, "--shared"))
+    spec = load_spec(file, values, list(sets or []))
+    if backend is BackendName.local:
+        if spec.data.host_path is None:
+            raise bad_input(
+                "--data: the local backend needs the dataset as a directory on this machine (holding "
+                f"{spec.data.train_subpath}/ and {spec.data.val_subpath}/); pass --data DIR"
+            )
+        train = Path(spec.data.host_path) / spec.data.train_subpath
+        if not train.is_dir():
+            raise bad_input(f"--data: {spec.data.host_path} has no {spec.data.train_subpath}/ folder of class folders")
+    return spec
+
+
+def render_checked(spec: Any, kube_version: str) -> list[dict[str, Any]]:
+    """Render, then validate strictly against the target version's schemas when kubernetes-validate is there."""
+    from jobctl.render import render, resolve_kube_version
+
+    version = resolve_kube_version(kube_version)
+    objects = render(spec, version)
+    try:
+        import kubernetes_validate  # noqa: F401
+    except ImportError:
+        return objects
+    from jobctl.validate import validate_objects
+
+    validate_objects(objects, version)
+    return objects
+
+
+def print_objects(objects: list[dict[str, Any]], fmt: Format) -> None:
+    from jobctl.render import to_yaml
+
+    if fmt is Format.json:
+        output.dump(objects, "json")
+    else:
+        print(to_yaml(objects), end="")
+
+
+# Spec flags (render and submit) ------------------------------------------------------------------------------
+
+FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="spec YAML file")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="job name (DNS-1035; default: generated)")]
+PlatformOpt = Annotated[str | None, typer.Option("--platform", help="ascend, gpu or cpu")]
+DevicesOpt = Annotated[int | None, typer.Option("--devices", help="devices in total")]
+PerNodeOpt = Annotated[int | None, typer.Option("--devices-per-node", help="devices per pod (one pod per node)")]
+ImageOpt = Annotated[str | None, typer.Option("--image", help="container image (default: make image's)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="trainer key KEY=VALUE (repeatable)")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", help="extra env K=V for the pods (repeatable)")]
+DataOpt = Annotated[
+    str | None, typer.Option("--data", help="dataset root (train/, val/): k8s PVC name or node path; local dir")
+]
+QueueOpt = Annotated[str | None, typer.Option("--queue", help="Kueue LocalQueue name")]
+PriorityOpt = Annotated[str | None, typer.Option("--priority-class", help="PriorityClass name")]
+RestartsOpt = Annotated[int | None, typer.Option("--max-restarts", help="group restarts allowed (backoffLimit)")]
+LauncherOpt = Annotated[str | None, typer.Option("--launcher", help="Ascend: ranktable (default), msrun, controller")]
+
+
+def spec_flags(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@app.command()
+@fail_cleanly
+def render(
+    file: FileOpt = None,
+    name: NameOpt = None,
+    platform: PlatformOpt = None,
+    devices: DevicesOpt = None,
+    devices_per_node: PerNodeOpt = None,
+    image: ImageOpt = None,
+    set_: SetOpt = None,
+    env: EnvOpt = None,
+    data: DataOpt = None,
+    shared: SharedOpt = None,
+    queue: QueueOpt = None,
+    priority_class: PriorityOpt = None,
+    max_restarts: RestartsOpt = None,
+    launcher: LauncherOpt = None,
+    namespace: NamespaceOpt = None,
+    kube_version: KubeVersionOpt = None,
+    out: Annotated[Format, typer.Option("--output", "-o", help="yaml or json")] = Format.yaml,
+) -> None:
+    """Print the Kubernetes objects of a job (multi-document YAML); never contacts a cluster."""
+    from jobctl.render import DEFAULT_KUBE_VERSION
+
+    flags = spec_flags(
+        name=name,
+        platform=platform,
+        devices=devices,
+        devices_per_node=devices_per_node,
+        image=image,
+        queue=queue,
+        priority_class=priority_class,
+        max_restarts=max_restarts,
+        launcher=launcher,
+        namespace=namespace,
+    )
+    spec = build_spec(file, flags, set_, env, data, shared, BackendName.k8s)
+    print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
+
+
+@app.command()
+@fail_cleanly
+def submit(
+    file: FileOpt = None,
+    name: NameOpt = None,
+    platform: PlatformOpt = None,
+    devices: DevicesOpt = None,
+    devices_per_node: PerNodeOpt = None,
+    image: ImageOpt = None,
+    set_: SetOpt = None,
+    env: EnvOpt = None,
+    data: DataOpt = None,
+    shared: SharedOpt = None,
+    queue: QueueOpt = None,
+    priority_class: PriorityOpt = None,
+    max_restarts: RestartsOpt = None,
+    launcher: LauncherOpt = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    kube_version: KubeVersionOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="render and validate only; print the objects")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue a job whose directory has checkpoints")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="delete an earlier job of this name first")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="stream logs until the job ends; exit 1 if it failed")] = False,
+    out: OutputOpt = Format.table,
+) -> None:
+    """Validate a job, create it, and print how to follow it."""
+    from jobctl.render import DEFAULT_KUBE_VERSION
+
+    flags = spec_flags(
+        name=name,
+        platform=platform,
+        devices=devices,
+        devices_per_node=devices_per_node,
+        image=image,
+        queue=queue,
+        priority_class=priority_class,
+        max_restarts=max_restarts,
+        launcher=launcher,
+        namespace=namespace,
+    )
+    spec = build_spec(file, flags, set_, env, data, shared, backend)
+    if dry_run:
+        print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
+        return
+    runner = make_backend(backend, spec.namespace, context, shared)
+    version = kube_version or target_version(runner)
+    objects = render_checked(spec, version)
+    message = runner.submit(spec, objects, resume=resume, replace=replace)
+    if out is Format.table:
+        output.note(message)
+    else:
+        summary = {"name": spec.name, "namespace": spec.namespace, "backend": backend.value, "kubeVersion": version}
+        output.dump({**summary, "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}, out.value)
+    if wait:
+        # With -o json|yaml stdout stays machine-readable: the logs go to stderr.
+        runner.logs(spec.name, sys.stdout if out is Format.table else sys.stderr, follow=True, rank=None)
+        phase = runner.wait(spec.name, for_phase=None, timeout=None)
+        output.note(f"job {spec.name}: {phase}")
+        if phase != COMPLETE:
+            info = runner.status(spec.name)
+            if info.explanation:
+                output.note(f"why: {info.explanation}")
+            raise typer.Exit(1)
+
+
+def target_version(runner: Backend) -> str:
+    """The cluster's version clamped to the supported range (k8s); the oldest supported otherwise."""
+    from jobctl.backends.k8s import K8sBackend, clamp_version
+    from jobctl.render import DEFAULT_KUBE_VERSION, SUPPORTED_KUBE_VERSIONS
+
+    if not isinstance(runner, K8sBackend):
+        return DEFAULT_KUBE_VERSION
+    server = runner.server_version()
+    version = clamp_version(server, list(SUPPORTED_KUBE_VERSIONS))
+    if version != server:
+        output.note(f"note: the cluster runs Kubernetes {server}; rendering for {version} (supported range)")
+    return version
+
+
+# Job lifecycle -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+@fail_cleanly
+def status(
+    name: str,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+    out: OutputOpt = Format.table,
+) -> None:
+    """Per-rank pods, training progress and the newest checkpoint; why a job is Pending or Failed."""
+    info = make_backend(backend, namespace, context, shared).status(name)
+    if out is Format.table:
+        output.status_view(info)
+    else:
+        output.dump(info.to_dict(), out.value)
+
+
+@app.command("list")
+@fail_cleanly
+def list_(
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+    out: OutputOpt = Format.table,
+) -> None:
+    """The jobs of a namespace (k8s) or under --shared (local)."""
+    jobs = make_backend(backend, namespace, context, shared).list_jobs()
+    if out is Format.table:
+        output.job_table(jobs)
+    else:
+        output.dump([job.to_dict() for job in jobs], out.value)
+
+
+@app.command()
+@fail_cleanly
+def logs(
+    name: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends")] = False,
+    rank: Annotated[int | None, typer.Option("--rank", min=0, help="only this global rank")] = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+) -> None:
+    """All ranks' output merged, each line prefixed with its rank (or one rank with --rank)."""
+    make_backend(backend, namespace, context, shared).logs(name, sys.stdout, follow=follow, rank=rank)
+
+
+@app.command()
+@fail_cleanly
+def wait(
+    name: str,
+    for_: Annotated[WaitFor, typer.Option("--for", help="complete or failed")] = WaitFor.complete,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="seconds (default: no limit)")] = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+) -> None:
+    """Block until the job is Complete or Failed; exit 0 if it reached --for, 1 otherwise or on timeout."""
+    wanted = COMPLETE if for_ is WaitFor.complete else FAILED
+    phase = make_backend(backend, namespace, context, shared).wait(name, for_phase=wanted, timeout=timeout)
+    output.note(f"job {name}: {phase}")
+    if phase != wanted:
+        raise typer.Exit(1)
+
+
+@app.command()
+@fail_cleanly
+def delete(
+    name: str,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+) -> None:
+    """Stop and delete a job (its pods, Service and ConfigMaps); the job directory with checkpoints stays."""
+    make_backend(backend, namespace, context, shared).delete(name)
+    output.note(f"job {name} deleted")
+
+
+@app.command("eval")
+@fail_cleanly
+def eval_(
+    name: str,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, or a checkpoint path")] = "latest",
+    data: Annotated[
+        str | None, typer.Option("--data", help="validation set (default: the job's val/); k8s: an in-pod path")
+    ] = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+    out: OutputOpt = Format.table,
+) -> None:
+    """Top-1/top-5 of a job's checkpoint (a one-device Job on k8s, a local process with --backend local)."""
+    runner = make_backend(backend, namespace, context, shared)
+    spec = runner.load_spec(name)
+    if data is not None and backend is BackendName.local:
+        data = str(Path(data).expanduser().resolve())
+    result = runner.evaluate(spec, checkpoint, data)
+    if out is Format.table:
+        output.eval_view(result)
+    else:
+        output.dump(result, out.value)
+
+
+# Rank tables -------------------------------------------------------------------------------------------------
+
+
+def write_text(text: str, destination: Path | None) -> None:
+    if destination is None:
+        print(text, end="")
+        return
+    from jobctl.jobdir import write_atomic
+
+    try:
+        write_atomic(destination, text)
+    except OSError as exc:
+        raise bad_input(f"-o {destination}: cannot write it: {exc.strerror}") from None
+
+
+@ranktable_app.command("build")
+@fail_cleanly
+def ranktable_build(
+    hccn_conf: Annotated[Path, typer.Option("--hccn-conf", help="the server's /etc/hccn.conf")],
+    server_id: Annotated[str, typer.Option("--server-id", help="the server's host IP")],
+    devices: Annotated[str | None, typer.Option("--devices", help="0-7, 0,1,2,3 or [0,8)")] = None,
+    destination: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
+) -> None:
+    """A one-server HCCL rank table (v1.0) from hccn.conf, like the model zoo's hccl_tools.py."""
+    from trainer.ranktable import build_server, build_table, parse_device_range, parse_hccn_conf
+
+    try:
+        text = hccn_conf.read_text()
+    except OSError as exc:
+        raise bad_input(f"--hccn-conf {hccn_conf}: cannot read it: {exc.strerror}") from None
+    ips = parse_hccn_conf(text, source=str(hccn_conf))
+    chosen = parse_device_range(devices) if devices is not None else None
+    write_text(build_table([build_server(server_id, ips, chosen)]).to_json(), destination)
+
+
+@ranktable_app.command("merge")
+@fail_cleanly
+def ranktable_merge(
+    tables: Annotated[list[Path], typer.Argument(help="rank tables, in server order")],
+    destination: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
+) -> None:
+    """One rank table from several (servers in argument order, ranks renumbered), like merge_hccl.py."""
+    from trainer.ranktable import RankTable, merge_tables
+
+    write_text(merge_tables([RankTable.load(path) for path in tables]).to_json(), destination)
+
+
+def main() -> None:
+    app()
