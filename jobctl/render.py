@@ -134,6 +134,9 @@ def _env_value(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
 def _env_field(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
@@ -166,6 +169,9 @@ def _launcher_env(spec: JobSpec) -> list[dict[str, Any]]:
         _env_field("POD_NAME", "metadata.name"),
         _env_field("POD_IP", "status.podIP"),
         _env_field("NODE_IP", "status.hostIP"),
+        # The Job's uid (a label the Job controller puts on its pods): a re-submitted job of the same name meets in
+        # a fresh rendezvous directory and never reads an earlier submission's attempts.
+        _env_field("JOBCTL_RUN_ID", f"metadata.labels['{JOB_UID_LABEL}']"),
     ]
 
 

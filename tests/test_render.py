@@ -155,7 +155,9 @@ def test_pod_contract_env() -> None:
     assert env["NODE_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     # Kubernetes sets it for Indexed Jobs; rendering it too would shadow nothing but invite drift.
     assert "JOB_COMPLETION_INDEX" not in env
-    assert all(isinstance(v, str) for k, v in env.items() if k.startswith("JOBCTL_"))
+    # The Job's uid keys the rendezvous directory, so a re-submitted job never reads an earlier one's attempts.
+    assert env["JOBCTL_RUN_ID"] == {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}
+    assert all(isinstance(v, str) for k, v in env.items() if k.startswith("JOBCTL_") and k != "JOBCTL_RUN_ID")
     no_val = env_of(by_kind(render(make("gpu", 8, data={"val_subpath": None})))["Job/rx"])
     assert "JOBCTL_VAL_DIR" not in no_val
 

@@ -30,6 +30,16 @@ def test_join_and_wait_for_all(tmp_path) -> None:
     assert stored["pod_index"] == 2 and stored["hostname"] and stored["time"]
 
 
+def test_a_resubmitted_job_never_meets_the_earlier_submission(tmp_path) -> None:
+    old = Rendezvous(tmp_path, 0, poll_seconds=0.01, run_id="uid-old")
+    old.join(Fragment(0))
+    old.mark_failed("pod 0: crashed")
+    new = Rendezvous(tmp_path, 0, poll_seconds=0.01, run_id="uid-new")
+    assert new.join(Fragment(0)) == 0  # attempt 0 of its own run, not attempt 1 after the old failure
+    assert new.group_failed() is None
+    assert (tmp_path / "rendezvous" / "uid-new" / "attempt-0" / "pod-0.json").exists()
+
+
 def test_timeout_names_the_missing_pods(tmp_path) -> None:
     pod = Rendezvous(tmp_path, 1, poll_seconds=0.01)
     pod.join(Fragment(1))

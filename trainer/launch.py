@@ -93,6 +93,7 @@ class LaunchEnv:
     hccn_conf: Path
     visible_devices: str | None
     controller_table: Path  # where Ascend's hccl-controller's ConfigMap puts hccl.json (controller mode)
+    run_id: str  # the Job's uid: keys the rendezvous directory per submission
 
     @property
     def world_size(self) -> int:
@@ -182,6 +183,7 @@ def read_env(environ: Mapping[str, str]) -> LaunchEnv:
         hccn_conf=Path(r.text("JOBCTL_HCCN_CONF", "/etc/hccn.conf")),
         visible_devices=r.text("ASCEND_VISIBLE_DEVICES", "") or None,
         controller_table=Path(r.text("RANK_TABLE_FILE", CONTROLLER_TABLE)),
+        run_id=r.text("JOBCTL_RUN_ID", ""),
     )
     if r.problems:
         raise LaunchError(
@@ -636,7 +638,7 @@ def _marking_failures(rendezvous: Rendezvous, env: LaunchEnv, wait: Callable[[],
 
 
 def launch(env: LaunchEnv, command: list[str], out: Output, stop: StopSignal) -> int:
-    rendezvous = Rendezvous(env.job_dir, env.pod_index)
+    rendezvous = Rendezvous(env.job_dir, env.pod_index, run_id=env.run_id)
     deadline = time.monotonic() + env.rendezvous_timeout
     if env.launcher == "ranktable":
         server_id, devices = ascend_devices(env)  # before joining: a pod without devices must not hold the group

@@ -85,8 +85,9 @@ def write_atomic(path: Path, text: str) -> None:
 class Rendezvous:
     """One pod's view of ``<job_dir>/rendezvous``. Call :meth:`join`, then :meth:`wait_for_all`."""
 
-    def __init__(self, job_dir: str | Path, pod_index: int, poll_seconds: float = 0.5) -> None:
-        self.root = Path(job_dir) / "rendezvous"
+    def __init__(self, job_dir: str | Path, pod_index: int, poll_seconds: float = 0.5, run_id: str = "") -> None:
+        # One directory per submission (the Job's uid): a re-submitted job never meets an earlier one's attempts.
+        self.root = Path(job_dir) / "rendezvous" / run_id if run_id else Path(job_dir) / "rendezvous"
         self.pod_index = pod_index
         self.poll_seconds = poll_seconds
         self.attempt: int | None = None

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,7 +145,7 @@ def map_path(value: str, mounts: list[tuple[str, str]]) -> str:
     return value
 
 
-def _field_value(field_path: str, index: int, pod_name: str, namespace: str) -> str:
+def _field_value(field_path: str, index: int, pod_name: str, namespace: str, job_uid: str) -> str:
     if field_path == "metadata.name":
         return pod_name
     if field_path == "metadata.namespace":
@@ -155,6 +156,8 @@ def _field_value(field_path: str, index: int, pod_name: str, namespace: str) -> 
         return socket.gethostname()
     if "job-completion-index" in field_path:
         return str(index)
+    if "controller-uid" in field_path:
+        return job_uid
     return ""
 
 
@@ -174,6 +177,7 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
     job = training_job(objects)
     job_name = job["metadata"]["name"]
     namespace = job["metadata"].get("namespace", "default")
+    job_uid = job["metadata"].get("uid", "")
     pod_spec = job["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
     config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
@@ -188,7 +192,8 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
             if "value" in var:
                 env[var["name"]] = map_path(_expand(str(var["value"]), env), mounts)
             elif "fieldRef" in var.get("valueFrom", {}):
-                env[var["name"]] = _field_value(var["valueFrom"]["fieldRef"]["fieldPath"], index, pod_name, namespace)
+                field_path = var["valueFrom"]["fieldRef"]["fieldPath"]
+                env[var["name"]] = _field_value(field_path, index, pod_name, namespace, job_uid)
             elif "configMapKeyRef" in var.get("valueFrom", {}):
                 ref = var["valueFrom"]["configMapKeyRef"]
                 env[var["name"]] = config_maps.get(ref["name"], {}).get(ref["key"], "")
@@ -552,6 +557,7 @@ class LocalBackend(Backend):
         write_atomic(job_dir.train_file, config_map.get("train.yaml", ""))
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
         job_dir.local_dir.mkdir(parents=True)
+        training_job(objects)["metadata"]["uid"] = str(uuid.uuid4())  # as the API server assigns one on create
         meta = {"objects": objects, "shared": str(self.shared), "submitted": now_iso()}
         write_atomic(job_dir.local_dir / "job.json", json.dumps(meta, indent=1))
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
