@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.ckpt_names import parse_checkpoint_name
+
 POD_SHARED_ROOT = "/shared"
 
-# The trainer names checkpoints <arch>-<epoch>_<step>.ckpt (trainer.checkpoint); best.ckpt is the best top-1.
-_CKPT_NAME = re.compile(r"^(?P<arch>.+)-(?P<epoch>\d+)_(?P<step>\d+)\.ckpt$")
 _RANK_LOG = re.compile(r"^rank-(\d+)\.log$")
 
 
@@ -99,9 +99,9 @@ class JobDir:
         found = []
         if self.ckpt_dir.is_dir():
             for path in self.ckpt_dir.iterdir():
-                match = _CKPT_NAME.match(path.name)
-                if match and path.is_file():
-                    found.append(Checkpoint(path, int(match["epoch"]), int(match["step"])))
+                parsed = parse_checkpoint_name(path.name)
+                if parsed and parsed.rank == 0 and path.is_file():
+                    found.append(Checkpoint(path, parsed.epoch, parsed.step))
         return sorted(found, key=lambda c: (c.epoch, c.step))
 
     def has_checkpoints(self) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,13 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn
 
+from trainer.ckpt_names import BEST_NAME, checkpoint_name, parse_checkpoint_name
 from trainer.progress import fsync_dir
 
+__all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "checkpoint_name"]
+
 META_KEY = "trainer_meta"
-BEST_NAME = "best.ckpt"
 FORMAT_VERSION = 1
-_NAME_RE = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<epoch>\d+)_(?P<step>\d+)(?:-rank(?P<rank>\d+))?\.ckpt$")
 # Saved for completeness but never restored: the current run's config decides them.
 _NOT_RESTORED = ("learning_rate", "momentum", "epoch_num", "step_num", META_KEY)
 # Optimizer/training state: not part of a pretrained initialisation.
@@ -51,11 +51,6 @@ class Checkpoint:
         return int(self.meta["epoch"])
 
 
-def checkpoint_name(arch: str, epoch: int, step: int, rank: int = 0) -> str:
-    suffix = f"-rank{rank}" if rank else ""
-    return f"{arch}-{epoch}_{step}{suffix}.ckpt"
-
-
 def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
     """``rank``'s step checkpoints in ``directory``, oldest first (by step, then epoch); best.ckpt excluded."""
     found = []
@@ -63,9 +58,9 @@ def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
     if not root.is_dir():
         return []
     for path in root.iterdir():
-        match = _NAME_RE.match(path.name)
-        if match and int(match["rank"] or 0) == rank:
-            found.append((int(match["step"]), int(match["epoch"]), path))
+        parsed = parse_checkpoint_name(path.name)
+        if parsed and parsed.rank == rank:
+            found.append((parsed.step, parsed.epoch, path))
     return [path for _, _, path in sorted(found)]
 
 
