@@ -9,6 +9,9 @@ REGISTRY ?= localhost:5000
 TAG ?= 0.1.0
 IMAGE ?= resnext-jobs-$(PLATFORM):$(TAG)
 BASE_IMAGE ?=
+# The Dockerfile selects its base stage by PLATFORM, which needs BuildKit (the legacy builder would build every
+# platform's stage). Point DOCKER at a client with BuildKit if the default one lacks it.
+DOCKER ?= docker
 SHARED ?= ./shared
 DEMO_DATA ?= ./data/synth
 DEMO_JOB ?= demo
@@ -42,9 +45,10 @@ test: ## run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: ## ruff, mypy, hadolint
-	$(BIN)/ruff check trainer jobctl tests bench
-	$(BIN)/ruff format --check trainer jobctl tests bench
+	$(BIN)/ruff check trainer jobctl tests bench docker
+	$(BIN)/ruff format --check trainer jobctl tests bench docker
 	$(BIN)/mypy
+	$(BIN)/mypy docker/run_pods.py
 	$(BIN)/hadolint docker/Dockerfile
 
 bench: ## throughput figures (model step, input pipeline, rendering)
@@ -56,12 +60,12 @@ render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples
 
 image: ## build the image for PLATFORM (cpu|gpu|ascend); BASE_IMAGE overrides the base
-	docker build --network host -f docker/Dockerfile --build-arg PLATFORM=$(PLATFORM) \
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host -f docker/Dockerfile --build-arg PLATFORM=$(PLATFORM) \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
 
 push: ## tag and push IMAGE to REGISTRY
-	docker tag $(IMAGE) $(REGISTRY)/$(IMAGE)
-	docker push $(REGISTRY)/$(IMAGE)
+	$(DOCKER) tag $(IMAGE) $(REGISTRY)/$(IMAGE)
+	$(DOCKER) push $(REGISTRY)/$(IMAGE)
 
 image-smoke: ## build the CPU image and run a 2-rank job and an eval in containers
 	bash docker/smoke.sh

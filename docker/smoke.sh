@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# make image-smoke: build the CPU image, check it, then run a rendered 2-pod × 1-device resnext_tiny job as Docker
+# containers that rendezvous over loopback, and evaluate the result in a container. Non-zero exit if anything fails.
+#
+# Environment: IMAGE (default resnext-jobs-cpu:smoke), BASE_IMAGE (default python:3.11-slim when it is present or
+# pullable, else the local stand-in local/python:3.11-bookworm), SMOKE_DIR (work directory; default a new one under
+# /var/tmp, removed after a pass), SMOKE_TIMEOUT (seconds for the training job, default 900).
+# Needs a Docker engine, a BuildKit-capable client (docker buildx, or a client older than 23 with DOCKER_BUILDKIT=1),
+# and python3 on the host (docker/run_pods.py uses only the standard library).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=${IMAGE:-resnext-jobs-cpu:smoke}
+BASE_IMAGE=${BASE_IMAGE:-}
+SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-900}
+JOB=smoke
+STAND_IN=local/python:3.11-bookworm
+start=$(date +%s)
+stamp() { echo "== [$(($(date +%s) - start))s] $*"; }
+fail() { echo "image-smoke: FAILED: $*" >&2; exit 1; }
+
+# The docker client that builds with BuildKit; the Dockerfile selects its platform stage with FROM base-${PLATFORM}.
+build_client() {
+  local client version
+  if docker buildx version >/dev/null 2>&1; then echo docker; return; fi
+  for client in $(type -ap docker); do
+    version=$("$client" version --format '{{.Client.Version}}' 2>/dev/null || true)
+    if [ -n "$version" ] && [ "${version%%.*}" -lt 23 ]; then echo "$client"; return; fi
+  done
+  fail "no BuildKit-capable docker client: install the buildx plugin (docker-buildx), or use a docker CLI < 23"
+}
+
+# The stand-in base from local-docker.sh is imported with "/" at mode 0700, so the image's uid-1000 user could not
+# even exec python. Re-import its filesystem once (docker export omits the root entry, so "/" becomes 0755).
+usable_stand_in() {
+  local fixed="$STAND_IN-rootfix" cid env_changes=()
+  if docker run --rm --network host --user 1000 "$STAND_IN" /usr/bin/true >/dev/null 2>&1; then
+    echo "$STAND_IN"; return
+  fi
+  if ! docker image inspect "$fixed" >/dev/null 2>&1; then
+    while read -r kv; do [ -n "$kv" ] && env_changes+=(-c "ENV $kv"); done \
+      < <(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$STAND_IN")
+    cid=$(docker create "$STAND_IN")
+    docker export "$cid" | docker import "${env_changes[@]}" -c 'CMD ["python3"]' - "$fixed" >/dev/null
+    docker rm "$cid" >/dev/null
+  fi
+  echo "$fixed"
+}
+
+choose_base() {
+  if [ -n "$BASE_IMAGE" ]; then echo "$BASE_IMAGE"; return; fi
+  if docker image inspect python:3.11-slim >/dev/null 2>&1 || docker pull -q python:3.11-slim >/dev/null 2>&1; then
+    echo python:3.11-slim
+  elif docker image inspect "$STAND_IN" >/dev/null 2>&1; then
+    usable_stand_in
+  else
+    fail "python:3.11-slim cannot be pulled and $STAND_IN is missing:" \
+      "run 'bash /work/shared/tools/local-docker.sh' (as root) or set BASE_IMAGE"
+  fi
+}
+
+docker info >/dev/null 2>&1 || fail "no Docker engine answers; start one (here: /work/shared/tools/local-docker.sh)"
+command -v python3 >/dev/null || fail "python3 is needed on the host for docker/run_pods.py"
+client=$(build_client)
+base=$(choose_base)
+
+stamp "build $IMAGE on $base (client: $client)"
+t0=$(date +%s)
+DOCKER_BUILDKIT=1 "$client" build --network host -f docker/Dockerfile --build-arg PLATFORM=cpu \
+  --build-arg BASE_IMAGE="$base" -t "$IMAGE" .
+echo "build: $(($(date +%s) - t0)) s"
+# The image this tag replaced is dangling now; drop it (vfs keeps a full copy of every layer).
+docker image prune -f --filter label=org.opencontainers.image.title=resnext-jobs >/dev/null
+
+stamp "image checks"
+size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+echo "image size: $((size / 1000000)) MB"
+# One container for the cheap checks: with the vfs storage driver every container start copies the whole image.
+checks=$(docker run --rm --network host "$IMAGE" python -c "import os, mindspore, trainer, jobctl
+print(os.getuid(), os.environ.get('ONEDNN_MAX_CPU_ISA'), mindspore.__version__)") \
+  || fail "the image cannot import mindspore, trainer and jobctl"
+read -r uid isa ms_version <<<"$(tail -n 1 <<<"$checks")"
+echo "uid $uid, ONEDNN_MAX_CPU_ISA=$isa, mindspore $ms_version"
+[ "$uid" = 1000 ] || fail "the image runs as uid $uid, want 1000"
+[ "$isa" = AVX2 ] || fail "ONEDNN_MAX_CPU_ISA is $isa in the CPU image, want AVX2"
+set +e
+launch_out=$(docker run --rm --network host "$IMAGE" 2>&1)
+launch_code=$?
+set -e
+[ "$launch_code" = 2 ] || fail "the default command without pod env exited $launch_code, want 2: $launch_out"
+echo "default command without pod env: exit 2: ${launch_out:0:300}"
+
+work=${SMOKE_DIR:-$(mktemp -d /var/tmp/image-smoke.XXXXXX)}
+rm -rf "$work/shared/jobs/$JOB"  # a reused SMOKE_DIR must not resume an earlier run's checkpoints
+mkdir -p "$work/shared" "$work/data"
+# The pods run as uid 1000; in a cluster the pod's fsGroup makes the volumes writable, here ownership does.
+chown 1000:1000 "$work/shared" "$work/data" 2>/dev/null || chmod 0777 "$work/shared" "$work/data"
+
+stamp "synthetic dataset (in a container)"
+docker run --rm --network host --mount "type=bind,source=$work/data,target=/out" "$IMAGE" \
+  python -m trainer.data synth --out /out/synth --classes 4 --per_class 32 --val_per_class 8 --size 32 --quiet
+
+stamp "render the job (jobctl in the image)"
+# 128 images / (2 ranks × 8) = 8 steps per epoch, 4 epochs: 32 steps at 32 px.
+docker run --rm --network host "$IMAGE" jobctl render --platform cpu --devices 2 --devices-per-node 1 \
+  --name "$JOB" --image "$IMAGE" --set arch=resnext_tiny --set image_size=32 --set per_batch_size=8 \
+  --set max_epoch=4 --set T_max=4 --set lr=0.1 --set warmup_epochs=0 --set num_parallel_workers=1 \
+  --set log_interval=4 -o json >"$work/rendered.json"
+
+stamp "run the job's 2 pods as containers"
+t0=$(date +%s)
+python3 docker/run_pods.py "$work/rendered.json" --volume "/shared=$work/shared" \
+  --volume "/data=$work/data/synth" --timeout "$SMOKE_TIMEOUT" \
+  || fail "the job failed; job directory: $work/shared/jobs/$JOB"
+echo "job: $(($(date +%s) - t0)) s"
+status="$work/shared/jobs/$JOB/ckpt/status.json"
+[ -f "$status" ] || fail "no $status"
+python3 - "$status" <<'EOF' || fail "$status does not say completed"
+import json, sys
+s = json.load(open(sys.argv[1]))
+print("status:", s["state"], "step", s["step"], "loss", s["loss"], "ranks", s["rank_size"])
+sys.exit(s["state"] != "completed")
+EOF
+
+stamp "evaluate (in a container)"
+eval_out=$(docker run --rm --network host --mount "type=bind,source=$work/shared,target=/shared" \
+  --mount "type=bind,source=$work/data/synth,target=/data,readonly" "$IMAGE" \
+  python -m trainer.evaluate --data_dir /data/val --platform CPU --pretrained "/shared/jobs/$JOB/ckpt") \
+  || fail "trainer.evaluate failed: $eval_out"
+echo "$eval_out"
+tail -n 1 <<<"$eval_out" >"$work/eval.json"
+python3 - "$work/eval.json" <<'EOF' || fail "trainer.evaluate printed no JSON result"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  ({r['images']} images, {r['checkpoint']})")
+EOF
+
+stamp "image-smoke passed"
+[ -n "${SMOKE_DIR:-}" ] || rm -rf "$work"
