@@ -10,11 +10,13 @@ and ``status.json`` in the checkpoint directory, rewritten atomically by :func:`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,16 @@ class ThroughputMeter:
             return
         self._images += images
         self._last = now
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (validation) is not training time: the clock's start moves forward by it."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._start is not None:
+                self._start += time.perf_counter() - began
 
     @property
     def img_per_sec(self) -> float | None:

@@ -305,7 +305,8 @@ def train(cfg: TrainConfig) -> int:
             save(step)
             saved_step = step
         if val_dataset is not None and epoch_done and epoch % cfg.eval_interval == 0:
-            validate(epoch, step)
+            with meter.paused():
+                validate(epoch, step)
         if all_reduce_max(int(stop.requested), group_size):
             log(f"rank={rank} SIGTERM: stopping at step {step}")
             if saved_step != step:
