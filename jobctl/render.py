@@ -436,7 +436,7 @@ def render_eval(
     """A one-device Job `<name>-eval` running trainer.evaluate on an in-pod checkpoint (file or directory).
 
     trainer.evaluate reads the architecture from the checkpoint, prints its JSON result as the last stdout line
-    and writes `<checkpoint>.eval.json` next to it.
+    and writes it next to the checkpoint and as `<job dir>/eval/<checkpoint stem>.json`.
     """
     parse_kube_version(kube_version)
     checkpoint = _in_pod_path(checkpoint, "checkpoint")
@@ -445,6 +445,7 @@ def render_eval(
     size = _eval_size(spec, info)
     eval_labels = labels(spec, "eval")
     evaluate = ["--data_dir", data_dir, "--platform", info.trainer_platform, "--pretrained", checkpoint]
+    evaluate += ["--output_dir", f"{spec.job_dir}/eval"]
     container = {
         "name": platforms.CONTAINER_NAME,
         "image": spec.image,

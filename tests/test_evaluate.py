@@ -60,7 +60,8 @@ def evaluate(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_directory_means_its_newest_checkpoint(run_dir: tuple[Path, Path]) -> None:
     data, ckpt = run_dir
-    result = evaluate("--data_dir", str(data / "val"), "--pretrained", str(ckpt))
+    out = ckpt.parent / "job-eval"
+    result = evaluate("--data_dir", str(data / "val"), "--pretrained", str(ckpt), "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -70,6 +71,7 @@ def test_directory_means_its_newest_checkpoint(run_dir: tuple[Path, Path]) -> No
     assert any("resnext_tiny-3_75.ckpt" in line and "%" in line for line in lines[:-1])  # the table
     written = json.loads((ckpt / "resnext_tiny-3_75.ckpt.eval.json").read_text())
     assert written == summary
+    assert json.loads((out / "resnext_tiny-3_75.json").read_text()) == summary  # a job's eval/ directory
 
 
 @pytest.mark.slow

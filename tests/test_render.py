@@ -362,6 +362,8 @@ def test_eval_job() -> None:
         "Ascend",
         "--pretrained",
         "/shared/jobs/rx/ckpt/resnext-3_100.ckpt",
+        "--output_dir",
+        "/shared/jobs/rx/eval",
     ]
     resources = container["resources"]
     assert resources["requests"]["huawei.com/Ascend910"] == resources["limits"]["huawei.com/Ascend910"] == 1

@@ -128,6 +128,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, TrainConfig]:
     parser.add_argument("--per_batch_size", type=int, default=None)
     parser.add_argument("--num_parallel_workers", type=int, default=None)
     parser.add_argument("--is_distributed", action="store_true")
+    parser.add_argument(
+        "--output_dir", default=None, help="also write each result as <checkpoint stem>.json here (a job's eval/)"
+    )
     args = parser.parse_args(argv)
     values: dict[str, Any] = {"platform": args.platform, "data_dir": args.data_dir}
     values["is_distributed"] = args.is_distributed
@@ -160,7 +163,11 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
             continue
         result = evaluate_one(ckpt, args.data_dir, cfg, rank, group_size)
         if rank == 0:
-            atomic_write_text(f"{path}.eval.json", json.dumps(result, indent=2) + "\n")
+            text = json.dumps(result, indent=2) + "\n"
+            atomic_write_text(f"{path}.eval.json", text)
+            if args.output_dir:
+                Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+                atomic_write_text(Path(args.output_dir) / f"{Path(path).stem}.json", text)
         results.append(result)
         if not args.all:
             break

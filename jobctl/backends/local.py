@@ -719,15 +719,13 @@ class LocalBackend(Backend):
         # This machine's cores, not a cluster node's: MindSpore refuses more data workers than CPUs.
         workers = min(int(spec.train.get("num_parallel_workers", 8)), os.cpu_count() or 1)
         argv += ["--pretrained", str(ckpt), "--num_parallel_workers", str(workers)]
+        argv += ["--output_dir", str(job_dir.eval_dir)]  # eval/<checkpoint stem>.json, as the eval Job writes it
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         result = last_json_line(proc.stdout)
         if proc.returncode != 0 or result is None:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"trainer.evaluate exited with code {proc.returncode} on {ckpt}:\n{tail}")
-        job_dir.eval_dir.mkdir(parents=True, exist_ok=True)
-        # The name the eval Job uses on Kubernetes (jobctl.render.eval_output): the checkpoint's stem.
-        write_atomic(job_dir.eval_dir / f"{ckpt.stem}.json", json.dumps(result, indent=2) + "\n")
         return result
 
 
