@@ -1,12 +1,10 @@
 """The local backend: the rendered Indexed Job as local process groups (no cluster).
 
-`submit` writes the job directory and starts a detached supervisor (``python -m jobctl.backends.local supervise
-<job_dir>``, its own session) that plays the Job controller for the rendered Job: each index is a "pod" running
-the container's command with its env, downward-API fields mapped to local values (JOB_COMPLETION_INDEX, POD_NAME
-``<job>-<i>``, POD_IP/NODE_IP 127.0.0.1) and volume mount paths mapped to local directories. A failed index gets
-a new pod under the Job's rules: ``podFailurePolicy`` (exit 2 → FailJob, 75 → Ignore) and ``backoffLimit``.
+`submit` writes the job directory and starts a detached local Job controller (jobctl.backends.local_controller)
+that runs each index of the rendered Job as a local "pod" (jobctl.backends.local_pods) and replaces failed ones
+under the Job's rules. The other commands read what it records.
 
-Everything the other commands need lives in ``<job_dir>/local/``: ``state.json`` (written only by the supervisor),
+Everything the other commands need lives in ``<job_dir>/local/``: ``state.json`` (written only by the controller),
 ``supervisor.pid``, ``pod-<i>.log`` (each pod's stdout, appended across replacements), ``volumes/`` (ConfigMap
 files and emptyDirs) and ``work/pod-<i>`` (each pod's working directory).
 """
@@ -16,25 +14,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from jobctl.backends.base import (
-    COMPLETE,
     FAILED,
     FINISHED,
     PENDING,
-    RUNNING,
     UNKNOWN,
     Backend,
     BackendError,
@@ -53,422 +45,16 @@ from jobctl.platforms import platform_info
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
 
-LOCALHOST = "127.0.0.1"
-PROGRESS_KEYS = ("epoch", "max_epoch", "step", "total_steps", "loss", "lr", "img_per_sec", "eta_seconds")
-REJOIN_EXIT = 75  # the launcher's "group changed, start me again" (docs/INTERFACES.md)
-FAIL_JOB_EXIT = 2
-POLL_SECONDS = 0.2
-RESTART_DELAY_SECONDS = 1.0
-# Local processes need not wait Kubernetes' 30 s default before SIGKILL; the trainer saves at the next step.
-MAX_GRACE_SECONDS = 30.0
-_VAR_REF = re.compile(r"\$\$|\$\((\w+)\)")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
-
-
-# Rendered pod → local process ------------------------------------------------------------------------------
-
-
-@dataclass
-class PodPlan:
-    """How to start one index: the container's command and env with cluster values replaced by local ones."""
-
-    index: int
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-
-
-def find_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [obj for obj in objects if obj.get("kind") == kind]
-
-
-def training_job(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    jobs = find_kind(objects, "Job")
-    if len(jobs) != 1:
-        raise BackendError(f"expected exactly one Job among the rendered objects, found {len(jobs)}")
-    return jobs[0]
-
-
-def _volume_dirs(pod_spec: dict[str, Any], objects: list[dict[str, Any]], local: Path, shared: Path) -> dict[str, Path]:
-    """Each pod volume as a local directory (ConfigMaps and emptyDirs are materialised under ``local``)."""
-    config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
-    dirs: dict[str, Path] = {}
-    for volume in pod_spec.get("volumes", []):
-        name = volume["name"]
-        if "hostPath" in volume:
-            dirs[name] = Path(volume["hostPath"]["path"])
-        elif "persistentVolumeClaim" in volume:
-            # Only the shared volume can be a claim locally; the data volume is a host path (--data).
-            dirs[name] = shared
-        elif "configMap" in volume:
-            data = config_maps.get(volume["configMap"]["name"], {})
-            target = local / "volumes" / name
-            items = volume["configMap"].get("items") or [{"key": key, "path": key} for key in data]
-            for item in items:
-                if item["key"] in data:
-                    write_atomic(target / item["path"], data[item["key"]])
-            target.mkdir(parents=True, exist_ok=True)
-            dirs[name] = target
-        else:  # emptyDir, downwardAPI, projected: an empty local directory is the closest equivalent
-            dirs[name] = local / "volumes" / name
-            dirs[name].mkdir(parents=True, exist_ok=True)
-    return dirs
-
-
-def _mount_map(container: dict[str, Any], volume_dirs: dict[str, Path]) -> list[tuple[str, str]]:
-    """(mountPath, local path) pairs, longest mount path first so /data/train wins over /data."""
-    mounts = []
-    for mount in container.get("volumeMounts", []):
-        base = volume_dirs.get(mount["name"])
-        if base is None:
-            continue
-        local = base / mount["subPath"] if mount.get("subPath") else base
-        mounts.append((mount["mountPath"].rstrip("/") or "/", str(local)))
-    return sorted(mounts, key=lambda pair: len(pair[0]), reverse=True)
-
-
-def map_path(value: str, mounts: list[tuple[str, str]]) -> str:
-    """A pod path under a mount → the local path; other values unchanged."""
-    for mount_path, local in mounts:
-        if value == mount_path or value.startswith(mount_path + "/"):
-            return local + value[len(mount_path) :]
-    return value
-
-
-def _field_value(field_path: str, index: int, pod_name: str, namespace: str, job_uid: str) -> str:
-    if field_path == "metadata.name":
-        return pod_name
-    if field_path == "metadata.namespace":
-        return namespace
-    if field_path in ("status.podIP", "status.hostIP", "status.podIPs", "status.hostIPs"):
-        return LOCALHOST
-    if field_path == "spec.nodeName":
-        return socket.gethostname()
-    if "job-completion-index" in field_path:
-        return str(index)
-    if "controller-uid" in field_path:
-        return job_uid
-    return ""
-
-
-def _expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: defined variables are replaced, $$ is a literal $, the rest stays."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return env.get(match.group(1), match.group(0))
-
-    return _VAR_REF.sub(replace, value)
-
-
-def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int) -> list[PodPlan]:
-    """One PodPlan per index of the rendered Indexed Job."""
-    job = training_job(objects)
-    job_name = job["metadata"]["name"]
-    namespace = job["metadata"].get("namespace", "default")
-    job_uid = job["metadata"].get("uid", "")
-    pod_spec = job["spec"]["template"]["spec"]
-    container = pod_spec["containers"][0]
-    config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
-    mounts = _mount_map(container, _volume_dirs(pod_spec, objects, job_dir.local_dir, shared))
-    plans = []
-    for index in range(int(job["spec"].get("completions", 1))):
-        pod_name = f"{job_name}-{index}"
-        env: dict[str, str] = {"JOB_COMPLETION_INDEX": str(index)}
-        for source in container.get("envFrom", []):
-            env.update(config_maps.get(source.get("configMapRef", {}).get("name", ""), {}))
-        for var in container.get("env", []):
-            if "value" in var:
-                env[var["name"]] = map_path(_expand(str(var["value"]), env), mounts)
-            elif "fieldRef" in var.get("valueFrom", {}):
-                field_path = var["valueFrom"]["fieldRef"]["fieldPath"]
-                env[var["name"]] = _field_value(field_path, index, pod_name, namespace, job_uid)
-            elif "configMapKeyRef" in var.get("valueFrom", {}):
-                ref = var["valueFrom"]["configMapKeyRef"]
-                env[var["name"]] = config_maps.get(ref["name"], {}).get(ref["key"], "")
-            else:
-                raise BackendError(
-                    f"env var {var['name']} of the rendered pod uses {sorted(var.get('valueFrom', {}))}, which the "
-                    "local backend cannot provide; run this job with --backend k8s"
-                )
-        # Pod 0 is this machine; several local jobs may run at once, so each gets its own port.
-        env["JOBCTL_MASTER_ADDR"] = LOCALHOST
-        env["JOBCTL_MASTER_PORT"] = str(master_port)
-        argv = [map_path(_expand(arg, env), mounts) for arg in container.get("command", []) + container.get("args", [])]
-        if argv and argv[0] in ("python", "python3"):
-            argv[0] = sys.executable  # the image's python is this venv's locally
-        plans.append(PodPlan(index, pod_name, argv, env, job_dir.local_dir / "work" / pod_name))
-    return plans
-
-
-# The Job controller's failure rules -----------------------------------------------------------------------
-
-
-@dataclass
-class FailureRules:
-    """``backoffLimit`` / ``backoffLimitPerIndex`` and the exit-code rules of ``podFailurePolicy``."""
-
-    backoff_limit: int = 6
-    per_index: bool = False
-    exit_rules: list[tuple[str, str, set[int]]] = field(default_factory=list)  # (action, operator, values)
-
-    @classmethod
-    def from_job(cls, job: dict[str, Any]) -> FailureRules:
-        spec = job["spec"]
-        rules = []
-        for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
-            codes = rule.get("onExitCodes")
-            if codes:
-                rules.append((rule["action"], codes["operator"], set(codes["values"])))
-        if not rules:  # the pod contract's defaults, for a Job rendered without podFailurePolicy
-            rules = [("FailJob", "In", {FAIL_JOB_EXIT}), ("Ignore", "In", {REJOIN_EXIT})]
-        if spec.get("backoffLimitPerIndex") is not None:
-            return cls(int(spec["backoffLimitPerIndex"]), True, rules)
-        return cls(int(spec.get("backoffLimit", 6)), False, rules)
-
-    def action(self, exit_code: int) -> str:
-        """FailJob, FailIndex, Ignore or Count: the first matching rule wins, as in Kubernetes."""
-        for action, operator, values in self.exit_rules:
-            if (operator == "In") == (exit_code in values):
-                return action
-        return "Count"
-
-
-def parse_indexes(text: str) -> set[int]:
-    """A Job index list such as "0", "1,3-5"."""
-    found: set[int] = set()
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        found.update(range(int(first), int(last or first) + 1))
-    return found
-
-
-# The supervisor (runs detached, one per local job) ----------------------------------------------------------
-
-
-@dataclass
-class PodState:
-    index: int
-    name: str
-    phase: str = PENDING
-    pid: int | None = None
-    restarts: int = 0
-    failures: int = 0
-    exit_codes: list[int] = field(default_factory=list)
-    started: str | None = None
-
-
-def exit_code_of(returncode: int) -> int:
-    """Popen's -N (killed by signal N) as a container runtime reports it: 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-class Supervisor:
-    def __init__(self, job_dir: JobDir, objects: list[dict[str, Any]], shared: Path) -> None:
-        self.job_dir = job_dir
-        self.job = training_job(objects)
-        self.rules = FailureRules.from_job(self.job)
-        grace = self.job["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", MAX_GRACE_SECONDS)
-        self.grace = min(float(grace), MAX_GRACE_SECONDS)
-        self.port = free_port()
-        self.plans = plan_pods(objects, job_dir, shared, self.port)
-        self.pods = [PodState(plan.index, plan.name) for plan in self.plans]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.restart_at: dict[int, float] = {}
-        self.failures = 0
-        self.phase = PENDING
-        self.reason: str | None = None
-        self.message: str | None = None
-        self.started = now_iso()
-        self.finished: str | None = None
-        self.stopping = False  # we signalled the pods: their exits are ours, not failures
-        self.delete_requested = False
-
-    # state.json --------------------------------------------------------------------------------------
-
-    def write_state(self) -> None:
-        state = {
-            "phase": self.phase,
-            "reason": self.reason,
-            "message": self.message,
-            "supervisor_pid": os.getpid(),
-            "master_port": self.port,
-            "failures": self.failures,
-            "backoff_limit": self.rules.backoff_limit,
-            "started": self.started,
-            "finished": self.finished,
-            "pods": [vars(pod) for pod in self.pods],
-        }
-        write_atomic(self.job_dir.local_dir / "state.json", json.dumps(state, indent=2) + "\n")
-
-    # pods --------------------------------------------------------------------------------------------
-
-    def pod_log(self, index: int) -> Path:
-        return self.job_dir.local_dir / f"pod-{index}.log"
-
-    def start(self, index: int) -> None:
-        plan, pod = self.plans[index], self.pods[index]
-        plan.cwd.mkdir(parents=True, exist_ok=True)
-        with self.pod_log(index).open("ab") as log:
-            attempt = len(pod.exit_codes) + 1
-            log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {now_iso()}\n".encode())
-            log.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
-            proc = subprocess.Popen(
-                plan.argv,
-                env=env,
-                cwd=plan.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so stopping it reaches the trainers too
-            )
-        self.procs[index] = proc
-        pod.pid, pod.phase, pod.started = proc.pid, RUNNING, now_iso()
-
-    def signal_pods(self, sig: int) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-
-    def stop_all(self) -> None:
-        """SIGTERM every running pod's group, SIGKILL what is left after the grace period."""
-        self.stopping = True
-        self.signal_pods(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        while self.procs and time.monotonic() < deadline:
-            self.reap()
-            time.sleep(POLL_SECONDS)
-        self.signal_pods(signal.SIGKILL)
-        while self.procs:
-            self.reap()
-            time.sleep(POLL_SECONDS / 4)
-
-    def reap(self) -> list[tuple[int, int]]:
-        """Finished pods as (index, exit code); their state is updated."""
-        done = []
-        for index, proc in list(self.procs.items()):
-            returncode = proc.poll()
-            if returncode is None:
-                continue
-            del self.procs[index]
-            code = exit_code_of(returncode)
-            pod = self.pods[index]
-            pod.exit_codes.append(code)
-            pod.pid = None
-            pod.phase = "Succeeded" if code == 0 else FAILED
-            done.append((index, code))
-        return done
-
-    def fail(self, reason: str, message: str) -> None:
-        self.phase, self.reason, self.message = FAILED, reason, message
-        self.stop_all()  # the final state is written once every pod has stopped, as the Job controller does
-
-    def handle_exit(self, index: int, code: int) -> None:
-        pod = self.pods[index]
-        if code == 0 or self.stopping:
-            return
-        action = self.rules.action(code)
-        described = f"pod {pod.name} exited with code {code}"
-        if action in ("FailJob", "FailIndex"):
-            self.fail("PodFailurePolicy", f"{described}, which fails the job at once (podFailurePolicy {action})")
-            return
-        if action == "Count":
-            pod.failures += 1
-            self.failures += 1
-            used = pod.failures if self.rules.per_index else self.failures
-            if used > self.rules.backoff_limit:
-                self.fail(
-                    "BackoffLimitExceeded",
-                    f"{described}; {used} failures exceed backoffLimit {self.rules.backoff_limit} (max_restarts)",
-                )
-                return
-        pod.restarts += 1
-        pod.phase = PENDING
-        self.restart_at[index] = time.monotonic() + RESTART_DELAY_SECONDS
-
-    def succeeded(self) -> bool:
-        """All indexes succeeded, or a successPolicy rule (succeededIndexes / succeededCount) is met."""
-        done = {pod.index for pod in self.pods if pod.phase == "Succeeded"}
-        if len(done) == len(self.pods):
-            return True
-        for rule in (self.job["spec"].get("successPolicy") or {}).get("rules", []):
-            indexes = parse_indexes(rule["succeededIndexes"]) if "succeededIndexes" in rule else set(done)
-            count = int(rule.get("succeededCount", len(indexes)))
-            if indexes <= done and len(indexes & done) >= count:
-                return True
-        return False
-
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "delete_requested", True))
-        signal.signal(signal.SIGINT, lambda *_: setattr(self, "delete_requested", True))
-        try:
-            for index in range(len(self.plans)):
-                self.start(index)
-            self.phase = RUNNING
-            self.write_state()
-            while self.phase == RUNNING:
-                self.step()
-                time.sleep(POLL_SECONDS)
-        except Exception as exc:  # never leave pods running without a supervisor
-            self.fail("SupervisorError", f"the local supervisor failed: {exc!r} (see local/supervisor.log)")
-            raise
-        finally:
-            self.finished = now_iso()
-            self.write_state()
-        return 0 if self.phase == COMPLETE else 1
-
-    def step(self) -> None:
-        """One pass of the controller: reap, apply the failure rules, start replacements, check success."""
-        if self.delete_requested:
-            self.fail("Deleted", "the job was deleted (jobctl delete)")
-            return
-        changed = False
-        for index, code in self.reap():
-            changed = True
-            self.handle_exit(index, code)
-            if self.phase != RUNNING:
-                return
-        for index, when in list(self.restart_at.items()):
-            if time.monotonic() >= when:
-                del self.restart_at[index]
-                self.start(index)
-                changed = True
-        if self.succeeded():
-            self.phase, self.reason, self.message = COMPLETE, "Completed", "the job's success criteria are met"
-            self.stop_all()  # as the Job controller does once a successPolicy is met
-        elif changed:
-            self.write_state()
-
-
-def supervise(root: Path) -> int:
-    job_dir = JobDir(root)
-    meta = json.loads((job_dir.local_dir / "job.json").read_text())
-    return Supervisor(job_dir, meta["objects"], Path(meta["shared"])).run()
-
-
-# The backend (runs in the CLI) -----------------------------------------------------------------------------
-
-
-def _process_alive(pid: int) -> bool:
-    """True if pid is a live (not zombie) supervisor; between fork and exec its cmdline is still the CLI's."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"jobctl" in cmdline
+from jobctl.backends.local_controller import process_alive
+from jobctl.backends.local_pods import (
+    MAX_GRACE_SECONDS,
+    POLL_SECONDS,
+    PROGRESS_KEYS,
+    find_kind,
+    now_iso,
+    plan_pods,
+    training_job,
+)
 
 
 class LocalBackend(Backend):
@@ -495,7 +81,7 @@ class LocalBackend(Backend):
 
     def is_active(self, job_dir: JobDir) -> bool:
         pid = self.supervisor_pid(job_dir)
-        return pid is not None and _process_alive(pid)
+        return pid is not None and process_alive(pid)
 
     def phase(self, job_dir: JobDir) -> str:
         state = self.read_state(job_dir)
@@ -563,7 +149,7 @@ class LocalBackend(Backend):
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
         with (job_dir.local_dir / "supervisor.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobctl.backends.local", "supervise", str(job_dir.root)],
+                [sys.executable, "-m", "jobctl.backends.local_controller", "supervise", str(job_dir.root)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -576,12 +162,12 @@ class LocalBackend(Backend):
     def delete(self, name: str) -> None:
         job_dir = self.require(name)
         pid = self.supervisor_pid(job_dir)
-        if pid is not None and _process_alive(pid):
+        if pid is not None and process_alive(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + MAX_GRACE_SECONDS + 10
-            while _process_alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
-            if _process_alive(pid):
+            if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         # Pods whose supervisor died earlier still run in their own groups; stop those too.
         for pod in (self.read_state(job_dir) or {}).get("pods", []):
@@ -778,15 +364,3 @@ def _local_val_dir(spec: JobSpec) -> str | None:
     if spec.data.host_path is None or spec.data.val_subpath is None:
         return None
     return str(Path(spec.data.host_path) / spec.data.val_subpath)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "supervise":
-        print("usage: python -m jobctl.backends.local supervise JOB_DIR", file=sys.stderr)
-        return 2
-    return supervise(Path(args[1]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Rendered pods as local processes: what the local backend runs for each index of a rendered Indexed Job.
+
+Each index becomes a PodPlan: the container's command, its env with downward-API fields mapped to local values
+(JOB_COMPLETION_INDEX, POD_NAME ``<job>-<i>``, POD_IP/NODE_IP 127.0.0.1, the Job's uid) and volume mount paths
+mapped to local directories. FailureRules reads the Job's ``podFailurePolicy``/``backoffLimit`` so a replacement
+pod is started under the same rules Kubernetes would apply.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobctl.backends.base import (
+    PENDING,
+    BackendError,
+)
+from jobctl.jobdir import JobDir, write_atomic
+
+if TYPE_CHECKING:
+    pass
+
+
+LOCALHOST = "127.0.0.1"
+PROGRESS_KEYS = ("epoch", "max_epoch", "step", "total_steps", "loss", "lr", "img_per_sec", "eta_seconds")
+REJOIN_EXIT = 75  # the launcher's "group changed, start me again" (docs/INTERFACES.md)
+FAIL_JOB_EXIT = 2
+POLL_SECONDS = 0.2
+RESTART_DELAY_SECONDS = 1.0
+# Local processes need not wait Kubernetes' 30 s default before SIGKILL; the trainer saves at the next step.
+MAX_GRACE_SECONDS = 30.0
+_VAR_REF = re.compile(r"\$\$|\$\((\w+)\)")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# Rendered pod → local process ------------------------------------------------------------------------------
+
+
+@dataclass
+class PodPlan:
+    """How to start one index: the container's command and env with cluster values replaced by local ones."""
+
+    index: int
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+def find_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj.get("kind") == kind]
+
+
+def training_job(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    jobs = find_kind(objects, "Job")
+    if len(jobs) != 1:
+        raise BackendError(f"expected exactly one Job among the rendered objects, found {len(jobs)}")
+    return jobs[0]
+
+
+def _volume_dirs(pod_spec: dict[str, Any], objects: list[dict[str, Any]], local: Path, shared: Path) -> dict[str, Path]:
+    """Each pod volume as a local directory (ConfigMaps and emptyDirs are materialised under ``local``)."""
+    config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
+    dirs: dict[str, Path] = {}
+    for volume in pod_spec.get("volumes", []):
+        name = volume["name"]
+        if "hostPath" in volume:
+            dirs[name] = Path(volume["hostPath"]["path"])
+        elif "persistentVolumeClaim" in volume:
+            # Only the shared volume can be a claim locally; the data volume is a host path (--data).
+            dirs[name] = shared
+        elif "configMap" in volume:
+            data = config_maps.get(volume["configMap"]["name"], {})
+            target = local / "volumes" / name
+            items = volume["configMap"].get("items") or [{"key": key, "path": key} for key in data]
+            for item in items:
+                if item["key"] in data:
+                    write_atomic(target / item["path"], data[item["key"]])
+            target.mkdir(parents=True, exist_ok=True)
+            dirs[name] = target
+        else:  # emptyDir, downwardAPI, projected: an empty local directory is the closest equivalent
+            dirs[name] = local / "volumes" / name
+            dirs[name].mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _mount_map(container: dict[str, Any], volume_dirs: dict[str, Path]) -> list[tuple[str, str]]:
+    """(mountPath, local path) pairs, longest mount path first so /data/train wins over /data."""
+    mounts = []
+    for mount in container.get("volumeMounts", []):
+        base = volume_dirs.get(mount["name"])
+        if base is None:
+            continue
+        local = base / mount["subPath"] if mount.get("subPath") else base
+        mounts.append((mount["mountPath"].rstrip("/") or "/", str(local)))
+    return sorted(mounts, key=lambda pair: len(pair[0]), reverse=True)
+
+
+def map_path(value: str, mounts: list[tuple[str, str]]) -> str:
+    """A pod path under a mount → the local path; other values unchanged."""
+    for mount_path, local in mounts:
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return local + value[len(mount_path) :]
+    return value
+
+
+def _field_value(field_path: str, index: int, pod_name: str, namespace: str, job_uid: str) -> str:
+    if field_path == "metadata.name":
+        return pod_name
+    if field_path == "metadata.namespace":
+        return namespace
+    if field_path in ("status.podIP", "status.hostIP", "status.podIPs", "status.hostIPs"):
+        return LOCALHOST
+    if field_path == "spec.nodeName":
+        return socket.gethostname()
+    if "job-completion-index" in field_path:
+        return str(index)
+    if "controller-uid" in field_path:
+        return job_uid
+    return ""
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: defined variables are replaced, $$ is a literal $, the rest stays."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR_REF.sub(replace, value)
+
+
+def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int) -> list[PodPlan]:
+    """One PodPlan per index of the rendered Indexed Job."""
+    job = training_job(objects)
+    job_name = job["metadata"]["name"]
+    namespace = job["metadata"].get("namespace", "default")
+    job_uid = job["metadata"].get("uid", "")
+    pod_spec = job["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
+    mounts = _mount_map(container, _volume_dirs(pod_spec, objects, job_dir.local_dir, shared))
+    plans = []
+    for index in range(int(job["spec"].get("completions", 1))):
+        pod_name = f"{job_name}-{index}"
+        env: dict[str, str] = {"JOB_COMPLETION_INDEX": str(index)}
+        for source in container.get("envFrom", []):
+            env.update(config_maps.get(source.get("configMapRef", {}).get("name", ""), {}))
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = map_path(_expand(str(var["value"]), env), mounts)
+            elif "fieldRef" in var.get("valueFrom", {}):
+                field_path = var["valueFrom"]["fieldRef"]["fieldPath"]
+                env[var["name"]] = _field_value(field_path, index, pod_name, namespace, job_uid)
+            elif "configMapKeyRef" in var.get("valueFrom", {}):
+                ref = var["valueFrom"]["configMapKeyRef"]
+                env[var["name"]] = config_maps.get(ref["name"], {}).get(ref["key"], "")
+            else:
+                raise BackendError(
+                    f"env var {var['name']} of the rendered pod uses {sorted(var.get('valueFrom', {}))}, which the "
+                    "local backend cannot provide; run this job with --backend k8s"
+                )
+        # Pod 0 is this machine; several local jobs may run at once, so each gets its own port.
+        env["JOBCTL_MASTER_ADDR"] = LOCALHOST
+        env["JOBCTL_MASTER_PORT"] = str(master_port)
+        argv = [map_path(_expand(arg, env), mounts) for arg in container.get("command", []) + container.get("args", [])]
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the image's python is this venv's locally
+        plans.append(PodPlan(index, pod_name, argv, env, job_dir.local_dir / "work" / pod_name))
+    return plans
+
+
+# The Job controller's failure rules -----------------------------------------------------------------------
+
+
+@dataclass
+class FailureRules:
+    """``backoffLimit`` / ``backoffLimitPerIndex`` and the exit-code rules of ``podFailurePolicy``."""
+
+    backoff_limit: int = 6
+    per_index: bool = False
+    exit_rules: list[tuple[str, str, set[int]]] = field(default_factory=list)  # (action, operator, values)
+
+    @classmethod
+    def from_job(cls, job: dict[str, Any]) -> FailureRules:
+        spec = job["spec"]
+        rules = []
+        for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
+            codes = rule.get("onExitCodes")
+            if codes:
+                rules.append((rule["action"], codes["operator"], set(codes["values"])))
+        if not rules:  # the pod contract's defaults, for a Job rendered without podFailurePolicy
+            rules = [("FailJob", "In", {FAIL_JOB_EXIT}), ("Ignore", "In", {REJOIN_EXIT})]
+        if spec.get("backoffLimitPerIndex") is not None:
+            return cls(int(spec["backoffLimitPerIndex"]), True, rules)
+        return cls(int(spec.get("backoffLimit", 6)), False, rules)
+
+    def action(self, exit_code: int) -> str:
+        """FailJob, FailIndex, Ignore or Count: the first matching rule wins, as in Kubernetes."""
+        for action, operator, values in self.exit_rules:
+            if (operator == "In") == (exit_code in values):
+                return action
+        return "Count"
+
+
+def parse_indexes(text: str) -> set[int]:
+    """A Job index list such as "0", "1,3-5"."""
+    found: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+# The supervisor (runs detached, one per local job) ----------------------------------------------------------
+
+
+@dataclass
+class PodState:
+    index: int
+    name: str
+    phase: str = PENDING
+    pid: int | None = None
+    restarts: int = 0
+    failures: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+    started: str | None = None
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's -N (killed by signal N) as a container runtime reports it: 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
