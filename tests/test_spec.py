@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from jobctl.spec import (
     DNS_1035,
+    DNS_1123_SUBDOMAIN,
     IMAGE_REF,
     QUANTITY,
     JobSpec,
@@ -321,9 +322,8 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         ),
         st.lists(st.integers(), min_size=1),
     ),
-    "image_pull_secrets": st.lists(
-        st.text(max_size=10).filter(lambda s: not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", s)), min_size=1
-    ),
+    # Secret names are DNS-1123 subdomains: dots are allowed ("0.0" is a valid name).
+    "image_pull_secrets": st.lists(_not(DNS_1123_SUBDOMAIN), min_size=1),
     "launcher": st.text(max_size=10).filter(lambda s: s != "msrun"),
     "rendezvous_timeout": st.one_of(st.integers(max_value=9), st.integers(min_value=86401)),
     "stall_timeout": st.integers(max_value=59),

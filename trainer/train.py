@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 143
 STATUS_FILE = "status.json"
+LOG_SECONDS = 60.0  # a progress line at least this often, so a slow run still shows (and feeds the stall timer)
+STATUS_SECONDS = 10.0  # progress-only status.json rewrites at most this often (each one is an fsync on the volume)
 SINK_STEPS_MAX = 32  # steps per device-side chunk in sink mode (also the stop-agreement granularity)
 
 
@@ -58,11 +61,26 @@ class Status:
         Status.current = self
         self.fields: dict[str, Any] = {"loss": None, "lr": None, "img_per_sec": None, "eta_seconds": None}
         self.fields.update({"checkpoint": None, "best": None}, **static)
+        self.written = 0.0
 
     def update(self, **fields: Any) -> None:
+        """A change of state, checkpoint or best: written at once."""
         self.fields.update(fields)
         if self.enabled:
             write_status(self.path, **self.fields)
+            self.written = time.monotonic()
+
+    def progress(self, **fields: Any) -> None:
+        """Step, loss, speed: kept, and written when the last write is STATUS_SECONDS old."""
+        self.fields.update(fields)
+        if time.monotonic() - self.written >= STATUS_SECONDS:
+            self.update()
+
+
+def describe_scale(cfg: TrainConfig, manager: object) -> str:
+    if manager is None:
+        return "none (fp32)"
+    return "dynamic" if cfg.is_dynamic_loss_scale else f"fixed {cfg.loss_scale:g}"
 
 
 def param_groups(net: nn.Cell, weight_decay: float) -> list[dict[str, Any]]:
@@ -169,8 +187,13 @@ def train(cfg: TrainConfig) -> int:
         cfg.lr_epochs,
         cfg.lr_gamma,
     )
-    if cfg.is_dynamic_loss_scale:  # the cell unscales: the optimizer must not scale again
-        scale_manager: Any = ms.DynamicLossScaleManager(init_loss_scale=65536, scale_factor=2, scale_window=2000)
+    amp_level = cfg.effective_amp_level()
+    scale_manager: Any
+    if amp_level == "O0" and not cfg.is_dynamic_loss_scale:
+        # fp32 gradients do not underflow: a fixed scale would change nothing but cost a pass over every gradient.
+        scale_manager, optimizer_scale = None, 1.0
+    elif cfg.is_dynamic_loss_scale:  # the cell unscales: the optimizer must not scale again
+        scale_manager = ms.DynamicLossScaleManager(init_loss_scale=65536, scale_factor=2, scale_window=2000)
         optimizer_scale = 1.0
     else:  # the seed's fixed scale: gradients are scaled by S in the cell and divided by S in the optimizer
         scale_manager = ms.FixedLossScaleManager(cfg.loss_scale, drop_overflow_update=False)
@@ -178,9 +201,7 @@ def train(cfg: TrainConfig) -> int:
     optimizer = nn.Momentum(
         param_groups(net, cfg.weight_decay), ms.Tensor(lrs), cfg.momentum, loss_scale=optimizer_scale
     )
-    train_net = ms.amp.build_train_network(
-        net, optimizer, loss_fn, level=cfg.effective_amp_level(), loss_scale_manager=scale_manager
-    )
+    train_net = ms.amp.build_train_network(net, optimizer, loss_fn, level=amp_level, loss_scale_manager=scale_manager)
 
     # 4. Resume (an existing checkpoint wins) or initialise from --pretrained.
     start_step = 0
@@ -272,13 +293,15 @@ def train(cfg: TrainConfig) -> int:
     run_steps: Any = ms.data_sink(train_net, dataset, sink_size=chunk) if chunk > 1 else None
     batches = None if run_steps else endless(dataset)
     meter = ThroughputMeter(skip=1)
+    last_line = time.monotonic()
     step = start_step
     saved_step = start_step if resume is not None else -1
     status.update(state="running")
     log(
         f"rank={rank} training {cfg.arch} on {cfg.platform} x{group_size}: {len(classes)} classes, "
         f"{steps_per_epoch} steps/epoch, steps {start_step}->{total_steps}, global batch {global_batch}, "
-        f"amp {cfg.effective_amp_level()}, sink {f'{chunk} steps' if run_steps else 'off'}"
+        f"amp {amp_level}, loss scale {describe_scale(cfg, scale_manager)}, "
+        f"sink {f'{chunk} steps' if run_steps else 'off'}"
     )
     while step < total_steps:
         epoch = step // steps_per_epoch + 1  # 1-based epoch this step belongs to
@@ -294,11 +317,12 @@ def train(cfg: TrainConfig) -> int:
                 loss = float(train_net(images, labels).asnumpy())
         step += n
         meter.step_done(global_batch * n)
-        if step % cfg.log_interval < n or step == total_steps:
-            eta = meter.eta_seconds((total_steps - step) * global_batch)
-            lr = float(lrs[step - 1])
+        eta = meter.eta_seconds((total_steps - step) * global_batch)
+        lr = float(lrs[step - 1])
+        status.progress(epoch=epoch, step=step, loss=loss, lr=lr, img_per_sec=meter.img_per_sec, eta_seconds=eta)
+        if step % cfg.log_interval < n or step == total_steps or time.monotonic() - last_line >= LOG_SECONDS:
             log(format_progress(rank, epoch, cfg.max_epoch, step, total_steps, loss, lr, meter.img_per_sec, eta))
-            status.update(epoch=epoch, step=step, loss=loss, lr=lr, img_per_sec=meter.img_per_sec, eta_seconds=eta)
+            last_line = time.monotonic()
         epoch_done = step % steps_per_epoch == 0
         interval_due = step % cfg.ckpt_interval < n if cfg.ckpt_interval else epoch_done
         if interval_due or step == total_steps:
