@@ -78,16 +78,16 @@ def _as_tuple(version: str) -> tuple[int, int]:
 # Names and labels ------------------------------------------------------------------------------------------
 
 
-def config_map_name(spec: JobSpec) -> str:
-    return f"{spec.name}-config"
+def config_map_name(job_name: str) -> str:
+    return f"{job_name}-config"
 
 
-def rings_config_name(spec: JobSpec) -> str:
-    return f"rings-config-{spec.name}"
+def rings_config_name(job_name: str) -> str:
+    return f"rings-config-{job_name}"
 
 
-def eval_job_name(spec: JobSpec) -> str:
-    return f"{spec.name}{EVAL_SUFFIX}"
+def eval_job_name(job_name: str) -> str:
+    return f"{job_name}{EVAL_SUFFIX}"
 
 
 def master_addr(spec: JobSpec) -> str:
@@ -224,7 +224,7 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         else {"hostPath": {"path": spec.shared.host_path, "type": "DirectoryOrCreate"}}
     )
     volumes: list[dict[str, Any]] = (
-        [{"name": "config", "configMap": {"name": config_map_name(spec)}}] if training else []
+        [{"name": "config", "configMap": {"name": config_map_name(spec.name)}}] if training else []
     )
     volumes += [
         {"name": "shared", **shared},
@@ -235,7 +235,7 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         annotations = {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
         volumes.append({"name": "podinfo", "downwardAPI": {"items": [annotations]}})
     if training and spec.launcher == "controller":
-        volumes.append({"name": "ranktable", "configMap": {"name": rings_config_name(spec)}})
+        volumes.append({"name": "ranktable", "configMap": {"name": rings_config_name(spec.name)}})
     volumes += [{"name": h.name, "hostPath": {"path": h.path, "type": h.kind}} for h in info.host_paths]
     return volumes
 
@@ -367,7 +367,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(spec, config_map_name(spec), common),
+            "metadata": _metadata(spec, config_map_name(spec.name), common),
             "data": {TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()), SPEC_KEY: spec.to_yaml()},
         }
     ]
@@ -377,7 +377,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": _metadata(spec, rings_config_name(spec), {**common, **ring}),
+                "metadata": _metadata(spec, rings_config_name(spec.name), {**common, **ring}),
                 "data": {"hccl.json": '{"status":"initializing"}'},
             }
         )
@@ -457,7 +457,7 @@ def render_eval(
         "securityContext": _container_security(),
     }
     pod = _pod_spec(spec, info, container, size.shm, training=False)
-    job = _job(spec, eval_job_name(spec), eval_labels, eval_labels, pod)
+    job = _job(spec, eval_job_name(spec.name), eval_labels, eval_labels, pod)
     job["spec"] = {
         "completions": 1,
         "parallelism": 1,

@@ -15,7 +15,7 @@ import string
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -121,13 +121,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataVolume(_Strict):
-    """The dataset: a PVC (default `imagenet`) or a node's directory holding train/ and val/; mounted read-only."""
+class _Volume(_Strict):
+    """A PVC or a node's directory; with neither set, the PVC that `k8s/` creates."""
 
+    default_claim: ClassVar[str]
     claim: str | None = None
     host_path: str | None = None
-    train_subpath: str = "train"
-    val_subpath: str | None = "val"
 
     @field_validator("claim")
     @classmethod
@@ -138,6 +137,22 @@ class DataVolume(_Strict):
     @classmethod
     def _host_path(cls, value: str | None) -> str | None:
         return _check_host_path(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _Volume:
+        if self.claim and self.host_path:
+            raise ValueError("set either claim or host_path, not both")
+        if self.claim is None and self.host_path is None:
+            self.claim = self.default_claim
+        return self
+
+
+class DataVolume(_Volume):
+    """The dataset: a PVC (default `imagenet`) or a node's directory holding train/ and val/; mounted read-only."""
+
+    default_claim: ClassVar[str] = platforms.DEFAULT_DATA_CLAIM
+    train_subpath: str = "train"
+    val_subpath: str | None = "val"
 
     @field_validator("train_subpath", "val_subpath")
     @classmethod
@@ -146,38 +161,11 @@ class DataVolume(_Strict):
             raise ValueError(f"{value!r} must be a relative folder of the data volume, e.g. train or imagenet/val")
         return value
 
-    @model_validator(mode="after")
-    def _one_source(self) -> DataVolume:
-        if self.claim and self.host_path:
-            raise ValueError("set either claim or host_path, not both")
-        if self.claim is None and self.host_path is None:
-            self.claim = platforms.DEFAULT_DATA_CLAIM
-        return self
 
-
-class SharedVolume(_Strict):
+class SharedVolume(_Volume):
     """Job directories and checkpoints: a ReadWriteMany PVC (default `jobctl-shared`) or a node's directory."""
 
-    claim: str | None = None
-    host_path: str | None = None
-
-    @field_validator("claim")
-    @classmethod
-    def _claim_name(cls, value: str | None) -> str | None:
-        return None if value is None else _check_dns_subdomain(value, "claim")
-
-    @field_validator("host_path")
-    @classmethod
-    def _host_path(cls, value: str | None) -> str | None:
-        return _check_host_path(value)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SharedVolume:
-        if self.claim and self.host_path:
-            raise ValueError("set either claim or host_path, not both")
-        if self.claim is None and self.host_path is None:
-            self.claim = platforms.DEFAULT_SHARED_CLAIM
-        return self
+    default_claim: ClassVar[str] = platforms.DEFAULT_SHARED_CLAIM
 
 
 class Toleration(_Strict):

@@ -36,6 +36,7 @@ from jobctl.backends.base import (
     latest_progress,
     spec_from_yaml,
 )
+from jobctl.render import config_map_name, eval_job_name, rings_config_name
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -54,14 +55,6 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)")
 
 def record_name(name: str) -> str:
     return f"{name}-spec"
-
-
-def config_name(name: str) -> str:
-    return f"{name}-config"
-
-
-def eval_name(name: str) -> str:
-    return f"{name}-eval"
 
 
 def clamp_version(version: str, supported: list[str]) -> str:
@@ -283,12 +276,12 @@ class K8sBackend(Backend):
     def delete(self, name: str, wait: bool = False, keep_record: bool = False) -> None:
         """Delete the Job (Foreground: pods first), its eval Job and the ConfigMaps/Service it owns or left."""
         deleted = False
-        for job in (name, eval_name(name)):
+        for job in (name, eval_job_name(name)):
             deleted |= self.delete_quietly(
                 "Job", self.batch.delete_namespaced_job, job, propagation_policy="Foreground"
             )
         # Owned objects go with the Job; delete them directly too in case the owner patch never happened.
-        maps = [config_name(name), config_name(eval_name(name)), f"rings-config-{name}"]
+        maps = [config_map_name(name), config_map_name(eval_job_name(name)), rings_config_name(name)]
         maps += [] if keep_record else [record_name(name)]
         for cm in maps:
             deleted |= self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, cm)
@@ -296,7 +289,7 @@ class K8sBackend(Backend):
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
         if wait:
-            self.wait_gone([name, eval_name(name)])
+            self.wait_gone([name, eval_job_name(name)])
 
     def wait_gone(self, jobs: list[str], timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -487,13 +480,13 @@ class K8sBackend(Backend):
     # eval -------------------------------------------------------------------------------------------------
 
     def load_spec(self, name: str) -> JobSpec:
-        for cm in (record_name(name), config_name(name)):
+        for cm in (record_name(name), config_map_name(name)):
             found = self.get("read ConfigMap", self.core.read_namespaced_config_map, cm, self.namespace)
             if found is not None and "spec.yaml" in (found.data or {}):
                 return spec_from_yaml(found.data["spec.yaml"], f"ConfigMap {cm}")
         raise JobNotFound(
             f"no spec of job {name!r} in namespace {self.namespace} (neither ConfigMap {record_name(name)} nor "
-            f"{config_name(name)}); check the name and -n"
+            f"{config_map_name(name)}); check the name and -n"
         )
 
     def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None, kube_version: str | None = None) -> dict:
@@ -509,9 +502,9 @@ class K8sBackend(Backend):
         if data_dir is None:
             raise BackendError("--data: the job's spec has no validation set (data.val_subpath); pass --data", 2)
         objects = render_eval(spec, target, data_dir, version)
-        job_name = eval_name(spec.name)
+        job_name = eval_job_name(spec.name)
         self.delete_quietly("Job", self.batch.delete_namespaced_job, job_name, propagation_policy="Foreground")
-        self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, config_name(job_name))
+        self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, config_map_name(job_name))
         self.wait_gone([job_name])
         self.create_owned(objects, job_name)
         phase = self.wait(job_name, for_phase=None, timeout=None)
