@@ -57,3 +57,13 @@ def test_bad_values_name_the_key(values: dict, needle: str) -> None:
 def test_config_module_does_not_import_mindspore() -> None:
     code = "import sys, trainer.config; sys.exit('mindspore' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_help_lists_every_key_with_its_default(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        parse_args(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--data_dir VALUE required" in text
+    assert "--lr_epochs VALUE default 30,60,90,120" in text
+    assert all(f"--{name}" in text for name in TrainConfig.model_fields)

@@ -212,7 +212,14 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{name}"] + (["--backbone"] if name == "arch" else [])
         if name == "platform":
             flags.append("--device_target")
-        parser.add_argument(*flags, dest=name, default=None, metavar="VALUE", help=field.description)
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        help_text = "required" if default == "" else f"default {shown}"
+        if field.description:  # a description that starts with "None:" already says what the default means
+            help_text = (
+                field.description if field.description.startswith("None:") else f"{field.description}; {help_text}"
+            )
+        parser.add_argument(*flags, dest=name, default=None, metavar="VALUE", help=help_text)
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str = "trainer") -> TrainConfig:
