@@ -71,7 +71,7 @@ def fail_cleanly(fn: F) -> F:
     from jobctl.spec import SpecError
     from jobctl.validate import ManifestError
     from trainer.config import ConfigError
-    from trainer.ranktable import RankTableError
+    from trainer.launcher.ranktable import RankTableError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -463,7 +463,7 @@ def ranktable_build(
     destination: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
 ) -> None:
     """A one-server HCCL rank table (v1.0) from hccn.conf, like the model zoo's hccl_tools.py."""
-    from trainer.ranktable import build_server, build_table, parse_device_range, parse_hccn_conf
+    from trainer.launcher.ranktable import build_server, build_table, parse_device_range, parse_hccn_conf
 
     try:
         text = hccn_conf.read_text()
@@ -481,7 +481,7 @@ def ranktable_merge(
     destination: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
 ) -> None:
     """One rank table from several (servers in argument order, ranks renumbered), like merge_hccl.py."""
-    from trainer.ranktable import RankTable, merge_tables
+    from trainer.launcher.ranktable import RankTable, merge_tables
 
     write_text(merge_tables([RankTable.load(path) for path in tables]).to_json(), destination)
 

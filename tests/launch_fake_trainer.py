@@ -27,9 +27,26 @@ def setting(name: str, default: str) -> str:
     return os.environ.get(f"FAKE_{name}_RANK_{RANK}", os.environ.get(f"FAKE_{name}", default))
 
 
+STOP = {"requested": False}
+
+
 def on_sigterm(signum: int, frame: object) -> None:
-    print(f"rank {RANK}: SIGTERM, saving and stopping", flush=True)
-    sys.exit(143)
+    # Like the real trainer: the handler only records; the loop acts at the next boundary. Printing here could
+    # land between a print's text and its newline and run two lines together.
+    STOP["requested"] = True
+
+
+def pause(seconds: float) -> None:
+    """Sleep, but stop as the real trainer does (save, exit 143) once SIGTERM has arrived."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if STOP["requested"]:
+            print(f"rank {RANK}: SIGTERM, saving and stopping", flush=True)
+            sys.exit(143)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.02))
 
 
 def scheduler() -> None:
@@ -89,10 +106,10 @@ def main() -> int:
     lines, interval = int(setting("LINES", "3")), float(setting("INTERVAL", "0.05"))
     for step in range(1, lines + 1):
         print(f"rank={RANK} step={step}/{lines}", flush=True)
-        time.sleep(interval)
+        pause(interval)
     if setting("HANG", "0") == "1":
         while True:
-            time.sleep(1)
+            pause(1)
     print(f"rank {RANK}: done", file=sys.stderr, flush=True)
     if conn is not None:
         conn.close()

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from trainer.launch import LaunchError, read_env
-from trainer.ranktable import build_server, build_table
-from trainer.rendezvous import Fragment, Rendezvous
+from trainer.launcher.main import read_env
+from trainer.launcher.modes import LaunchError
+from trainer.launcher.ranktable import build_server, build_table
+from trainer.launcher.rendezvous import Fragment, Rendezvous
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -46,7 +47,7 @@ def pod_env(
     env.update(
         JOBCTL_JOB_NAME="t",
         JOBCTL_PLATFORM="cpu",
-        JOBCTL_LAUNCHER="dyncluster",
+        JOBCTL_LAUNCHER="msrun",
         JOBCTL_NUM_PODS=str(pods),
         JOBCTL_DEVICES_PER_POD="2",
         JOBCTL_MASTER_ADDR="127.0.0.1",

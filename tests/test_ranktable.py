@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.ranktable import (
+from trainer.launcher.ranktable import (
     RankTable,
     RankTableError,
     Server,

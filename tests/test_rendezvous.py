@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import trainer.rendezvous as rendezvous_module
-from trainer.ranktable import RankTable
-from trainer.rendezvous import Fragment, GroupChanged, GroupCompleted, Rendezvous, RendezvousTimeout
+import trainer.launcher.rendezvous as rendezvous_module
+from trainer.launcher.ranktable import RankTable
+from trainer.launcher.rendezvous import Fragment, GroupChanged, GroupCompleted, Rendezvous, RendezvousTimeout
 
 
 def soon(seconds: float = 10.0) -> float:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainer.ranktable import RankTable, build_server, build_table
+from trainer.launcher.ranktable import RankTable, build_server, build_table
 
 _ATTEMPT = re.compile(r"^attempt-(\d+)$")
 _FRAGMENT = re.compile(r"^pod-(\d+)\.json$")
