@@ -13,10 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PlatformName = Literal["cpu", "gpu", "ascend"]
-PLATFORMS: tuple[PlatformName, ...] = ("cpu", "gpu", "ascend")
-# ranktable/controller: Ascend rank tables (built by the pods / by Ascend's hccl-controller); msrun: dynamic cluster.
-Launcher = Literal["ranktable", "msrun", "controller"]
+# The pod contract's facts (paths, reserved env names) that specs are checked against; their home is the contract.
+from trainer.launcher.contract import (
+    DATA_MOUNT,
+    FAMILIES,
+    RESERVED_ENV_NAMES,
+    RESERVED_ENV_PREFIXES,
+    SHARED_MOUNT,
+    Family,
+    Launcher,
+)
+
+__all__ = ["DATA_MOUNT", "RESERVED_ENV_NAMES", "RESERVED_ENV_PREFIXES", "SHARED_MOUNT"]
+
+PlatformName = Family
+PLATFORMS: tuple[PlatformName, ...] = FAMILIES
 
 # The image `make image` builds for a platform is resnext-jobs-<platform>:<IMAGE_TAG> (Makefile TAG).
 IMAGE_TAG = "0.1.0"
@@ -28,20 +39,8 @@ DEFAULT_NAMESPACE = "mindspore-jobs"
 DEFAULT_DATA_CLAIM = "imagenet"
 DEFAULT_SHARED_CLAIM = "jobctl-shared"
 
-# In-pod paths (the Pod contract in docs/INTERFACES.md).
-SHARED_MOUNT = "/shared"
-DATA_MOUNT = "/data"
-CONFIG_MOUNT = "/etc/jobctl"
-PODINFO_MOUNT = "/etc/podinfo"
-SHM_MOUNT = "/dev/shm"
-CONTROLLER_RANKTABLE_MOUNT = "/user/serverid/devindex/config"
-MASTER_PORT = 8118
 MASTER_PORT_NAME = "scheduler"
 CONTAINER_NAME = "trainer"
-
-# Launcher exit codes (Pod contract) the Job's podFailurePolicy acts on.
-EXIT_BAD_CONFIG = 2
-EXIT_GROUP_CHANGED = 75
 
 # Label the legacy Ascend hccl-controller watches (on the Job, the pod template and rings-config-<job>).
 RING_CONTROLLER_LABEL = "ring-controller.atlas"
@@ -153,27 +152,6 @@ CPU = PlatformInfo(
 )
 
 PLATFORM_INFO: dict[str, PlatformInfo] = {p.name: p for p in (ASCEND, GPU, CPU)}
-
-# Env names the renderer or the launcher own; a spec's extra env may not set them.
-RESERVED_ENV_PREFIXES = ("JOBCTL_", "MS_")
-RESERVED_ENV_NAMES = frozenset(
-    {
-        "POD_NAME",
-        "POD_IP",
-        "NODE_IP",
-        "JOB_COMPLETION_INDEX",
-        "RANK_ID",
-        "RANK_SIZE",
-        "RANK_TABLE_FILE",
-        "DEVICE_ID",
-        "ASCEND_DEVICE_ID",
-        "NVIDIA_VISIBLE_DEVICES",
-        "ASCEND_VISIBLE_DEVICES",
-        "ASCEND_RT_VISIBLE_DEVICES",
-        "CUDA_VISIBLE_DEVICES",
-    }
-)
-
 
 def platform_info(name: str) -> PlatformInfo:
     return PLATFORM_INFO[name]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -31,6 +32,7 @@ import yaml
 from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
 from jobctl.spec import JobSpec, SpecError, parse_quantity, train_config
+from trainer.launcher import contract
 
 SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
 DEFAULT_KUBE_VERSION = SUPPORTED_KUBE_VERSIONS[0]
@@ -42,8 +44,6 @@ APP_NAME = "resnext-jobs"
 LABEL_PREFIX = "jobctl.io"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
-TRAIN_CONFIG_KEY = "train.yaml"
-SPEC_KEY = "spec.yaml"
 EVAL_SUFFIX = "-eval"
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?([-+].*)?$")
@@ -130,49 +130,27 @@ def _metadata(spec: JobSpec, name: str, object_labels: dict[str, str]) -> dict[s
 # Pod pieces ---------------------------------------------------------------------------------------------------
 
 
-def _env_value(name: str, value: str) -> dict[str, Any]:
-    return {"name": name, "value": value}
-
-
-JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
-
-
-def _env_field(name: str, path: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-
 def _user_env(spec: JobSpec, info: PlatformInfo) -> list[dict[str, Any]]:
     """Platform presets (HCCL/NCCL), overridden by the spec's env."""
     merged = {**dict(info.env), **spec.env}
-    return [_env_value(k, v) for k, v in merged.items()]
+    return [{"name": k, "value": v} for k, v in merged.items()]
 
 
-def _launcher_env(spec: JobSpec) -> list[dict[str, Any]]:
-    """The Pod contract (docs/INTERFACES.md); Kubernetes itself sets JOB_COMPLETION_INDEX for Indexed Jobs."""
-    values = {
-        "JOBCTL_JOB_NAME": spec.name,
-        "JOBCTL_PLATFORM": spec.platform,
-        "JOBCTL_LAUNCHER": "dyncluster" if spec.launcher == "msrun" else str(spec.launcher),
-        "JOBCTL_NUM_PODS": str(spec.pods),
-        "JOBCTL_DEVICES_PER_POD": str(spec.per_pod),
-        "JOBCTL_MASTER_ADDR": master_addr(spec),
-        "JOBCTL_MASTER_PORT": str(platforms.MASTER_PORT),
-        "JOBCTL_JOB_DIR": spec.job_dir,
-        "JOBCTL_TRAIN_CONFIG": f"{platforms.CONFIG_MOUNT}/{TRAIN_CONFIG_KEY}",
-        "JOBCTL_DATA_DIR": spec.data_dir,
-        **({"JOBCTL_VAL_DIR": spec.val_dir} if spec.val_dir else {}),
-        "JOBCTL_RENDEZVOUS_TIMEOUT": str(spec.rendezvous_timeout),
-        "JOBCTL_STALL_TIMEOUT": str(spec.stall_timeout),
-    }
-    return [
-        *(_env_value(k, v) for k, v in values.items()),
-        _env_field("POD_NAME", "metadata.name"),
-        _env_field("POD_IP", "status.podIP"),
-        _env_field("NODE_IP", "status.hostIP"),
-        # The Job's uid (a label the Job controller puts on its pods): a re-submitted job of the same name meets in
-        # a fresh rendezvous directory and never reads an earlier submission's attempts.
-        _env_field("JOBCTL_RUN_ID", f"metadata.labels['{JOB_UID_LABEL}']"),
-    ]
+def pod_env(spec: JobSpec) -> contract.PodEnv:
+    """The pod contract's rendered half; Kubernetes sets JOB_COMPLETION_INDEX and the downward-API fields."""
+    return contract.PodEnv(
+        job_name=spec.name,
+        family=spec.platform,
+        launcher=spec.launcher or platform_info(spec.platform).default_launcher,
+        num_pods=spec.pods,
+        devices_per_pod=spec.per_pod,
+        master_addr=master_addr(spec),
+        job_dir=Path(spec.job_dir),
+        data_dir=spec.data_dir,
+        val_dir=spec.val_dir,
+        rendezvous_timeout=spec.rendezvous_timeout,
+        stall_timeout=spec.stall_timeout,
+    )
 
 
 @dataclass(frozen=True)
@@ -243,16 +221,16 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
 def _mounts(spec: JobSpec, info: PlatformInfo, *, training: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
     if training:
-        mounts.append({"name": "config", "mountPath": platforms.CONFIG_MOUNT, "readOnly": True})
+        mounts.append({"name": "config", "mountPath": contract.CONFIG_MOUNT, "readOnly": True})
     mounts += [
-        {"name": "shared", "mountPath": platforms.SHARED_MOUNT},
-        {"name": "data", "mountPath": platforms.DATA_MOUNT, "readOnly": True},
-        {"name": "shm", "mountPath": platforms.SHM_MOUNT},
+        {"name": "shared", "mountPath": contract.SHARED_MOUNT},
+        {"name": "data", "mountPath": contract.DATA_MOUNT, "readOnly": True},
+        {"name": "shm", "mountPath": contract.SHM_MOUNT},
     ]
     if training and info.podinfo_volume:
-        mounts.append({"name": "podinfo", "mountPath": platforms.PODINFO_MOUNT, "readOnly": True})
+        mounts.append({"name": "podinfo", "mountPath": contract.PODINFO_MOUNT, "readOnly": True})
     if training and spec.launcher == "controller":
-        mounts.append({"name": "ranktable", "mountPath": platforms.CONTROLLER_RANKTABLE_MOUNT, "readOnly": True})
+        mounts.append({"name": "ranktable", "mountPath": contract.CONTROLLER_RANKTABLE_MOUNT, "readOnly": True})
     mounts += [{"name": h.name, "mountPath": h.path, "readOnly": True} for h in info.host_paths]
     return mounts
 
@@ -314,9 +292,9 @@ def _failure_policy(*, group: bool) -> dict[str, Any]:
         codes = {"containerName": platforms.CONTAINER_NAME, "operator": "In", "values": [code]}
         return {"action": action, "onExitCodes": codes}
 
-    rules = [on_exit("FailJob", platforms.EXIT_BAD_CONFIG)]
+    rules = [on_exit("FailJob", contract.EXIT_BAD_INPUT)]
     if group:
-        rules.append(on_exit("Ignore", platforms.EXIT_GROUP_CHANGED))
+        rules.append(on_exit("Ignore", contract.EXIT_GROUP_CHANGED))
     rules.append({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]})
     return {"rules": rules}
 
@@ -340,7 +318,9 @@ def _job(
 
 
 def _train_yaml(values: dict[str, Any]) -> str:
-    return yaml.safe_dump(values, sort_keys=False)
+    """The trainer keys; the launch keys (platform, paths) reach the trainer once, as the launcher's flags."""
+    kept = {k: v for k, v in values.items() if k not in contract.LAUNCH_KEYS}
+    return yaml.safe_dump(kept, sort_keys=False)
 
 
 def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
@@ -348,10 +328,12 @@ def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
         "name": platforms.CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
-        "command": ["python", "-m", "trainer.launch"],
-        "env": _launcher_env(spec) + _user_env(spec, info),
-        "ports": [{"name": platforms.MASTER_PORT_NAME, "containerPort": platforms.MASTER_PORT, "protocol": "TCP"}],
+        "command": ["python", "-m", contract.LAUNCHER_MODULE],
+        "env": pod_env(spec).to_container_env() + _user_env(spec, info),
+        "ports": [{"name": platforms.MASTER_PORT_NAME, "containerPort": contract.MASTER_PORT, "protocol": "TCP"}],
         "resources": _resources(info, _training_size(spec)),
+        # The launcher writes why it failed to the termination-message file; the log's tail if it could not.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _mounts(spec, info, training=True),
         "securityContext": _container_security(),
     }
@@ -368,7 +350,10 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _metadata(spec, config_map_name(spec.name), common),
-            "data": {TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()), SPEC_KEY: spec.to_yaml()},
+            "data": {
+                contract.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
+                contract.SPEC_KEY: spec.to_yaml(),
+            },
         }
     ]
     if spec.launcher == "controller":
@@ -381,7 +366,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
                 "data": {"hccl.json": '{"status":"initializing"}'},
             }
         )
-    port = {"name": platforms.MASTER_PORT_NAME, "port": platforms.MASTER_PORT, "targetPort": platforms.MASTER_PORT}
+    port = {"name": platforms.MASTER_PORT_NAME, "port": contract.MASTER_PORT, "targetPort": contract.MASTER_PORT}
     objects.append(
         {
             "apiVersion": "v1",
@@ -420,12 +405,12 @@ def _in_pod_path(value: str | None, field: str) -> str:
     if not value:
         raise SpecError(
             f"{field}: no in-pod path given (a spec with data.val_subpath null has no default evaluation folder); "
-            f"pass one such as {platforms.DATA_MOUNT}/val"
+            f"pass one such as {contract.DATA_MOUNT}/val"
         )
     if not value.startswith("/") or ".." in value.split("/") or any(c.isspace() for c in value):
         raise SpecError(
             f"{field}: {value!r} must be an absolute path inside the pod without '..' or spaces, "
-            f"e.g. {platforms.SHARED_MOUNT}/jobs/<name>/ckpt or {platforms.DATA_MOUNT}/val"
+            f"e.g. {contract.SHARED_MOUNT}/jobs/<name>/ckpt or {contract.DATA_MOUNT}/val"
         )
     return value
 
@@ -450,9 +435,10 @@ def render_eval(
         "name": platforms.CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
-        "command": ["python", "-m", "trainer.evaluate", *evaluate],
+        "command": ["python", "-m", contract.EVALUATE_MODULE, *evaluate],
         "env": _user_env(spec, info),
         "resources": _resources(info, size),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _mounts(spec, info, training=False),
         "securityContext": _container_security(),
     }

@@ -18,6 +18,7 @@ from jobctl.render import (
     to_yaml,
 )
 from jobctl.spec import JobSpec, SpecError, train_config, validate_spec
+from trainer.launcher.contract import LAUNCH_KEYS
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "k8s" / "examples"
 CONTRACT_ENV = {
@@ -149,7 +150,7 @@ def test_pod_contract_env() -> None:
     assert env["JOBCTL_TRAIN_CONFIG"] == "/etc/jobctl/train.yaml"
     assert (env["JOBCTL_DATA_DIR"], env["JOBCTL_VAL_DIR"]) == ("/data/train", "/data/val")
     assert (env["JOBCTL_RENDEZVOUS_TIMEOUT"], env["JOBCTL_STALL_TIMEOUT"]) == ("120", "900")
-    assert (env["JOBCTL_PLATFORM"], env["JOBCTL_LAUNCHER"]) == ("gpu", "dyncluster")
+    assert (env["JOBCTL_PLATFORM"], env["JOBCTL_LAUNCHER"]) == ("gpu", "msrun")
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["NODE_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
@@ -163,7 +164,7 @@ def test_pod_contract_env() -> None:
 
 
 @pytest.mark.parametrize(
-    ("launcher", "expected"), [(None, "ranktable"), ("msrun", "dyncluster"), ("controller", "controller")]
+    ("launcher", "expected"), [(None, "ranktable"), ("msrun", "msrun"), ("controller", "controller")]
 )
 def test_ascend_launchers(launcher: str | None, expected: str) -> None:
     spec = make("ascend", 16, launcher=launcher)
@@ -319,7 +320,10 @@ def test_bad_kube_versions(given: str) -> None:
 def test_config_map_holds_the_trainer_config_and_spec() -> None:
     spec = make("gpu", 16, train={"max_epoch": 3, "lr_epochs": [5, 10]})
     data = by_kind(render(spec))["ConfigMap/rx-config"]["data"]
-    assert yaml.safe_load(data["train.yaml"]) == train_config(spec).flat()
+    train = yaml.safe_load(data["train.yaml"])
+    # The launch keys reach the trainer once, as the launcher's flags from the pod env (trainer.launcher.contract).
+    assert not set(train) & set(LAUNCH_KEYS)
+    assert train == {k: v for k, v in train_config(spec).flat().items() if k not in LAUNCH_KEYS}
     assert validate_spec(yaml.safe_load(data["spec.yaml"])) == spec
 
 

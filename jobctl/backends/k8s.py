@@ -37,6 +37,7 @@ from jobctl.backends.base import (
     spec_from_yaml,
 )
 from jobctl.render import config_map_name, eval_job_name, rings_config_name
+from trainer.launcher.contract import Var
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -346,8 +347,8 @@ class K8sBackend(Backend):
             name=job.metadata.name,
             namespace=job.metadata.namespace or self.namespace,
             phase=_job_phase(job),
-            platform=str(env.get("JOBCTL_PLATFORM") or ""),
-            devices=int(env.get("JOBCTL_NUM_PODS") or 0) * int(env.get("JOBCTL_DEVICES_PER_POD") or 0),
+            platform=str(env.get(Var.FAMILY) or ""),
+            devices=int(env.get(Var.NUM_PODS) or 0) * int(env.get(Var.DEVICES_PER_POD) or 0),
             pods_total=int(job.spec.completions or 0),
             restarts=int(job.status.failed or 0) if job.status else 0,
             created=created.isoformat() if hasattr(created, "isoformat") else created,
@@ -415,7 +416,7 @@ class K8sBackend(Backend):
 
     def index_of_rank(self, job: Any, rank: int) -> int:
         env = {e.name: e.value for e in (job.spec.template.spec.containers[0].env or [])}
-        per_pod = int(env.get("JOBCTL_DEVICES_PER_POD") or 1)
+        per_pod = int(env.get(Var.DEVICES_PER_POD) or 1)
         return rank // per_pod
 
     def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None) -> None:

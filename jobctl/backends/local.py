@@ -39,12 +39,6 @@ from jobctl.backends.base import (
     latest_progress,
     spec_from_yaml,
 )
-from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
-from jobctl.platforms import platform_info
-
-if TYPE_CHECKING:
-    from jobctl.spec import JobSpec
-
 from jobctl.backends.local_controller import process_alive
 from jobctl.backends.local_pods import (
     MAX_GRACE_SECONDS,
@@ -55,6 +49,12 @@ from jobctl.backends.local_pods import (
     plan_pods,
     training_job,
 )
+from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
+from jobctl.platforms import platform_info
+from trainer.launcher.contract import Var
+
+if TYPE_CHECKING:
+    from jobctl.spec import JobSpec
 
 
 class LocalBackend(Backend):
@@ -197,6 +197,7 @@ class LocalBackend(Backend):
                 restarts=p["restarts"],
                 node="localhost",
                 exit_code=p["exit_codes"][-1] if p["exit_codes"] else None,
+                reason=p.get("message"),
             )
             for p in state.get("pods", [])
         ]
@@ -205,8 +206,8 @@ class LocalBackend(Backend):
             name=job_dir.name,
             namespace="local",
             phase=phase,
-            platform=str(env.get("JOBCTL_PLATFORM", "")),
-            devices=int(env.get("JOBCTL_NUM_PODS") or 0) * int(env.get("JOBCTL_DEVICES_PER_POD") or 0),
+            platform=str(env.get(Var.FAMILY, "")),
+            devices=int(env.get(Var.NUM_PODS) or 0) * int(env.get(Var.DEVICES_PER_POD) or 0),
             pods_total=int(job.get("spec", {}).get("completions", 0)) if job else 0,
             restarts=sum(p.restarts for p in pods),
             created=meta.get("submitted") if meta else None,

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobctl.backends.base import (
     COMPLETE,
@@ -24,27 +24,28 @@ from jobctl.backends.base import (
     PENDING,
     RUNNING,
 )
-from jobctl.jobdir import JobDir, write_atomic
-
-if TYPE_CHECKING:
-    pass
-
 from jobctl.backends.local_pods import (
     MAX_GRACE_SECONDS,
     POLL_SECONDS,
     RESTART_DELAY_SECONDS,
     FailureRules,
     PodState,
-    exit_code_of,
     free_port,
     now_iso,
     parse_indexes,
     plan_pods,
+    termination_log,
     training_job,
 )
+from jobctl.jobdir import JobDir, write_atomic
+from trainer.launcher.contract import exit_code_of
+
+STATE_WRITE_TRIES = 10  # the final state on a full volume: the trainers' clean-up may free space in a moment
 
 
-class Supervisor:
+class LocalJobController:
+    """Runs one job's pods as local process groups under the rendered Job's rules; state in local/state.json."""
+
     def __init__(self, job_dir: JobDir, objects: list[dict[str, Any]], shared: Path) -> None:
         self.job_dir = job_dir
         self.job = training_job(objects)
@@ -64,10 +65,12 @@ class Supervisor:
         self.finished: str | None = None
         self.stopping = False  # we signalled the pods: their exits are ours, not failures
         self.delete_requested = False
+        self.state_write_failed = False
 
     # state.json --------------------------------------------------------------------------------------
 
-    def write_state(self) -> None:
+    def write_state(self) -> bool:
+        """Record the state; False (said once in supervisor.log) when the volume refuses the write."""
         state = {
             "phase": self.phase,
             "reason": self.reason,
@@ -80,7 +83,21 @@ class Supervisor:
             "finished": self.finished,
             "pods": [vars(pod) for pod in self.pods],
         }
-        write_atomic(self.job_dir.local_dir / "state.json", json.dumps(state, indent=2) + "\n")
+        try:
+            write_atomic(self.job_dir.local_dir / "state.json", json.dumps(state, indent=2) + "\n")
+        except OSError as exc:
+            if not self.state_write_failed:
+                print(f"[jobctl] cannot write state.json ({exc}); retrying at the next change", file=sys.stderr)
+            self.state_write_failed = True
+            return False
+        self.state_write_failed = False
+        return True
+
+    def write_final_state(self) -> None:
+        for _ in range(STATE_WRITE_TRIES):
+            if self.write_state():
+                return
+            time.sleep(1.0)
 
     # pods --------------------------------------------------------------------------------------------
 
@@ -90,10 +107,12 @@ class Supervisor:
     def start(self, index: int) -> None:
         plan, pod = self.plans[index], self.pods[index]
         plan.cwd.mkdir(parents=True, exist_ok=True)
+        termination_log(self.job_dir, index).unlink(missing_ok=True)  # a new container, a new message
         with self.pod_log(index).open("ab") as log:
             attempt = len(pod.exit_codes) + 1
-            log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {now_iso()}\n".encode())
-            log.flush()
+            with contextlib.suppress(OSError):  # a full volume must not stop the pod from starting
+                log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {now_iso()}\n".encode())
+                log.flush()
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
             proc = subprocess.Popen(
                 plan.argv,
@@ -138,6 +157,7 @@ class Supervisor:
             pod.exit_codes.append(code)
             pod.pid = None
             pod.phase = "Succeeded" if code == 0 else FAILED
+            pod.message = _read_message(termination_log(self.job_dir, index)) if code else None
             done.append((index, code))
         return done
 
@@ -150,7 +170,7 @@ class Supervisor:
         if code == 0 or self.stopping:
             return
         action = self.rules.action(code)
-        described = f"pod {pod.name} exited with code {code}"
+        described = f"pod {pod.name} exited with code {code}" + (f" ({pod.message})" if pod.message else "")
         if action in ("FailJob", "FailIndex"):
             self.fail("PodFailurePolicy", f"{described}, which fails the job at once (podFailurePolicy {action})")
             return
@@ -196,7 +216,7 @@ class Supervisor:
             raise
         finally:
             self.finished = now_iso()
-            self.write_state()
+            self.write_final_state()
         return 0 if self.phase == COMPLETE else 1
 
     def step(self) -> None:
@@ -222,10 +242,19 @@ class Supervisor:
             self.write_state()
 
 
+def _read_message(path: Path) -> str | None:
+    """The launcher's one-line reason, as Kubernetes shows a container's termination message."""
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text.splitlines()[-1][:1000] if text else None
+
+
 def supervise(root: Path) -> int:
     job_dir = JobDir(root)
     meta = json.loads((job_dir.local_dir / "job.json").read_text())
-    return Supervisor(job_dir, meta["objects"], Path(meta["shared"])).run()
+    return LocalJobController(job_dir, meta["objects"], Path(meta["shared"])).run()
 
 
 # The backend (runs in the CLI) -----------------------------------------------------------------------------

@@ -14,22 +14,17 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobctl.backends.base import (
     PENDING,
     BackendError,
 )
 from jobctl.jobdir import JobDir, write_atomic
-
-if TYPE_CHECKING:
-    pass
-
+from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_GROUP_CHANGED, Var
 
 LOCALHOST = "127.0.0.1"
 PROGRESS_KEYS = ("epoch", "max_epoch", "step", "total_steps", "loss", "lr", "img_per_sec", "eta_seconds")
-REJOIN_EXIT = 75  # the launcher's "group changed, start me again" (docs/INTERFACES.md)
-FAIL_JOB_EXIT = 2
 POLL_SECONDS = 0.2
 RESTART_DELAY_SECONDS = 1.0
 # Local processes need not wait Kubernetes' 30 s default before SIGKILL; the trainer saves at the next step.
@@ -145,6 +140,15 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(replace, value)
 
 
+def pod_work_dir(job_dir: JobDir, index: int) -> Path:
+    return job_dir.local_dir / "work" / f"{job_dir.name}-{index}"
+
+
+def termination_log(job_dir: JobDir, index: int) -> Path:
+    """Where pod ``index``'s launcher writes why it ended (Kubernetes: /dev/termination-log)."""
+    return pod_work_dir(job_dir, index) / "termination-log"
+
+
 def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int) -> list[PodPlan]:
     """One PodPlan per index of the rendered Indexed Job."""
     job = training_job(objects)
@@ -158,7 +162,7 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
     plans = []
     for index in range(int(job["spec"].get("completions", 1))):
         pod_name = f"{job_name}-{index}"
-        env: dict[str, str] = {"JOB_COMPLETION_INDEX": str(index)}
+        env: dict[str, str] = {Var.POD_INDEX: str(index)}
         for source in container.get("envFrom", []):
             env.update(config_maps.get(source.get("configMapRef", {}).get("name", ""), {}))
         for var in container.get("env", []):
@@ -176,12 +180,14 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
                     "local backend cannot provide; run this job with --backend k8s"
                 )
         # Pod 0 is this machine; several local jobs may run at once, so each gets its own port.
-        env["JOBCTL_MASTER_ADDR"] = LOCALHOST
-        env["JOBCTL_MASTER_PORT"] = str(master_port)
+        env[Var.MASTER_ADDR] = LOCALHOST
+        env[Var.MASTER_PORT] = str(master_port)
+        # Kubernetes keeps the container's termination-message file; locally it lives in the pod's work dir.
+        env[Var.TERMINATION_LOG] = str(termination_log(job_dir, index))
         argv = [map_path(_expand(arg, env), mounts) for arg in container.get("command", []) + container.get("args", [])]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable  # the image's python is this venv's locally
-        plans.append(PodPlan(index, pod_name, argv, env, job_dir.local_dir / "work" / pod_name))
+        plans.append(PodPlan(index, pod_name, argv, env, pod_work_dir(job_dir, index)))
     return plans
 
 
@@ -205,7 +211,7 @@ class FailureRules:
             if codes:
                 rules.append((rule["action"], codes["operator"], set(codes["values"])))
         if not rules:  # the pod contract's defaults, for a Job rendered without podFailurePolicy
-            rules = [("FailJob", "In", {FAIL_JOB_EXIT}), ("Ignore", "In", {REJOIN_EXIT})]
+            rules = [("FailJob", "In", {EXIT_BAD_INPUT}), ("Ignore", "In", {EXIT_GROUP_CHANGED})]
         if spec.get("backoffLimitPerIndex") is not None:
             return cls(int(spec["backoffLimitPerIndex"]), True, rules)
         return cls(int(spec.get("backoffLimit", 6)), False, rules)
@@ -240,8 +246,6 @@ class PodState:
     failures: int = 0
     exit_codes: list[int] = field(default_factory=list)
     started: str | None = None
+    message: str | None = None  # the last exit's termination message
 
 
-def exit_code_of(returncode: int) -> int:
-    """Popen's -N (killed by signal N) as a container runtime reports it: 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode

@@ -20,6 +20,12 @@ EXIT_BAD_INPUT = 2  # the Job's podFailurePolicy fails the whole Job: retrying c
 EXIT_GROUP_CHANGED = 75  # EX_TEMPFAIL: a peer failed or stopped; this pod rejoins (podFailurePolicy: Ignore)
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped after saving
 
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's -N (killed by signal N) as a shell or container runtime reports it: 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 # --- in-pod paths -------------------------------------------------------------------------------------------
 SHARED_MOUNT = "/shared"
 DATA_MOUNT = "/data"

@@ -37,11 +37,6 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def exit_code_of(returncode: int) -> int:
-    """Popen's -N (killed by signal N) as a shell or container runtime reports it: 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
 def _die_with_launcher() -> None:
     """In the child: get SIGKILL if the launcher dies, so no orphaned trainer holds a port or a device."""
     with contextlib.suppress(OSError):

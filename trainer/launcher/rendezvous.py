@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trainer.launcher.contract import Var
 from trainer.launcher.ranktable import RankTable, build_server, build_table
 
 _ATTEMPT = re.compile(r"^attempt-(\d+)$")
@@ -215,7 +216,7 @@ class Rendezvous:
                 raise RendezvousTimeout(
                     f"attempt {self.attempt}: pod(s) {_names(missing)} did not join in time "
                     f"(have {_names(sorted(found)) or 'none'} of {expected_pods}); check that those pods are "
-                    f"scheduled and running (kubectl describe pod), or raise JOBCTL_RENDEZVOUS_TIMEOUT"
+                    f"scheduled and running (kubectl describe pod), or raise {Var.RENDEZVOUS_TIMEOUT}"
                 )
             time.sleep(self.poll_seconds)
 

@@ -14,9 +14,10 @@ from trainer.launcher.contract import (
     EXIT_TERMINATED,
     PodEnv,
     Var,
+    exit_code_of,
 )
 from trainer.launcher.output import Output
-from trainer.launcher.processes import LocalProcess, exit_code_of
+from trainer.launcher.processes import LocalProcess
 from trainer.launcher.rendezvous import Rendezvous
 
 POLL_SECONDS = 0.2
