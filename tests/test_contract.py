@@ -10,12 +10,12 @@ import pytest
 from jobctl.backends.local_pods import LOCALHOST, plan_pods, termination_log
 from jobctl.jobdir import JobDir
 from jobctl.render import pod_env, render
-from jobctl.spec import validate_spec
+from jobctl.spec import JobSpec, validate_spec
 from trainer.launcher.contract import ContractError, JobLayout, PodEnv, Var
 from trainer.launcher.main import trainer_command
 
 
-def spec_for(platform: str, launcher: str | None, tmp_path: Path):  # noqa: ANN201
+def spec_for(platform: str, launcher: str | None, tmp_path: Path) -> JobSpec:
     fields = {"name": "rt", "platform": platform, "devices": 4, "devices_per_node": 2}
     fields |= {"rendezvous_timeout": 90, "stall_timeout": 300, "data": {"host_path": str(tmp_path / "data")}}
     fields |= {"shared": {"host_path": str(tmp_path / "shared")}}
