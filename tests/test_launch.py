@@ -357,9 +357,8 @@ def test_controller_mode_waits_for_the_completed_table(tmp_path) -> None:
         NODE_IP="10.0.0.12",
     )
     launcher = Launcher(env)
-    launcher.wait_for("all 1 pod(s) joined")
-    time.sleep(1.5)
-    assert "started rank" not in launcher.text  # still waiting for the controller
+    launcher.wait_for(f"waiting for the hccl-controller's rank table {table} (its status is not completed yet)")
+    assert "started rank" not in launcher.text  # it read the unfinished table and waits for the controller
     servers = [build_server("10.0.0.12", {0: "192.168.100.12", 1: "192.168.101.12"})]
     table.write_text(build_table(servers).to_json())
     assert launcher.finish() == 0, launcher.text

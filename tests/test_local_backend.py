@@ -255,7 +255,9 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
 def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, dataset: Path) -> None:
     """Two local pods of one CPU worker each: kill pod 1's trainer, and the whole group resumes."""
     shared = tmp_path / "shared"
-    proc = submit_e2e("kill", dataset, shared, 3, "--devices-per-node", "1")
+    # 5 epochs of 4 steps, a checkpoint every 2: the run outlasts the first checkpoint by 18 steps and 5
+    # validations, so the kill below lands on a running rank even when this process is starved of CPU for a while.
+    proc = submit_e2e("kill", dataset, shared, 5, "--devices-per-node", "1")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     job_dir = JobDir.of(shared, "kill")
@@ -274,7 +276,7 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, 
     text = pod_logs[0].read_text()
     resumed = [int(step) for step in re.findall(r"\[rank 0\] rank=0 resuming from \S+ at step (\d+)", text)]
     assert resumed and resumed[0] > 0, text[-3000:]
-    assert "rank=0 epoch=3/3 step=12/12" in text
+    assert "rank=0 epoch=5/5 step=20/20" in text
     # Pod 1's launcher exits 137 for its killed rank (counted); pod 0 leaves with 75 to rejoin (free).
     pods = local_state(backend, "kill")["pods"]
     assert 75 in pods[0]["exit_codes"] and 137 in pods[1]["exit_codes"]

@@ -143,7 +143,7 @@ def _start(
         out.say(f"rank table for {table.rank_size} device(s) on {table.server_count} server(s): {table_path}")
         supervisor.start(ranktable_processes(env, command, table_path))
     elif env.launcher == "controller":
-        ranks = _marking_failures(rendezvous, env, lambda: controller_ranks(env, deadline, stop))
+        ranks = _marking_failures(rendezvous, env, lambda: controller_ranks(env, deadline, stop, out.say))
         out.say(f"hccl-controller's rank table {env.controller_table}: this pod runs ranks {ranks}")
         supervisor.start(ranktable_processes(env, command, env.controller_table, ranks))
     elif env.pod_index == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
@@ -100,15 +100,18 @@ def _read_controller_table(path: Path) -> tuple[RankTable | None, str]:
         return None, str(exc)
 
 
-def controller_ranks(env: PodEnv, deadline: float, stop: StopSignal) -> list[int]:
+def controller_ranks(env: PodEnv, deadline: float, stop: StopSignal, say: Callable[[str], None]) -> list[int]:
     """Wait for hccl-controller's table to be completed; this pod's ranks are those of its server (NODE_IP)."""
-    path = env.controller_table
+    path, said = env.controller_table, False
     while True:
         if stop.count:
             raise LaunchError("got SIGTERM while waiting for the hccl-controller's rank table", EXIT_TERMINATED)
         table, problem = _read_controller_table(path)
         if table is not None:
             break
+        if not said:
+            say(f"waiting for the hccl-controller's rank table {path} ({problem})")
+            said = True
         if time.monotonic() >= deadline:
             raise LaunchError(
                 f"the hccl-controller's rank table {path} was not completed within {Var.RENDEZVOUS_TIMEOUT}="
