@@ -153,5 +153,6 @@ CPU = PlatformInfo(
 
 PLATFORM_INFO: dict[str, PlatformInfo] = {p.name: p for p in (ASCEND, GPU, CPU)}
 
+
 def platform_info(name: str) -> PlatformInfo:
     return PLATFORM_INFO[name]

@@ -247,5 +247,3 @@ class PodState:
     exit_codes: list[int] = field(default_factory=list)
     started: str | None = None
     message: str | None = None  # the last exit's termination message
-
-
