@@ -61,6 +61,28 @@ def test_bad_input_is_one_clean_paragraph(args: list[str], words: list[str]) -> 
         assert_bad_input(jobctl(command, *base, *args, *extra), *words)
 
 
+@pytest.mark.parametrize(
+    ("spec", "sets", "words"),
+    [
+        (None, ["max_epoch=" + "9" * 5000], ["--set max_epoch", "more than 4300 digits"]),
+        ("platform: cpu\ntrain: " + "[" * 3000 + "]" * 3000 + "\n", [], ["spec.yaml", "nested more than 64 levels"]),
+        (None, ["max_epoch=" + "{a: " * 3000 + "}" * 3000], ["--set max_epoch", "nested more than 64 levels"]),
+        ("platform: cpu\nname: a\nname: b\n", [], ["spec.yaml", "key 'name' is given twice", "line 3"]),
+        ("platform: cpu\n" + "".join(f"bogus{i}: 1\n" for i in range(100)), [], ["bogus0", "README.md"]),
+    ],
+)
+def test_hostile_specs_are_one_short_line(tmp_path: Path, spec: str | None, sets: list[str], words: list[str]) -> None:
+    args = ["--platform", "cpu", "--name", "a"]
+    if spec is not None:
+        (tmp_path / "spec.yaml").write_text(spec)
+        args = ["-f", str(tmp_path / "spec.yaml")]
+    args += [item for value in sets for item in ("--set", value)]
+    for command in (["render"], ["submit", "--dry-run"]):
+        result = jobctl(*command, *args)
+        assert_bad_input(result, *words)
+        assert result.stderr.count("\n") == 1 and len(result.stderr) < 600, result.stderr[:300]
+
+
 def test_missing_platform_is_named() -> None:
     assert_bad_input(jobctl("render"), "platform")
 
