@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobctl.cli import app
+from jobctl.cli import JobOptions, app
 from jobctl.render import DEFAULT_KUBE_VERSION, render
 from jobctl.spec import load_spec
 
@@ -81,6 +83,15 @@ def test_hostile_specs_are_one_short_line(tmp_path: Path, spec: str | None, sets
         result = jobctl(*command, *args)
         assert_bad_input(result, *words)
         assert result.stderr.count("\n") == 1 and len(result.stderr) < 600, result.stderr[:300]
+
+
+def test_render_and_submit_take_the_job_options_first_and_alike() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    fields = [field.name for field in dataclasses.fields(JobOptions)]
+    shown = {name: [(p.name, p.opts, getattr(p, "help", None)) for p in commands[name].params] for name in commands}
+    assert [name for name, _, _ in shown["render"][: len(fields)]] == fields
+    assert shown["render"][: len(fields)] == shown["submit"][: len(fields)]
+    assert ("set_", ["--set"], "trainer key KEY=VALUE (repeatable)") in shown["submit"]
 
 
 def test_missing_platform_is_named() -> None:
