@@ -16,7 +16,7 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -24,6 +24,7 @@ import typer
 
 from jobctl import output
 from jobctl.backends.base import COMPLETE, FAILED, Backend, BackendError
+from jobctl.output import Format
 
 if TYPE_CHECKING:  # imported when a command runs: `jobctl --help` stays fast
     from jobctl.spec import JobSpec
@@ -44,18 +45,12 @@ app.add_typer(ranktable_app, name="ranktable")
 DEFAULT_SHARED = "./shared"
 
 
-class BackendName(str, Enum):
+class BackendName(StrEnum):
     k8s = "k8s"
     local = "local"
 
 
-class Format(str, Enum):
-    table = "table"
-    yaml = "yaml"
-    json = "json"
-
-
-class WaitFor(str, Enum):
+class WaitFor(StrEnum):
     complete = "complete"
     failed = "failed"
 
@@ -177,7 +172,7 @@ def print_objects(objects: list[dict[str, Any]], fmt: Format) -> None:
     from jobctl.render import to_yaml
 
     if fmt is Format.json:
-        output.dump(objects, "json")
+        output.dump(objects, Format.json)
     else:
         print(to_yaml(objects), end="")
 
@@ -303,7 +298,7 @@ def submit(
         output.note(message)
     else:
         summary = {"name": spec.name, "namespace": spec.namespace, "backend": backend.value, "kubeVersion": version}
-        output.dump({**summary, "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}, out.value)
+        output.dump({**summary, "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}, out)
     if wait:
         # With -o json|yaml stdout stays machine-readable: the logs go to stderr.
         runner.logs(spec.name, sys.stdout if out is Format.table else sys.stderr, follow=True, rank=None)
@@ -348,7 +343,7 @@ def status(
     if out is Format.table:
         output.status_view(info)
     else:
-        output.dump(info.to_dict(), out.value)
+        output.dump(info.to_dict(), out)
 
 
 @app.command("list")
@@ -365,7 +360,7 @@ def list_(
     if out is Format.table:
         output.job_table(jobs)
     else:
-        output.dump([job.to_dict() for job in jobs], out.value)
+        output.dump([job.to_dict() for job in jobs], out)
 
 
 @app.command()
@@ -439,7 +434,7 @@ def eval_(
     if out is Format.table:
         output.eval_view(result)
     else:
-        output.dump(result, out.value)
+        output.dump(result, out)
 
 
 # Rank tables -------------------------------------------------------------------------------------------------
