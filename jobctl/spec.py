@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from jobctl import platforms, strict_yaml
 from jobctl.platforms import Launcher, PlatformName, platform_info
@@ -262,8 +271,8 @@ class JobSpec(_Strict):
 
     @field_validator("cpu", "memory", "shm_size")
     @classmethod
-    def _quantity(cls, value: str | None, info: Any) -> str | None:
-        return _check_quantity(value, info.field_name)
+    def _quantity(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_quantity(value, info.field_name or "the quantity")
 
     @field_validator("node_selector")
     @classmethod
@@ -491,7 +500,7 @@ def format_validation_error(err: ValidationError, prefix: str = "invalid job spe
     return _paragraph(prefix, problems)
 
 
-def _problem(item: Any) -> str:
+def _problem(item: ErrorDetails) -> str:
     loc = _path(item["loc"])
     msg = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if item["type"] == "missing":
@@ -582,7 +591,7 @@ def _parse_sets(sets: list[str]) -> dict[str, Any]:
     return values
 
 
-def _set_value(key: str, raw: str) -> Any:
+def _set_value(key: str, raw: str) -> object:
     """A --set value typed as the trainer types its flags (parse_value), but first read by the strict loader:
     parse_value's yaml.safe_load crashes on a huge integer or deep nesting instead of raising YAMLError."""
     try:

@@ -71,7 +71,7 @@ class StrictLoader(yaml.SafeLoader):
 StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 
 
-def load(text: str) -> Any:
+def load(text: str) -> object:
     """Like yaml.safe_load; raises yaml.YAMLError for duplicate keys, deep nesting and huge integers too."""
     return yaml.load(text, Loader=StrictLoader)
 
