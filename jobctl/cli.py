@@ -10,19 +10,27 @@ the shared volume the same way (k8s: claim or node path; local: a directory, def
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import sys
+import typing
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
 from jobctl import output
 from jobctl.backends.base import COMPLETE, FAILED, Backend, BackendError
+from jobctl.output import Format
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:  # imported when a command runs: `jobctl --help` stays fast
+    from jobctl.spec import JobSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 app = typer.Typer(
     name="jobctl",
@@ -37,18 +45,12 @@ app.add_typer(ranktable_app, name="ranktable")
 DEFAULT_SHARED = "./shared"
 
 
-class BackendName(str, Enum):
+class BackendName(StrEnum):
     k8s = "k8s"
     local = "local"
 
 
-class Format(str, Enum):
-    table = "table"
-    yaml = "yaml"
-    json = "json"
-
-
-class WaitFor(str, Enum):
+class WaitFor(StrEnum):
     complete = "complete"
     failed = "failed"
 
@@ -66,7 +68,7 @@ KubeVersionOpt = Annotated[
 ]
 
 
-def fail_cleanly(fn: F) -> F:
+def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
     """Known errors → one paragraph on stderr and exit 2 (bad input) or 1 (failure); never a traceback."""
     from jobctl.spec import SpecError
     from jobctl.validate import ManifestError
@@ -74,7 +76,7 @@ def fail_cleanly(fn: F) -> F:
     from trainer.launcher.ranktable import RankTableError
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except (SpecError, ConfigError, RankTableError, ManifestError) as exc:
@@ -86,7 +88,7 @@ def fail_cleanly(fn: F) -> F:
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def bad_input(message: str) -> BackendError:
@@ -114,7 +116,7 @@ def key_values(items: list[str] | None, flag: str) -> dict[str, str]:
     return values
 
 
-def volume_flags(field: str, value: str | None, backend: BackendName, flag: str) -> dict[str, Any]:
+def volume_flags(field: str, value: str | None, backend: BackendName, flag: str) -> dict[str, str]:
     """--data/--shared → spec fields: a local directory, a node path (absolute) or a PVC claim name."""
     if value is None:
         return {}
@@ -128,24 +130,16 @@ def volume_flags(field: str, value: str | None, backend: BackendName, flag: str)
     return {f"{field}.host_path" if value.startswith("/") else f"{field}.claim": value}
 
 
-def build_spec(
-    file: Path | None,
-    flags: dict[str, Any],
-    sets: list[str] | None,
-    env: list[str] | None,
-    data: str | None,
-    shared: str | None,
-    backend: BackendName,
-) -> Any:
+def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
+    """The validated spec from the job options; with the local backend the volumes are directories here."""
     from jobctl.spec import load_spec
 
-    values = dict(flags)
-    values.update({f"env.{k}": v for k, v in key_values(env, "--env").items()})
-    values.update(volume_flags("data", data, backend, "--data"))
-    if backend is BackendName.local:
-        shared = shared or DEFAULT_SHARED
+    values: dict[str, str | int] = job.spec_fields()
+    values.update({f"env.{k}": v for k, v in key_values(job.env, "--env").items()})
+    values.update(volume_flags("data", job.data, backend, "--data"))
+    shared = job.shared or DEFAULT_SHARED if backend is BackendName.local else job.shared
     values.update(volume_flags("shared", shared, backend, "--shared"))
-    spec = load_spec(file, values, list(sets or []))
+    spec = load_spec(job.file, values, list(job.set_ or []))
     if backend is BackendName.local:
         if spec.data.host_path is None:
             raise bad_input(
@@ -158,7 +152,7 @@ def build_spec(
     return spec
 
 
-def render_checked(spec: Any, kube_version: str) -> list[dict[str, Any]]:
+def render_checked(spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
     """Render, then validate strictly against the target version's schemas when kubernetes-validate is there."""
     from jobctl.render import render, resolve_kube_version
 
@@ -178,7 +172,7 @@ def print_objects(objects: list[dict[str, Any]], fmt: Format) -> None:
     from jobctl.render import to_yaml
 
     if fmt is Format.json:
-        output.dump(objects, "json")
+        output.dump(objects, Format.json)
     else:
         print(to_yaml(objects), end="")
 
@@ -202,68 +196,84 @@ RestartsOpt = Annotated[int | None, typer.Option("--max-restarts", help="group r
 LauncherOpt = Annotated[str | None, typer.Option("--launcher", help="Ascend: ranktable (default), msrun, controller")]
 
 
-def spec_flags(**values: Any) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
+SPEC_FIELD_OPTIONS = (
+    "name", "platform", "devices", "devices_per_node", "image", "queue", "priority_class", "max_restarts", "launcher",
+    "namespace",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOptions:
+    """The options render and submit share, declared once; `with_job_options` adds them to a command."""
+
+    file: FileOpt = None
+    name: NameOpt = None
+    platform: PlatformOpt = None
+    devices: DevicesOpt = None
+    devices_per_node: PerNodeOpt = None
+    image: ImageOpt = None
+    set_: SetOpt = None
+    env: EnvOpt = None
+    data: DataOpt = None
+    shared: SharedOpt = None
+    queue: QueueOpt = None
+    priority_class: PriorityOpt = None
+    max_restarts: RestartsOpt = None
+    launcher: LauncherOpt = None
+    namespace: NamespaceOpt = None
+
+    def spec_fields(self) -> dict[str, str | int]:
+        """The given options that are spec fields of the same name (build_spec maps the others)."""
+        given = {name: getattr(self, name) for name in SPEC_FIELD_OPTIONS}
+        return {name: value for name, value in given.items() if value is not None}
+
+
+def with_job_options(command: Callable[..., R]) -> Callable[..., R]:
+    """Typer sees `command(job: JobOptions, ...)` as JobOptions' fields (as options, first), then its own options;
+    the call packs the fields back into one JobOptions."""
+    hints = typing.get_type_hints(JobOptions, include_extras=True)
+    fields = dataclasses.fields(JobOptions)
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in fields
+    ]
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "job"
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> R:
+        job = JobOptions(**{f.name: kwargs.pop(f.name) for f in fields})
+        return command(job, **kwargs)
+
+    parameters = shared + own
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}  # typer also reads the hints
+    return wrapper
 
 
 @app.command()
 @fail_cleanly
+@with_job_options
 def render(
-    file: FileOpt = None,
-    name: NameOpt = None,
-    platform: PlatformOpt = None,
-    devices: DevicesOpt = None,
-    devices_per_node: PerNodeOpt = None,
-    image: ImageOpt = None,
-    set_: SetOpt = None,
-    env: EnvOpt = None,
-    data: DataOpt = None,
-    shared: SharedOpt = None,
-    queue: QueueOpt = None,
-    priority_class: PriorityOpt = None,
-    max_restarts: RestartsOpt = None,
-    launcher: LauncherOpt = None,
-    namespace: NamespaceOpt = None,
+    job: JobOptions,
     kube_version: KubeVersionOpt = None,
     out: Annotated[Format, typer.Option("--output", "-o", help="yaml or json")] = Format.yaml,
 ) -> None:
     """Print the Kubernetes objects of a job (multi-document YAML); never contacts a cluster."""
     from jobctl.render import DEFAULT_KUBE_VERSION
 
-    flags = spec_flags(
-        name=name,
-        platform=platform,
-        devices=devices,
-        devices_per_node=devices_per_node,
-        image=image,
-        queue=queue,
-        priority_class=priority_class,
-        max_restarts=max_restarts,
-        launcher=launcher,
-        namespace=namespace,
-    )
-    spec = build_spec(file, flags, set_, env, data, shared, BackendName.k8s)
+    spec = build_spec(job, BackendName.k8s)
     print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
 
 
 @app.command()
 @fail_cleanly
+@with_job_options
 def submit(
-    file: FileOpt = None,
-    name: NameOpt = None,
-    platform: PlatformOpt = None,
-    devices: DevicesOpt = None,
-    devices_per_node: PerNodeOpt = None,
-    image: ImageOpt = None,
-    set_: SetOpt = None,
-    env: EnvOpt = None,
-    data: DataOpt = None,
-    shared: SharedOpt = None,
-    queue: QueueOpt = None,
-    priority_class: PriorityOpt = None,
-    max_restarts: RestartsOpt = None,
-    launcher: LauncherOpt = None,
-    namespace: NamespaceOpt = None,
+    job: JobOptions,
     context: ContextOpt = None,
     backend: BackendOpt = BackendName.k8s,
     kube_version: KubeVersionOpt = None,
@@ -276,23 +286,11 @@ def submit(
     """Validate a job, create it, and print how to follow it."""
     from jobctl.render import DEFAULT_KUBE_VERSION
 
-    flags = spec_flags(
-        name=name,
-        platform=platform,
-        devices=devices,
-        devices_per_node=devices_per_node,
-        image=image,
-        queue=queue,
-        priority_class=priority_class,
-        max_restarts=max_restarts,
-        launcher=launcher,
-        namespace=namespace,
-    )
-    spec = build_spec(file, flags, set_, env, data, shared, backend)
+    spec = build_spec(job, backend)
     if dry_run:
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
         return
-    runner = make_backend(backend, spec.namespace, context, shared)
+    runner = make_backend(backend, spec.namespace, context, job.shared)
     version = kube_version or target_version(runner)
     objects = render_checked(spec, version)
     message = runner.submit(spec, objects, resume=resume, replace=replace)
@@ -300,7 +298,7 @@ def submit(
         output.note(message)
     else:
         summary = {"name": spec.name, "namespace": spec.namespace, "backend": backend.value, "kubeVersion": version}
-        output.dump({**summary, "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}, out.value)
+        output.dump({**summary, "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}, out)
     if wait:
         # With -o json|yaml stdout stays machine-readable: the logs go to stderr.
         runner.logs(spec.name, sys.stdout if out is Format.table else sys.stderr, follow=True, rank=None)
@@ -345,7 +343,7 @@ def status(
     if out is Format.table:
         output.status_view(info)
     else:
-        output.dump(info.to_dict(), out.value)
+        output.dump(info.to_dict(), out)
 
 
 @app.command("list")
@@ -362,7 +360,7 @@ def list_(
     if out is Format.table:
         output.job_table(jobs)
     else:
-        output.dump([job.to_dict() for job in jobs], out.value)
+        output.dump([job.to_dict() for job in jobs], out)
 
 
 @app.command()
@@ -436,7 +434,7 @@ def eval_(
     if out is Format.table:
         output.eval_view(result)
     else:
-        output.dump(result, out.value)
+        output.dump(result, out)
 
 
 # Rank tables -------------------------------------------------------------------------------------------------

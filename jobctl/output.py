@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -13,7 +14,14 @@ from rich.table import Table
 
 from jobctl.backends.base import JobInfo
 
-OutputFormat = Literal["table", "yaml", "json"]
+
+class Format(StrEnum):
+    """-o: a table for people, YAML or JSON for programs."""
+
+    table = "table"
+    yaml = "yaml"
+    json = "json"
+
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -27,9 +35,9 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def dump(data: Any, fmt: OutputFormat) -> None:
-    """Machine-readable output on stdout."""
-    if fmt == "json":
+def dump(data: Any, fmt: Format) -> None:
+    """Machine-readable output on stdout (YAML unless fmt is json)."""
+    if fmt is Format.json:
         print(json.dumps(data, indent=2, default=str))
     else:
         print(yaml.safe_dump(data, sort_keys=False), end="")

@@ -18,10 +18,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
-from jobctl import platforms
+from jobctl import platforms, strict_yaml
 from jobctl.platforms import Launcher, PlatformName, platform_info
+from jobctl.strict_yaml import short_repr
 from trainer import config as trainer_config
 
 MAX_DNS_LABEL = 63
@@ -68,7 +78,7 @@ def parse_quantity(text: str) -> Decimal:
     """A Kubernetes quantity ("16", "500m", "64Gi", "1e3") as a number; ValueError when malformed."""
     match = QUANTITY.fullmatch(text)
     if not match:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 16, 500m, 64Gi)")
+        raise ValueError(f"{short_repr(text)} is not a Kubernetes quantity (e.g. 16, 500m, 64Gi)")
     suffix = match.group(3) or ""
     number = Decimal(text[: len(text) - len(suffix)] if suffix else text)
     if suffix and suffix not in _QUANTITY_SCALE:  # an exponent: e3, E-2
@@ -84,7 +94,7 @@ def _check_quantity(value: str | None, field: str) -> str | None:
     except ValueError as exc:
         raise ValueError(f"{exc}; set {field} like 16 (cores), 500m or 64Gi") from None
     if amount <= 0:
-        raise ValueError(f"{value!r} must be more than zero")
+        raise ValueError(f"{short_repr(value)} must be more than zero")
     return value
 
 
@@ -92,19 +102,23 @@ def _check_qualified_name(key: str) -> None:
     """A label key or taint key: [DNS-subdomain prefix/]name (name ≤ 63)."""
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not DNS_1123_SUBDOMAIN.fullmatch(prefix)):
-        raise ValueError(f"key {key!r} has an invalid prefix {prefix!r} (a DNS subdomain such as example.com)")
+        raise ValueError(
+            f"key {short_repr(key)} has an invalid prefix {short_repr(prefix)} (a DNS subdomain such as example.com)"
+        )
     if not name or len(name) > MAX_DNS_LABEL or not LABEL_NAME.fullmatch(name):
-        raise ValueError(f"key {key!r} is not a valid label key (alphanumerics, '-', '_', '.', at most 63)")
+        raise ValueError(f"key {short_repr(key)} is not a valid label key (alphanumerics, '-', '_', '.', at most 63)")
 
 
 def _check_label_value(value: str, what: str) -> None:
     if len(value) > MAX_DNS_LABEL or not LABEL_VALUE.fullmatch(value):
-        raise ValueError(f"{what} {value!r} is not a valid label value (alphanumerics, '-', '_', '.', at most 63)")
+        raise ValueError(
+            f"{what} {short_repr(value)} is not a valid label value (alphanumerics, '-', '_', '.', at most 63)"
+        )
 
 
 def _check_dns_subdomain(value: str, what: str) -> str:
     if len(value) > 253 or not DNS_1123_SUBDOMAIN.fullmatch(value):
-        raise ValueError(f"{what} {value!r} must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
+        raise ValueError(f"{what} {short_repr(value)} must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
     return value
 
 
@@ -113,7 +127,7 @@ def _check_host_path(value: str | None) -> str | None:
         return None
     parts = value.split("/")
     if not value.startswith("/") or value == "/" or ".." in parts or any(c in value for c in "\n\0"):
-        raise ValueError(f"host_path {value!r} must be an absolute path other than / without '..'")
+        raise ValueError(f"host_path {short_repr(value)} must be an absolute path other than / without '..'")
     return value
 
 
@@ -158,7 +172,9 @@ class DataVolume(_Volume):
     @classmethod
     def _relative(cls, value: str | None) -> str | None:
         if value is not None and (not SUBPATH.fullmatch(value) or ".." in value.split("/")):
-            raise ValueError(f"{value!r} must be a relative folder of the data volume, e.g. train or imagenet/val")
+            raise ValueError(
+                f"{short_repr(value)} must be a relative folder of the data volume, e.g. train or imagenet/val"
+            )
         return value
 
 
@@ -230,8 +246,8 @@ class JobSpec(_Strict):
     def _dns_1035(cls, value: str) -> str:
         if not DNS_1035.fullmatch(value) or len(value) > MAX_DNS_LABEL:
             raise ValueError(
-                f"{value!r} is not a DNS-1035 label: use lowercase letters, digits and '-', starting with a letter "
-                "and ending with a letter or digit, e.g. resnext-a1"
+                f"{short_repr(value)} is not a DNS-1035 label: use lowercase letters, digits and '-', starting "
+                "with a letter and ending with a letter or digit, e.g. resnext-a1"
             )
         return value
 
@@ -239,20 +255,24 @@ class JobSpec(_Strict):
     @classmethod
     def _dns_label(cls, value: str) -> str:
         if not DNS_1123_LABEL.fullmatch(value) or len(value) > MAX_DNS_LABEL:
-            raise ValueError(f"{value!r} is not a namespace name (lowercase letters, digits and '-', at most 63)")
+            raise ValueError(
+                f"{short_repr(value)} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+            )
         return value
 
     @field_validator("image")
     @classmethod
     def _image_ref(cls, value: str | None) -> str | None:
         if value is not None and (len(value) > 4096 or not IMAGE_REF.fullmatch(value)):
-            raise ValueError(f"{value!r} is not an image reference such as registry:5000/resnext-jobs-gpu:0.1.0")
+            raise ValueError(
+                f"{short_repr(value)} is not an image reference such as registry:5000/resnext-jobs-gpu:0.1.0"
+            )
         return value
 
     @field_validator("cpu", "memory", "shm_size")
     @classmethod
-    def _quantity(cls, value: str | None, info: Any) -> str | None:
-        return _check_quantity(value, info.field_name)
+    def _quantity(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_quantity(value, info.field_name or "the quantity")
 
     @field_validator("node_selector")
     @classmethod
@@ -295,7 +315,7 @@ class JobSpec(_Strict):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if not ENV_NAME.fullmatch(key):
-                raise ValueError(f"{key!r} is not an environment variable name (letters, digits, '_')")
+                raise ValueError(f"{short_repr(key)} is not an environment variable name (letters, digits, '_')")
             if key.startswith(platforms.RESERVED_ENV_PREFIXES) or key in platforms.RESERVED_ENV_NAMES:
                 raise ValueError(f"{key} is set by jobctl or the device plugin; remove it from env")
         return value
@@ -306,7 +326,7 @@ class JobSpec(_Strict):
         if isinstance(value, Mapping):
             for key in value:
                 if not isinstance(key, str):
-                    raise ValueError(f"key {key!r} is not a trainer key name")
+                    raise ValueError(f"key {short_repr(key)} is not a trainer key name")
                 if key in LAUNCH_KEY_HINTS:
                     raise ValueError(f"{key} is set by jobctl, not a train key: {LAUNCH_KEY_HINTS[key]}")
         return value
@@ -413,7 +433,12 @@ def _validated_train(values: Mapping[str, Any], trainer_platform: str) -> dict[s
     try:
         cfg = trainer_config.build({**values, "platform": trainer_platform}, source="train")
     except trainer_config.ConfigError as exc:
-        raise ValueError(f"train keys: {str(exc).removeprefix('invalid train: ')}") from None
+        # A ValidationError behind it is re-told like the spec's own (values cut, few problems); else its text.
+        cause = exc.__cause__
+        text = format_validation_error(cause, "train keys") if isinstance(cause, ValidationError) else None
+        raise ValueError(
+            text or f"train keys: {str(exc).removeprefix('invalid train: ')} (see {TRAIN_REFERENCE})"
+        ) from None
     flat = cfg.flat()
     canonical = ["arch" if key == "backbone" else key for key in values]
     return {key: flat[key] for key in canonical}
@@ -444,25 +469,84 @@ def generated_name(platform: str) -> str:
     return f"resnext-{platform}-" + "".join(secrets.choice(alphabet) for _ in range(6))
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One paragraph: each bad field with its value and what is expected."""
-    parts = []
-    for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"])
-        msg = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if item["type"] == "missing":
-            msg = "required" + ("; pass --platform ascend|gpu|cpu" if loc == "platform" else "")
-        elif item["type"] == "extra_forbidden":
-            msg = f"unknown field; known fields: {', '.join(_known_fields(item['loc']))}"
-        bad = item.get("input")
-        shown = "" if item["type"] == "missing" or isinstance(bad, Mapping | list) else f" (got {bad!r})"
-        parts.append(f"{loc}: {msg}{shown}" if loc and not msg.startswith(f"{loc}:") else f"{msg}{shown}")
-    return "invalid job spec: " + "; ".join(parts)
+# An error is one short paragraph: the first problems in full, the rest named; long lists of names are cut.
+MAX_PROBLEMS = 2
+MAX_NAMES = 6
+MAX_MESSAGE = 600
+SPEC_REFERENCE = "the job spec reference in README.md"
+TRAIN_REFERENCE = "python -m trainer.train --help"
+_PLAIN_NAME = re.compile(r"^[\w.-]{1,40}$")
+_NAME_LIST = re.compile(rf"(known (?:keys|fields): )([\w.-]+(?:, [\w.-]+){{{MAX_NAMES},}})")
 
 
-def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
+def format_validation_error(err: ValidationError, prefix: str = "invalid job spec") -> str:
+    """One paragraph: the first bad fields, each with its value and what is expected; the others named."""
+    errors = err.errors()
+    unknown: dict[tuple[int | str, ...], list[str]] = {}  # parent path -> its unknown fields, listed together
+    for item in errors:
+        if item["type"] == "extra_forbidden":
+            unknown.setdefault(tuple(item["loc"][:-1]), []).append(_path(item["loc"][-1:]))
+    # field(s) -> what is wrong, in pydantic's order; one entry for the same field of many list items
+    problems: dict[str, str] = {}
+    for item in errors:
+        loc = tuple(item["loc"])
+        if item["type"] != "extra_forbidden":
+            problems.setdefault(_path(tuple("*" if isinstance(p, int) else p for p in loc)), _problem(item))
+            continue
+        names = _some(unknown[loc[:-1]])
+        where = f"{_path(loc[:-1])}." if loc[:-1] else ""
+        plural = "s" if len(unknown[loc[:-1]]) > 1 else ""
+        problems.setdefault(where + names, f"{where}{names}: unknown field{plural}; {_known(loc[:-1])}")
+    return _paragraph(prefix, problems)
+
+
+def _problem(item: ErrorDetails) -> str:
+    loc = _path(item["loc"])
+    msg = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if item["type"] == "missing":
+        return f"{loc}: required" + ("; pass --platform ascend|gpu|cpu" if loc == "platform" else "")
+    bad = item.get("input")
+    shown = "" if isinstance(bad, Mapping | list) else f" (got {short_repr(bad)})"
+    return f"{loc}: {msg}{shown}" if loc and not msg.startswith(f"{loc}:") else f"{msg}{shown}"
+
+
+def _path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """A field path such as tolerations.0.key; odd names (a key of the user's) quoted and cut."""
+    return ".".join(str(p) if _PLAIN_NAME.fullmatch(str(p)) else short_repr(p, 24) for p in loc)
+
+
+def _paragraph(prefix: str, problems: dict[str, str]) -> str:
+    shown = "; ".join(list(problems.values())[:MAX_PROBLEMS])
+    rest = [field or "(spec)" for field in list(problems)[MAX_PROBLEMS:]]
+    if rest:
+        shown += f"; also {_some(rest)}"
+    return shorten(f"{prefix}: {shown}")
+
+
+def _some(names: list[str]) -> str:
+    """The first MAX_NAMES names, then "…"."""
+    return ", ".join(names[:MAX_NAMES]) + (", …" if len(names) > MAX_NAMES else "")
+
+
+def shorten(message: str) -> str:
+    """A message cut to one short paragraph: lists of known names cut to a few, then the whole to MAX_MESSAGE."""
+
+    def cut(match: re.Match[str]) -> str:
+        names = match.group(2).split(", ")
+        return f"{match.group(1)}{', '.join(names[:MAX_NAMES])}, … ({len(names)} in all)"
+
+    text = " ".join(_NAME_LIST.sub(cut, message).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def _known(parent: tuple[int | str, ...]) -> str:
+    names = _known_fields(parent)
+    return f"known fields: {_some(names)} (all {len(names)} in {SPEC_REFERENCE})"
+
+
+def _known_fields(parent: tuple[int | str, ...]) -> list[str]:
     model: type[BaseModel] = JobSpec
-    for part in loc[:-1]:
+    for part in parent:
         annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
@@ -484,9 +568,9 @@ def _read_file(file: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {file}: {exc}; check the path given to -f") from None
     try:
-        data = yaml.safe_load(text)
+        data = strict_yaml.load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"spec file {file} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raise SpecError(shorten(f"spec file {file} is not valid YAML: {strict_yaml.describe(exc)}")) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -500,14 +584,23 @@ def _parse_sets(sets: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SpecError(f"--set {item!r} is not KEY=VALUE; write e.g. --set max_epoch=2")
+            raise SpecError(f"--set {short_repr(item)} is not KEY=VALUE; write e.g. --set max_epoch=2")
         if key in LAUNCH_KEY_HINTS:
             raise SpecError(f"--set {key}: {key} is set by jobctl: {LAUNCH_KEY_HINTS[key]}")
-        try:
-            values[key] = trainer_config.parse_value(key, raw)
-        except (trainer_config.ConfigError, yaml.YAMLError) as exc:
-            raise SpecError(f"--set {key}: {exc}") from None
+        values[key] = _set_value(key, raw)
     return values
+
+
+def _set_value(key: str, raw: str) -> object:
+    """A --set value typed as the trainer types its flags (parse_value), but first read by the strict loader:
+    parse_value's yaml.safe_load crashes on a huge integer or deep nesting instead of raising YAMLError."""
+    try:
+        strict_yaml.load(raw)
+        return trainer_config.parse_value(key, raw)
+    except yaml.YAMLError as exc:
+        raise SpecError(shorten(f"--set {key}: {strict_yaml.describe(exc, lines=False)}")) from None
+    except trainer_config.ConfigError as exc:
+        raise SpecError(shorten(f"--set {key}: {exc} (see {TRAIN_REFERENCE})")) from None
 
 
 # A volume is a claim or a host path: a flag choosing one replaces the other one from the file.

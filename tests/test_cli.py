@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobctl.cli import app
+from jobctl.cli import JobOptions, app
 from jobctl.render import DEFAULT_KUBE_VERSION, render
 from jobctl.spec import load_spec
 
@@ -59,6 +61,37 @@ def test_bad_input_is_one_clean_paragraph(args: list[str], words: list[str]) -> 
     for command in ("render", "submit"):
         extra = ["--dry-run"] if command == "submit" else []
         assert_bad_input(jobctl(command, *base, *args, *extra), *words)
+
+
+@pytest.mark.parametrize(
+    ("spec", "sets", "words"),
+    [
+        (None, ["max_epoch=" + "9" * 5000], ["--set max_epoch", "more than 4300 digits"]),
+        ("platform: cpu\ntrain: " + "[" * 3000 + "]" * 3000 + "\n", [], ["spec.yaml", "nested more than 64 levels"]),
+        (None, ["max_epoch=" + "{a: " * 3000 + "}" * 3000], ["--set max_epoch", "nested more than 64 levels"]),
+        ("platform: cpu\nname: a\nname: b\n", [], ["spec.yaml", "key 'name' is given twice", "line 3"]),
+        ("platform: cpu\n" + "".join(f"bogus{i}: 1\n" for i in range(100)), [], ["bogus0", "README.md"]),
+    ],
+)
+def test_hostile_specs_are_one_short_line(tmp_path: Path, spec: str | None, sets: list[str], words: list[str]) -> None:
+    args = ["--platform", "cpu", "--name", "a"]
+    if spec is not None:
+        (tmp_path / "spec.yaml").write_text(spec)
+        args = ["-f", str(tmp_path / "spec.yaml")]
+    args += [item for value in sets for item in ("--set", value)]
+    for command in (["render"], ["submit", "--dry-run"]):
+        result = jobctl(*command, *args)
+        assert_bad_input(result, *words)
+        assert result.stderr.count("\n") == 1 and len(result.stderr) < 600, result.stderr[:300]
+
+
+def test_render_and_submit_take_the_job_options_first_and_alike() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    fields = [field.name for field in dataclasses.fields(JobOptions)]
+    shown = {name: [(p.name, p.opts, getattr(p, "help", None)) for p in commands[name].params] for name in commands}
+    assert [name for name, _, _ in shown["render"][: len(fields)]] == fields
+    assert shown["render"][: len(fields)] == shown["submit"][: len(fields)]
+    assert ("set_", ["--set"], "trainer key KEY=VALUE (repeatable)") in shown["submit"]
 
 
 def test_missing_platform_is_named() -> None:

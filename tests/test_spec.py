@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import string
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from jobctl.spec import (
     DNS_1035,
     DNS_1123_SUBDOMAIN,
     IMAGE_REF,
+    MAX_MESSAGE,
     QUANTITY,
     JobSpec,
     SpecError,
@@ -25,6 +26,7 @@ from jobctl.spec import (
     train_config,
     validate_spec,
 )
+from jobctl.strict_yaml import MAX_DEPTH
 
 BASE: dict[str, Any] = {"name": "job", "platform": "gpu", "devices": 8}
 
@@ -149,6 +151,101 @@ def test_bad_spec_files(tmp_path: Path, text: str | None, needle: str) -> None:
         file.write_text(text)
     with pytest.raises(SpecError, match=needle):
         load_spec(file, {}, [])
+
+
+# Hostile YAML: kubectl's strict decoding refuses duplicate keys; depth and integer size are bounded ------------
+
+HUGE = "9" * 5000  # more digits than int() reads (sys.get_int_max_str_digits(): 4300)
+DEEP_LIST = "[" * 3000 + "]" * 3000
+DEEP_MAP = "{a: " * 3000 + "1" + "}" * 3000
+
+
+def _load_text(tmp_path: Path, text: str, sets: tuple[str, ...] = ()) -> JobSpec:
+    file = tmp_path / "spec.yaml"
+    file.write_text(text)
+    return load_spec(file, {}, list(sets))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: a\nname: b\nplatform: cpu\n", r"key 'name' is given twice \(first on line 1\); keep one \(line 2"),
+        ("platform: cpu\ndata: {claim: a, claim: b}\n", r"key 'claim' is given twice .*line 2, column 18"),
+        ("platform: cpu\nenv:\n  A: x\n  A: y\n", r"key 'A' is given twice \(first on line 3\).*line 4"),
+    ],
+)
+def test_duplicate_keys_are_refused_with_the_line(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(SpecError, match=needle):
+        _load_text(tmp_path, text)
+
+
+def test_merge_keys_may_still_be_overridden_but_not_repeated(tmp_path: Path) -> None:
+    spec = _load_text(tmp_path, "platform: cpu\ndata: {<<: {claim: a, train_subpath: t}, claim: b}\n")
+    assert (spec.data.claim, spec.data.train_subpath) == ("b", "t")
+    with pytest.raises(SpecError, match="key 'claim' is given twice"):
+        _load_text(tmp_path, "platform: cpu\ndata: {<<: {claim: a}, claim: b, claim: c}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "sets", "needle"),
+    [
+        (f"platform: cpu\ntrain: {DEEP_LIST}\n", (), r"spec file .*nested more than 64 levels deep \(line 2"),
+        (f"platform: cpu\nenv: {DEEP_MAP}\n", (), "nested more than 64 levels deep"),
+        ("platform: cpu\n", (f"max_epoch={DEEP_LIST}",), r"--set max_epoch: nested more than 64 levels"),
+        ("platform: cpu\n", (f"lr_epochs={DEEP_LIST}",), r"--set lr_epochs: nested more than 64 levels"),
+        (f"platform: cpu\ndevices: {HUGE}\n", (), r"an integer of more than 4300 digits \(line 2, column 10\)"),
+        (f"platform: cpu\ntrain: {{max_epoch: 0x{'f' * 4000}}}\n", (), "an integer of more than 4300 digits"),
+        ("platform: cpu\n", (f"max_epoch={HUGE}",), r"--set max_epoch: an integer of more than 4300 digits"),
+    ],
+)
+def test_deep_nesting_and_huge_integers_are_spec_errors(
+    tmp_path: Path, text: str, sets: tuple[str, ...], needle: str
+) -> None:
+    with pytest.raises(SpecError, match=needle) as err:
+        _load_text(tmp_path, text, sets)
+    assert len(str(err.value)) < 200
+
+
+def test_nesting_is_bounded_at_max_depth(tmp_path: Path) -> None:
+    # The document is level 1, so train's value may open 62 more lists: 64 levels parse, 65 do not.
+    with pytest.raises(SpecError, match=r"train keys: lr_epochs"):  # parsed, then refused by the trainer's schema
+        _load_text(tmp_path, "platform: cpu\ntrain:\n  lr_epochs: " + "[" * 62 + "]" * 62 + "\n")
+    with pytest.raises(SpecError, match=f"nested more than {MAX_DEPTH} levels"):
+        _load_text(tmp_path, "platform: cpu\ntrain:\n  lr_epochs: " + "[" * 63 + "]" * 63 + "\n")
+
+
+# Long errors are cut: a few names, then a pointer to the full list ---------------------------------------------
+
+
+def test_unknown_fields_are_listed_together_with_a_few_known_ones() -> None:
+    with pytest.raises(SpecError) as err:
+        spec_of(**{f"bogus{i}": i for i in range(40)})
+    text = str(err.value)
+    assert text.startswith("invalid job spec: bogus0, bogus1, bogus2, bogus3, bogus4, bogus5, …: unknown fields;")
+    assert "known fields: name, namespace, platform, devices, devices_per_node, image, … (all 25 in" in text
+    assert "README.md" in text and "bogus39" not in text and len(text) < 300
+
+
+def test_unknown_trainer_keys_point_at_the_trainer_help(tmp_path: Path) -> None:
+    for load in (lambda: load_spec(None, {"platform": "cpu"}, ["nope=1"]), lambda: spec_of(train={"nope": 1})):
+        with pytest.raises(SpecError, match=r"known keys: .*, … \(\d+ in all\).*python -m trainer.train --help") as err:
+            load()
+        assert len(str(err.value)) < 400
+
+
+def test_many_problems_show_the_first_and_name_the_rest() -> None:
+    bad = {"name": "A", "devices": -1, "namespace": "X", "queue": "Q", "cpu": "0", "max_restarts": -1}
+    with pytest.raises(SpecError) as err:
+        spec_of(**bad, tolerations=[{"operator": "Never"}] * 50)
+    text = str(err.value)
+    assert "name: 'A' is not a DNS-1035 label" in text and "; also " in text
+    assert text.count("tolerations") <= 1 and len(text) < 600
+
+
+def test_long_values_are_cut_in_the_message() -> None:
+    with pytest.raises(SpecError) as err:
+        spec_of(namespace="X" * 5000)
+    assert "namespace: " in str(err.value) and len(str(err.value)) < 300
 
 
 # Names --------------------------------------------------------------------------------------------------------------
@@ -360,7 +457,12 @@ def test_random_invalid_specs_give_a_spec_error_naming_the_field(data: st.DataOb
         validate_spec(values)
     message = str(err.value)
     assert field in message, message
-    assert "\n" not in message
+    assert_short_paragraph(message)
+
+
+def assert_short_paragraph(message: str) -> None:
+    assert "\n" not in message and "Traceback" not in message, message
+    assert len(message) <= MAX_MESSAGE, f"{len(message)} characters: {message[:200]}…"
 
 
 @settings(max_examples=100, deadline=None)
@@ -368,5 +470,25 @@ def test_random_invalid_specs_give_a_spec_error_naming_the_field(data: st.DataOb
     junk=st.dictionaries(st.text(max_size=12), _anything, max_size=6), sets=st.lists(st.text(max_size=12), max_size=3)
 )
 def test_random_junk_never_raises_anything_but_spec_error(junk: dict[str, Any], sets: list[str]) -> None:
-    with contextlib.suppress(SpecError):
+    try:
         load_spec(None, junk, sets)
+    except SpecError as err:
+        assert_short_paragraph(str(err))
+
+
+# Random YAML-ish text (brackets, anchors, repeated keys, long digit runs) as a spec file or a --set value.
+_yaml_piece = st.sampled_from(["[", "]", "{", "}", ": ", ", ", "\n", "- ", "&a ", "*a", "<<: ", "name", "a", "9" * 50])
+_yaml_junk = st.lists(st.one_of(_yaml_piece, st.text(max_size=4)), max_size=400).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_yaml_junk, repeat=st.integers(1, 120))
+def test_random_yaml_text_gives_a_short_spec_error_or_a_spec(text: str, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "spec.yaml"
+        file.write_text(f"platform: cpu\ntrain: {text * repeat}\n", encoding="utf-8", errors="surrogatepass")
+        for load in (lambda: load_spec(file, {}, []), lambda: load_spec(None, {"platform": "cpu"}, [f"arch={text}"])):
+            try:
+                load()
+            except SpecError as err:
+                assert_short_paragraph(str(err))
