@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ class Fragment:
     server_id: str = ""
     # [{"device_id": "0", "device_ip": "192.168.100.101"}, ...]; device_ip only on Ascend.
     devices: list[dict[str, str]] = field(default_factory=list)
-    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
