@@ -282,3 +282,19 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, 
     assert 75 in pods[0]["exit_codes"] and 137 in pods[1]["exit_codes"]
     assert [pod["exit_codes"][-1] for pod in pods] == [0, 0]
     assert evaluate("kill", shared, dataset)["images"] == 40
+
+
+def test_a_batch_larger_than_a_ranks_share_is_refused_at_submit(tmp_path: Path) -> None:
+    """The local backend sees the data: the pods' "per_batch_size is larger than this rank's share" comes first."""
+    spec = make_spec(tmp_path, name="bigbatch", devices=2, per_node=1, train={"per_batch_size": 16})
+    for cls in ("a", "b"):
+        (tmp_path / "data" / "train" / cls).mkdir()
+        for i in range(10):
+            (tmp_path / "data" / "train" / cls / f"{i}.JPEG").write_bytes(b"")
+    backend = LocalBackend(tmp_path / "shared")
+    with pytest.raises(
+        BackendError, match=r"train.per_batch_size: 16 .* \(20 images over 2 device\(s\) = 10 per rank"
+    ) as info:
+        backend.submit(spec, render(spec), resume=False, replace=False)
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "shared" / "jobs" / "bigbatch").exists()  # nothing of it written

@@ -51,6 +51,8 @@ from jobctl.backends.local_pods import (
 )
 from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
 from jobctl.platforms import platform_info
+from jobctl.spec import train_config
+from trainer.imagefolder import count_images
 from trainer.launcher.contract import Var
 
 if TYPE_CHECKING:
@@ -120,6 +122,10 @@ class LocalBackend(Backend):
                 "from them, --replace to start over (deletes them), or choose another --name",
                 exit_code=2,
             )
+        # What the pods would refuse seconds later, refused now, before anything of this submission is written.
+        if resume and job_dir.has_checkpoints():
+            _check_resumable(job_dir, spec)
+        _check_batch_fits(spec)
         config_map = _config_map_data(objects)
         existed = job_dir.exists()
         try:
@@ -358,6 +364,44 @@ def _resolve_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
     if not path.exists():
         raise BackendError(f"--checkpoint: {checkpoint} does not exist; pass latest or a .ckpt file", exit_code=2)
     return path
+
+
+def _check_batch_fits(spec: JobSpec) -> None:
+    """Each rank needs at least one batch of its share of the training images (drop_remainder)."""
+    if spec.data.host_path is None:
+        return
+    root = Path(spec.data.host_path) / spec.data.train_subpath
+    try:
+        images = count_images(root)
+    except OSError:
+        images = 0
+    if not images:
+        return  # no class folders or images: the pods' own check says what is wrong with the directory
+    batch = train_config(spec).per_batch_size
+    share = -(-images // spec.devices)  # ceil: the trainer's sharding
+    if share < batch:
+        raise BackendError(
+            f"train.per_batch_size: {batch} is larger than each rank's share of {root} ({images} images over "
+            f"{spec.devices} device(s) = {share} per rank); lower per_batch_size to at most {max(share, 1)} "
+            "(--set per_batch_size=N), use fewer devices or add images",
+            exit_code=2,
+        )
+
+
+def _check_resumable(job_dir: JobDir, spec: JobSpec) -> None:
+    """--resume continues the job's checkpoints: the architecture must be the one they were trained for."""
+    try:
+        previous = spec_from_yaml(job_dir.spec_file.read_text(), str(job_dir.spec_file))
+        before, now = train_config(previous).arch, train_config(spec).arch
+    except (OSError, ValueError, BackendError):
+        return  # no readable record: the trainer checks the checkpoint itself
+    if before != now:
+        raise BackendError(
+            f"train.arch: {now!r} differs from the {before!r} that the checkpoints in {job_dir.ckpt_dir} were "
+            "trained with; --resume continues them, so keep the architecture, or pass --replace to start over "
+            "(deletes them) or choose another --name",
+            exit_code=2,
+        )
 
 
 def _local_val_dir(spec: JobSpec) -> str | None:
