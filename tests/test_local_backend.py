@@ -298,3 +298,25 @@ def test_a_batch_larger_than_a_ranks_share_is_refused_at_submit(tmp_path: Path) 
         backend.submit(spec, render(spec), resume=False, replace=False)
     assert info.value.exit_code == 2
     assert not (tmp_path / "shared" / "jobs" / "bigbatch").exists()  # nothing of it written
+
+
+def test_the_final_state_is_recorded_even_when_the_volume_refuses_writes_for_a_while(tmp_path, monkeypatch) -> None:
+    """A full shared volume must not leave the job Unknown: the controller retries its final state.json."""
+    from jobctl.backends import local_controller
+
+    spec = make_spec(tmp_path, name="fullvol")
+    job_dir = JobDir.of(tmp_path / "shared", spec.name)
+    job_dir.local_dir.mkdir(parents=True)
+    controller = local_controller.LocalJobController(job_dir, render(spec), tmp_path / "shared")
+    real_write, refusals = local_controller.write_atomic, iter(range(2))
+
+    def full_for_two_writes(path: Path, text: str) -> None:
+        if next(refusals, None) is not None:
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(local_controller, "write_atomic", full_for_two_writes)
+    controller.phase, controller.reason, controller.message = FAILED, "BackoffLimitExceeded", "pod fullvol-0 failed"
+    controller.write_final_state()
+    state = json.loads((job_dir.local_dir / "state.json").read_text())
+    assert (state["phase"], state["reason"]) == (FAILED, "BackoffLimitExceeded")
