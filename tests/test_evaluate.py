@@ -8,27 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from trainer.evaluate import table, topk_correct
+from trainer.evaluate import table
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_topk_by_hand() -> None:
-    logits = np.array([[0.1, 0.9, 0.0], [0.7, 0.1, 0.2], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]], dtype=np.float32)
-    labels = np.array([1, 2, 0, 1])
-    assert topk_correct(logits, labels, 1) == 1  # row 0
-    assert topk_correct(logits, labels, 2) == 3  # rows 0, 1 and 3
-    assert topk_correct(logits, labels, 5) == 4  # k capped at the 3 classes: every row
-
-
-def test_top2_without_ties() -> None:
-    logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]], dtype=np.float32)
-    assert topk_correct(logits, np.array([1, 1]), 2) == 1
-    assert topk_correct(logits, np.array([2, 2]), 2) == 1
-    assert topk_correct(logits, np.array([0, 3]), 1) == 2
 
 
 def test_table_lists_every_result() -> None:
