@@ -9,15 +9,18 @@ write when ``is_save_on_master`` is off; resume reads only rank 0's files) and `
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mindspore as ms
+from mindspore import log as ms_log
 from mindspore import nn
 
 from trainer.ckpt_files import incomplete_reason, list_checkpoints, set_aside
@@ -69,7 +72,8 @@ def save(cell: nn.Cell, path: str | Path, meta: dict[str, Any]) -> Path:
     record = dict(meta, format_version=FORMAT_VERSION)
     append = {"epoch_num": int(meta["epoch"]), "step_num": int(meta["step"]), META_KEY: json.dumps(record)}
     try:
-        ms.save_checkpoint(cell, str(tmp), append_dict=append, crc_check=True)
+        with _own_failure_report():
+            ms.save_checkpoint(cell, str(tmp), append_dict=append, crc_check=True)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -82,6 +86,24 @@ def save(cell: nn.Cell, path: str | Path, meta: dict[str, Any]) -> Path:
         for temporary in (tmp, tmp.with_suffix(".tmp")):
             temporary.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def _own_failure_report() -> Iterator[None]:
+    """MindSpore logs a CRITICAL "Failed to save the checkpoint file" guess before re-raising the error; the
+    caller reports the error itself (a full volume as one line), so that record is dropped."""
+    logger = ms_log._get_logger()
+    drop = _DropSaveFailure()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+class _DropSaveFailure(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to save the checkpoint file")
 
 
 def load(path: str | Path) -> Checkpoint:
