@@ -85,3 +85,22 @@ def test_bad_input_exits_2(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
     assert not list(fewer.rglob("*.eval.json"))
     platform = evaluate("--data_dir", str(data / "val"), "--pretrained", str(ckpt), "--platform", "tpu")
     assert platform.returncode == 2 and "platform" in platform.stderr
+
+
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_is_set_aside_and_the_previous_one_scored(
+    run_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, ckpt = run_dir
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, copy)
+    newest = copy / "resnext_tiny-3_75.ckpt"
+    newest.chmod(0o600)  # MindSpore leaves its checkpoints read-only
+    with newest.open("r+b") as handle:  # truncate -s 50%
+        handle.truncate(newest.stat().st_size // 2)
+    result = evaluate("--data_dir", str(data / "val"), "--pretrained", str(copy))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["checkpoint"] == str(copy / "resnext_tiny-2_50.ckpt")
+    assert f"skipping checkpoint {newest} is unreadable" in result.stderr
+    assert "set aside as resnext_tiny-3_75.ckpt.corrupt" in result.stderr
+    assert not newest.exists() and (copy / "resnext_tiny-3_75.ckpt.corrupt").is_file()
