@@ -11,11 +11,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer import files
+from trainer.ckpt_files import list_checkpoints, newest_complete
 from trainer.ckpt_names import parse_checkpoint_name
 
 POD_SHARED_ROOT = "/shared"
@@ -95,21 +96,16 @@ class JobDir:
     # Checkpoints ------------------------------------------------------------------------------------------
 
     def checkpoints(self) -> list[Checkpoint]:
-        """Step checkpoints, oldest first (best.ckpt and temporary files excluded)."""
-        found = []
-        if self.ckpt_dir.is_dir():
-            for path in self.ckpt_dir.iterdir():
-                parsed = parse_checkpoint_name(path.name)
-                if parsed and parsed.rank == 0 and path.is_file():
-                    found.append(Checkpoint(path, parsed.epoch, parsed.step))
-        return sorted(found, key=lambda c: (c.epoch, c.step))
+        """Rank 0's step checkpoints, oldest first (best.ckpt, temporaries and set-aside ``*.corrupt`` excluded)."""
+        return [_named(path) for path in list_checkpoints(self.ckpt_dir)]
 
     def has_checkpoints(self) -> bool:
         return bool(self.checkpoints())
 
     def newest_checkpoint(self) -> Checkpoint | None:
-        found = self.checkpoints()
-        return found[-1] if found else None
+        """The newest step checkpoint that is complete (a cheap structural check: a truncated file is skipped)."""
+        path = newest_complete(self.ckpt_dir)
+        return _named(path) if path is not None else None
 
     # Status and logs --------------------------------------------------------------------------------------
 
@@ -145,17 +141,16 @@ def list_job_dirs(shared: str | Path) -> list[JobDir]:
     return [JobDir(path) for path in sorted(jobs.iterdir()) if path.is_dir()]
 
 
+def _named(path: Path) -> Checkpoint:
+    parsed = parse_checkpoint_name(path.name)
+    assert parsed is not None  # list_checkpoints returns only parsable names
+    return Checkpoint(path, parsed.epoch, parsed.step)
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temporary file next to path, then rename: readers never see half a file."""
+    """:func:`trainer.files.write_atomic`, creating the parent directory first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_atomic(path, text)
 
 
 def tail_lines(path: Path, max_bytes: int = 64 * 1024) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # before mindspore loads (see trainer.cpu)
@@ -14,6 +15,7 @@ import pytest
 from mindspore import nn
 
 from trainer import checkpoint as ckpt
+from trainer.files import DiskFullError
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
@@ -64,7 +66,7 @@ def test_save_is_self_describing_and_leaves_no_temporary(tmp_path: Path) -> None
     assert "moments.0.weight" in loaded.params and "global_step" in loaded.params
 
 
-def test_newest_valid_skips_and_reports_corrupt(tmp_path: Path) -> None:
+def test_newest_valid_skips_reports_and_sets_aside_corrupt(tmp_path: Path) -> None:
     net, _ = train_net(1)
     good = ckpt.save(net, tmp_path / "resnext_tiny-1_5.ckpt", meta(5))
     data = good.read_bytes()
@@ -76,12 +78,33 @@ def test_newest_valid_skips_and_reports_corrupt(tmp_path: Path) -> None:
     found = ckpt.newest_valid(tmp_path, log=messages.append)
     assert found is not None and found.path == good
     assert len(messages) == 2 and "resnext_tiny-1_7.ckpt" in messages[0] and "resnext_tiny-1_6.ckpt" in messages[1]
+    assert messages[1].endswith("set aside as resnext_tiny-1_6.ckpt.corrupt"), messages
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "resnext_tiny-1_5.ckpt",
+        "resnext_tiny-1_6.ckpt.corrupt",
+        "resnext_tiny-1_7.ckpt.corrupt",
+    ]
+    again = ckpt.newest_valid(tmp_path, log=messages.append)
+    assert again is not None and again.path == good and len(messages) == 2  # not chosen again
     assert ckpt.newest_valid(tmp_path / "missing") is None
 
 
+def test_other_ranks_report_but_leave_the_files(tmp_path: Path) -> None:
+    net, _ = train_net(1)
+    good = ckpt.save(net, tmp_path / "resnext_tiny-1_5.ckpt", meta(5))
+    (tmp_path / "resnext_tiny-1_6.ckpt").write_bytes(good.read_bytes()[:100])
+    messages: list[str] = []
+    assert ckpt.newest_valid(tmp_path, log=messages.append, set_aside_bad=False).path == good  # type: ignore[union-attr]
+    assert (tmp_path / "resnext_tiny-1_6.ckpt").is_file() and "set aside" not in messages[0]
+
+
+def saved_steps(directory: Path, steps: tuple[int, ...]) -> list[Path]:
+    net, _ = train_net(1)
+    return [ckpt.save(net, directory / ckpt.checkpoint_name("resnext_tiny", 1, s), meta(s)) for s in steps]
+
+
 def test_prune_keeps_newest_and_best(tmp_path: Path) -> None:
-    for step in (10, 20, 30, 40):
-        (tmp_path / ckpt.checkpoint_name("resnext_tiny", 1, step)).write_bytes(b"x")
+    saved_steps(tmp_path, (10, 20, 30, 40))
     (tmp_path / ckpt.BEST_NAME).write_bytes(b"x")
     removed = ckpt.prune(tmp_path, keep=2)
     assert [p.name for p in removed] == ["resnext_tiny-1_10.ckpt", "resnext_tiny-1_20.ckpt"]
@@ -90,6 +113,52 @@ def test_prune_keeps_newest_and_best(tmp_path: Path) -> None:
         "resnext_tiny-1_30.ckpt",
         "resnext_tiny-1_40.ckpt",
     ]
+
+
+def test_prune_counts_only_complete_checkpoints_and_keeps_the_one_just_saved(tmp_path: Path) -> None:
+    # The case: the newest (step 40) was truncated, the run resumed from 30 and saved 35.
+    first, _, third, newest = saved_steps(tmp_path, (10, 20, 30, 40))
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    (just_saved,) = saved_steps(tmp_path, (35,))
+    messages: list[str] = []
+    removed = ckpt.prune(tmp_path, keep=2, saved=just_saved, log=messages.append)
+    assert [p.name for p in removed] == ["resnext_tiny-1_10.ckpt", "resnext_tiny-1_20.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "resnext_tiny-1_30.ckpt",
+        "resnext_tiny-1_35.ckpt",
+        "resnext_tiny-1_40.ckpt.corrupt",
+    ]
+    assert len(messages) == 1 and "resnext_tiny-1_40.ckpt" in messages[0] and "set aside" in messages[0]
+    assert ckpt.load(third).step == 30 and ckpt.load(just_saved).step == 35
+    assert not first.exists()
+
+
+def test_out_of_space_while_saving_is_one_error_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (earlier,) = saved_steps(tmp_path, (10,))
+    real_save = ms.save_checkpoint
+
+    def full_disk(cell: nn.Cell, name: str, **kwargs: object) -> None:
+        # As MindSpore does: it writes <name minus .ckpt>.tmp, and the volume fills up halfway.
+        Path(name).with_suffix(".tmp").write_bytes(earlier.read_bytes()[:1000])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.ms, "save_checkpoint", full_disk)
+    net, _ = train_net(1)
+    with pytest.raises(DiskFullError) as caught:
+        ckpt.save(net, tmp_path / "resnext_tiny-1_20.ckpt", meta(20))
+    assert str(caught.value) == f"no space left on {tmp_path} while saving resnext_tiny-1_20.ckpt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnext_tiny-1_10.ckpt"]
+    assert ckpt.load(earlier).step == 10
+    monkeypatch.setattr(ckpt.ms, "save_checkpoint", real_save)
+
+
+def test_start_up_clean_up_removes_mindspore_temporaries_too(tmp_path: Path) -> None:
+    for name in (".tmp-7-resnext_tiny-1_20.ckpt", ".tmp-7-resnext_tiny-1_20.tmp", "resnext_tiny-1_10.ckpt"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = ckpt.remove_stale_temporaries(tmp_path)
+    assert len(removed) == 2 and [p.name for p in tmp_path.iterdir()] == ["resnext_tiny-1_10.ckpt"]
 
 
 def test_restore_brings_back_moments_and_global_step(tmp_path: Path) -> None:

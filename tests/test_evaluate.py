@@ -8,27 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from trainer.evaluate import table, topk_correct
+from trainer.evaluate import table
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_topk_by_hand() -> None:
-    logits = np.array([[0.1, 0.9, 0.0], [0.7, 0.1, 0.2], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]], dtype=np.float32)
-    labels = np.array([1, 2, 0, 1])
-    assert topk_correct(logits, labels, 1) == 1  # row 0
-    assert topk_correct(logits, labels, 2) == 3  # rows 0, 1 and 3
-    assert topk_correct(logits, labels, 5) == 4  # k capped at the 3 classes: every row
-
-
-def test_top2_without_ties() -> None:
-    logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]], dtype=np.float32)
-    assert topk_correct(logits, np.array([1, 1]), 2) == 1
-    assert topk_correct(logits, np.array([2, 2]), 2) == 1
-    assert topk_correct(logits, np.array([0, 3]), 1) == 2
 
 
 def test_table_lists_every_result() -> None:
@@ -101,3 +85,22 @@ def test_bad_input_exits_2(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
     assert not list(fewer.rglob("*.eval.json"))
     platform = evaluate("--data_dir", str(data / "val"), "--pretrained", str(ckpt), "--platform", "tpu")
     assert platform.returncode == 2 and "platform" in platform.stderr
+
+
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_is_set_aside_and_the_previous_one_scored(
+    run_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, ckpt = run_dir
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, copy)
+    newest = copy / "resnext_tiny-3_75.ckpt"
+    newest.chmod(0o600)  # MindSpore leaves its checkpoints read-only
+    with newest.open("r+b") as handle:  # truncate -s 50%
+        handle.truncate(newest.stat().st_size // 2)
+    result = evaluate("--data_dir", str(data / "val"), "--pretrained", str(copy))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["checkpoint"] == str(copy / "resnext_tiny-2_50.ckpt")
+    assert f"skipping checkpoint {newest} is unreadable" in result.stderr
+    assert "set aside as resnext_tiny-3_75.ckpt.corrupt" in result.stderr
+    assert not newest.exists() and (copy / "resnext_tiny-3_75.ckpt.corrupt").is_file()

@@ -100,11 +100,15 @@ def test_plan_maps_pod_env_and_volumes_to_local_values(tmp_path: Path) -> None:
     assert plans[0].argv == [sys.executable, "-m", "trainer.launch"]
 
 
+# The smallest file that passes the trainer's truncation check: one empty record and the CRC trailer.
+COMPLETE_CKPT = b"\x0a\x00" + b"crc_num" + bytes(10)
+
+
 def test_job_dir_finds_the_newest_step_checkpoint(tmp_path: Path) -> None:
     job_dir = JobDir.of(tmp_path, "j")
     job_dir.create()
     for name in ("a-9_90.ckpt", "a-10_100.ckpt", "a-10_100-rank1.ckpt", "best.ckpt", ".a-11_110.ckpt.tmp"):
-        (job_dir.ckpt_dir / name).write_bytes(b"x")
+        (job_dir.ckpt_dir / name).write_bytes(COMPLETE_CKPT)
     newest = job_dir.newest_checkpoint()
     assert newest is not None and newest.path.name == "a-10_100.ckpt" and (newest.epoch, newest.step) == (10, 100)
     assert [c.step for c in job_dir.checkpoints()] == [90, 100]

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,24 +139,40 @@ def test_corrupt_newest_checkpoint_is_reported_and_skipped(
     shutil.copytree(trained[0], ckpt)
     newest = ckpt / "resnext_tiny-4_100.ckpt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    result = run(data, ckpt, "--max_epoch", "4", "--T_max", "4")
+    result = run(data, ckpt, "--max_epoch", "4", "--T_max", "4", "--keep_checkpoint_max", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"skipping checkpoint \S+resnext_tiny-4_100.ckpt is unreadable", result.stdout)
+    assert re.search(
+        r"skipping checkpoint \S+resnext_tiny-4_100.ckpt is unreadable .*set aside as resnext_tiny-4_100.ckpt.corrupt",
+        result.stdout,
+    )
     assert resumed_step(result.stdout) == 75
     assert last_progress(result.stdout)["step"] == 100
     assert read_status(ckpt / "status.json")["state"] == "completed"  # type: ignore[index]
+    # The truncated file is kept for a person to look at; pruning counted only the valid ones (keep 2).
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == [
+        "best.ckpt",
+        "resnext_tiny-3_75.ckpt",
+        "resnext_tiny-4_100.ckpt",
+        "resnext_tiny-4_100.ckpt.corrupt",
+        "status.json",
+    ], names
+
+
+# A run that cannot end while the test waits (1000 epochs): the signal always lands mid-run; --max_steps ends the
+# rerun at the step the assertions expect.
+ENDLESS = ("--max_epoch", "1000", "--T_max", "2")
 
 
 def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(data: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    args = ("--max_epoch", "2", "--T_max", "2", "--ckpt_interval", "5")
-    proc = start(data, ckpt, *args)
+    proc = start(data, ckpt, *ENDLESS, "--ckpt_interval", "5")
     wait_for_checkpoint(ckpt, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     saved = [int(p.stem.rsplit("_", 1)[1]) for p in ckpt.glob("resnext_tiny-*_*.ckpt")]
-    assert saved and max(saved) < 2 * STEPS_PER_EPOCH, "killed too late to test a resume"
-    result = run(data, ckpt, *args)
+    assert saved and max(saved) < 2 * STEPS_PER_EPOCH, "the first run saved past the rerun's end"
+    result = run(data, ckpt, *ENDLESS, "--ckpt_interval", "5", "--max_steps", str(2 * STEPS_PER_EPOCH))
     assert result.returncode == 0, result.stderr[-3000:]
     assert resumed_step(result.stdout) == max(saved) > 0
     assert last_progress(result.stdout)["step"] == 2 * STEPS_PER_EPOCH
@@ -165,19 +182,20 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(data: Path, tmp_path
 
 def test_sigterm_saves_the_stop_step_and_exits_143(data: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    args = ("--max_epoch", "2", "--T_max", "2", "--ckpt_interval", "7")
+    args = (*ENDLESS, "--ckpt_interval", "7")
     proc = start(data, ckpt, *args)
     wait_for_checkpoint(ckpt, proc)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, output[-3000:]
     stop = int(re.findall(r"SIGTERM: stopping at step (\d+)", output)[0])
-    assert (ckpt / f"resnext_tiny-1_{stop}.ckpt").is_file()
+    epoch = -(-stop // STEPS_PER_EPOCH)
+    assert (ckpt / f"resnext_tiny-{epoch}_{stop}.ckpt").is_file()
     status = read_status(ckpt / "status.json")
     assert status is not None and status["state"] == "stopped" and status["step"] == stop
-    result = run(data, ckpt, *args)
+    result = run(data, ckpt, *args, "--max_steps", str(stop + 10))
     assert result.returncode == 0 and resumed_step(result.stdout) == stop, result.stdout[-3000:]
-    assert last_progress(result.stdout)["step"] == 2 * STEPS_PER_EPOCH
+    assert last_progress(result.stdout)["step"] == stop + 10
 
 
 def start_cluster(data: Path, ckpt: Path, *extra: str) -> list[subprocess.Popen[str]]:
@@ -230,7 +248,7 @@ def test_two_workers_hold_identical_parameters_and_moments(data: Path, tmp_path:
 
 def test_sigterm_to_one_worker_stops_both_at_the_same_step(data: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    procs = start_cluster(data, ckpt, "--max_epoch", "10", "--ckpt_interval", "4")
+    procs = start_cluster(data, ckpt, *ENDLESS, "--ckpt_interval", "4")
     wait_for_checkpoint(ckpt, procs[1])
     procs[2].send_signal(signal.SIGTERM)  # only rank 1, as when Kubernetes evicts one pod
     (sched_code, _), (code0, out0), (code1, out1) = finish(procs)
@@ -238,7 +256,7 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(data: Path, tmp_path:
     steps = {int(re.findall(r"SIGTERM: stopping at step (\d+)", out)[0]) for out in (out0, out1)}
     assert len(steps) == 1
     stop = steps.pop()
-    assert (ckpt / f"resnext_tiny-1_{stop}.ckpt").is_file()
+    assert (ckpt / f"resnext_tiny-{-(-stop // 12)}_{stop}.ckpt").is_file()  # 12 steps per epoch on 2 ranks
     assert sched_code in (0, 143)
 
 
@@ -291,3 +309,36 @@ def test_fast_cpu_convolution_is_in_effect(data: Path, tmp_path: Path) -> None:
     assert kernels == {"x64:gemm:jit"}, kernels  # no reference kernels
     code = "import sys, trainer.train; sys.exit('mindspore' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MiB tmpfs (needs root and mount permission; skipped otherwise): room for one checkpoint."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(volume)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_full_volume_is_one_error_line_and_leaves_every_checkpoint_loadable(data: Path, small_volume: Path) -> None:
+    ckpt = small_volume / "ckpt"
+    result = run(data, ckpt, *ENDLESS, "--ckpt_interval", "5", "--keep_checkpoint_max", "10")
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip()  # one line: no traceback, no MindSpore guess about permissions
+    assert re.fullmatch(rf"error: no space left on {ckpt} while saving resnext_tiny-\d+_\d+\.ckpt", line), line
+    assert not [p.name for p in ckpt.iterdir() if p.name.startswith(".")]  # no temporary of the failed save
+    saved = sorted(str(p) for p in ckpt.glob("resnext_tiny-*.ckpt"))
+    assert saved, "the volume should hold at least the first checkpoint"
+    script = "import sys\nfrom trainer.checkpoint import load\nprint([load(p).step for p in sys.argv[1:]])\n"
+    loaded = subprocess.run([sys.executable, "-c", script, *saved], capture_output=True, text=True, env=env(), cwd=ROOT)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    status = read_status(ckpt / "status.json")
+    assert status is not None and status["state"] == "failed"

@@ -9,22 +9,29 @@ write when ``is_save_on_master`` is off; resume reads only rank 0's files) and `
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mindspore as ms
+from mindspore import log as ms_log
 from mindspore import nn
 
-from trainer.ckpt_names import BEST_NAME, checkpoint_name, parse_checkpoint_name
-from trainer.progress import fsync_dir
+from trainer.ckpt_files import incomplete_reason, list_checkpoints, set_aside
+from trainer.ckpt_names import BEST_NAME, checkpoint_name
+from trainer.files import DiskFullError, fsync_dir, is_disk_full
 
-__all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "checkpoint_name"]
+__all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "CorruptCheckpointError", "checkpoint_name"]
+__all__ += ["list_checkpoints"]
 
 META_KEY = "trainer_meta"
+TEMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
 # Saved for completeness but never restored: the current run's config decides them.
 _NOT_RESTORED = ("learning_rate", "momentum", "epoch_num", "step_num", META_KEY)
@@ -34,6 +41,10 @@ _TRAIN_STATE_PREFIXES = ("moments.", "accum.", "global_step", "learning_rate", "
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked (unreadable, not ours, wrong architecture or classes)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be read back (truncated, CRC mismatch): set aside, never chosen again."""
 
 
 @dataclass
@@ -51,34 +62,48 @@ class Checkpoint:
         return int(self.meta["epoch"])
 
 
-def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
-    """``rank``'s step checkpoints in ``directory``, oldest first (by step, then epoch); best.ckpt excluded."""
-    found = []
-    root = Path(directory)
-    if not root.is_dir():
-        return []
-    for path in root.iterdir():
-        parsed = parse_checkpoint_name(path.name)
-        if parsed and parsed.rank == rank:
-            found.append((parsed.step, parsed.epoch, path))
-    return [path for _, _, path in sorted(found)]
+def save(cell: nn.Cell, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``cell``'s parameters and ``meta`` atomically: temp file in the same directory, fsync, rename.
 
-
-def save(cell: nn.Cell, path: str | Path, meta: dict[str, Any], extra_params: dict[str, Any] | None = None) -> Path:
-    """Write ``cell``'s parameters and ``meta`` atomically: temp file in the same directory, fsync, rename."""
+    MindSpore writes ``.tmp-<pid>-<name>.tmp`` and renames it to our ``.tmp-<pid>-<name>.ckpt``; both are removed
+    if anything fails. Out of space or quota raises :class:`DiskFullError` naming the directory and checkpoint."""
     target = Path(path)
-    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # ends in .ckpt so MindSpore keeps the name
+    tmp = target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")  # ends in .ckpt so MindSpore keeps the name
     record = dict(meta, format_version=FORMAT_VERSION)
     append = {"epoch_num": int(meta["epoch"]), "step_num": int(meta["step"]), META_KEY: json.dumps(record)}
     try:
-        ms.save_checkpoint(cell, str(tmp), append_dict=append, crc_check=True)
+        with _own_failure_report():
+            ms.save_checkpoint(cell, str(tmp), append_dict=append, crc_check=True)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(target.parent, f"saving {target.name}", exc.errno or errno.ENOSPC) from exc
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+        for temporary in (tmp, tmp.with_suffix(".tmp")):
+            temporary.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def _own_failure_report() -> Iterator[None]:
+    """MindSpore logs a CRITICAL "Failed to save the checkpoint file" guess before re-raising the error; the
+    caller reports the error itself (a full volume as one line), so that record is dropped."""
+    logger = ms_log._get_logger()
+    drop = _DropSaveFailure()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+class _DropSaveFailure(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to save the checkpoint file")
 
 
 def load(path: str | Path) -> Checkpoint:
@@ -89,7 +114,7 @@ def load(path: str | Path) -> Checkpoint:
     try:
         params = ms.load_checkpoint(str(source), crc_check=True)
     except (ValueError, RuntimeError, OSError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {source} is unreadable ({_first_line(exc)})") from exc
+        raise CorruptCheckpointError(f"checkpoint {source} is unreadable ({_first_line(exc)})") from exc
     raw = params.get(META_KEY)
     if not isinstance(raw, str):
         raise CheckpointError(
@@ -103,28 +128,52 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(path=source, meta=meta, params=params)
 
 
-def newest_valid(directory: str | Path, log: Callable[[str], None] = print) -> Checkpoint | None:
-    """The newest rank-0 checkpoint in ``directory`` that loads; corrupt ones are reported and skipped."""
+def newest_valid(
+    directory: str | Path, log: Callable[[str], None] = print, set_aside_bad: bool = True
+) -> Checkpoint | None:
+    """The newest rank-0 checkpoint in ``directory`` that loads (CRC-checked). An unreadable one is reported and,
+    with ``set_aside_bad`` (the rank that owns the files), renamed to ``<name>.corrupt`` so nothing picks it again."""
     for path in reversed(list_checkpoints(directory)):
         try:
             return load(path)
-        except CheckpointError as exc:
-            log(f"skipping {exc}")
+        except CheckpointError as exc:  # also "does not exist": another rank set it aside meanwhile
+            corrupt = set_aside_bad and isinstance(exc, CorruptCheckpointError)
+            log(f"skipping {exc}{_set_aside(path) if corrupt else ''}")
     return None
 
 
-def prune(directory: str | Path, keep: int, rank: int = 0) -> list[Path]:
-    """Delete all but ``rank``'s newest ``keep`` step checkpoints; best.ckpt is never counted or removed."""
-    doomed = list_checkpoints(directory, rank)[:-keep] if keep > 0 else []
+def prune(
+    directory: str | Path, keep: int, rank: int = 0, saved: Path | None = None, log: Callable[[str], None] = print
+) -> list[Path]:
+    """Delete all but ``rank``'s newest ``keep`` complete step checkpoints; best.ckpt is never counted or removed.
+
+    Incomplete files (the cheap structural check) are set aside first, so they neither count towards ``keep`` nor
+    push a good checkpoint out; ``saved`` (the checkpoint just written) is never deleted."""
+    complete = []
+    for path in list_checkpoints(directory, rank):
+        reason = incomplete_reason(path)
+        if reason is None:
+            complete.append(path)
+        else:
+            log(f"skipping checkpoint {path} is unreadable ({reason}){_set_aside(path)}")
+    doomed = [path for path in complete[:-keep] if path != saved] if keep > 0 else []
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
 
 
-def remove_stale_temporaries(directory: str | Path) -> None:
-    """Temporary files of a save that was killed halfway."""
-    for path in Path(directory).glob(".tmp-*.ckpt"):
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Temporary files of a save that was killed halfway or ran out of space: ours (``.tmp-*.ckpt``) and the one
+    MindSpore writes before renaming it to ours (``.tmp-*.tmp``)."""
+    found = [*Path(directory).glob(f"{TEMP_PREFIX}*.ckpt"), *Path(directory).glob(f"{TEMP_PREFIX}*.tmp")]
+    for path in found:
         path.unlink(missing_ok=True)
+    return found
+
+
+def _set_aside(path: Path) -> str:
+    moved = set_aside(path)
+    return f"; set aside as {moved.name}" if moved else ""
 
 
 def check_matches(ckpt: Checkpoint, arch: str, classes: Iterable[str] | None, what: str) -> None:
@@ -165,6 +214,18 @@ def load_weights(net: nn.Cell, ckpt: Checkpoint) -> list[str]:
     params = {k: v for k, v in params.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     missing, _ = ms.load_param_into_net(net, params, strict_load=False)
     return list(missing)
+
+
+def network_from_checkpoint(ckpt: Checkpoint) -> nn.Cell:
+    """The checkpoint's architecture with its weights, in inference mode (evaluation, export)."""
+    from trainer.model import build_model
+
+    net = build_model(ckpt.meta["arch"], int(ckpt.meta["num_classes"]))
+    missing = load_weights(net, ckpt)
+    if missing:
+        raise CheckpointError(f"checkpoint {ckpt.path} lacks weights for {', '.join(missing[:5])}")
+    net.set_train(False)
+    return net
 
 
 def _strip(name: str) -> str:

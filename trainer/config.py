@@ -26,9 +26,6 @@ AmpLevel = Literal["auto", "O0", "O1", "O2", "O3"]
 ARCH_NAMES = ("resnext101_64x4d", "resnext101_32x4d", "resnext50_32x4d", "resnext_tiny")
 ARCH_ALIASES = {"resnext101": "resnext101_64x4d", "resnext50": "resnext50_32x4d"}
 
-# Keys a job system sets per job; jobctl refuses them in ``--set`` and points at its own flags.
-LAUNCH_KEYS = ("platform", "data_dir", "val_dir", "ckpt_path", "is_distributed")
-
 # The seed's per-device learning rate: 0.05 at batch 64 on one device, scaled linearly with the global batch.
 BASE_LR = 0.05
 BASE_BATCH = 64
@@ -51,7 +48,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
-    # Where and how to run (jobctl owns these; see LAUNCH_KEYS).
+    # Where and how to run (jobctl sets these per job).
     platform: Platform = "CPU"
     data_dir: str = ""
     val_dir: str | None = None

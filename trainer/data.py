@@ -70,6 +70,11 @@ def _image_names(class_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(class_dir) if e.is_file() and e.name.endswith(EXTENSIONS))
 
 
+def data_workers(requested: int) -> int:
+    """MindSpore refuses more pipeline workers than CPU cores; the seed's 8 would fail on small nodes."""
+    return max(1, min(requested, os.cpu_count() or 1))
+
+
 def list_classes(data_dir: str | os.PathLike[str]) -> list[str]:
     """Sorted class-folder names of ``data_dir`` (class index = position), or DataError if it holds no images."""
     root = Path(data_dir)

@@ -3,7 +3,9 @@
 ``X`` is a checkpoint, or a directory (its newest valid checkpoint; ``--all``: each one, oldest first). The
 architecture, image size and classes come from the checkpoint. Prints a table and, as the last stdout line,
 one JSON object (``top1``, ``top5`` as fractions, ``images``, ``checkpoint``; with ``--all`` the best one plus
-``all``); each result is also written next to its checkpoint as ``<ckpt>.eval.json``. Exit 2 on bad input.
+``all``); each result is also written next to its checkpoint as ``<ckpt>.eval.json``. An unreadable checkpoint
+of a directory is reported on stderr (``skipping checkpoint ... is unreadable (...); set aside as <name>.corrupt``)
+and renamed so nothing chooses it again. Exit 2 on bad input, 1 when the volume is full.
 """
 
 from __future__ import annotations
@@ -12,65 +14,56 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from trainer.ckpt_files import set_aside
 from trainer.config import ConfigError, TrainConfig, build
 from trainer.cpu import apply_cpu_fast_path
-from trainer.progress import atomic_write_text
+from trainer.files import DiskFullError, write_atomic
+from trainer.scoring import score
 
 if TYPE_CHECKING:
-    from mindspore import nn
-    from mindspore.dataset import Dataset
-
     from trainer.checkpoint import Checkpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """How many rows have their label among the ``k`` largest logits (k capped at the class count)."""
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
-
-
-def score(net: nn.Cell, dataset: Dataset, group_size: int) -> dict[str, Any]:
-    """Top-1/top-5 over every image of the (sharded) dataset, summed over all ranks."""
-    from trainer.distributed import all_reduce_sum
-
-    counts = np.zeros(3, dtype=np.float64)  # top1 hits, top5 hits, images
-    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
-        logits = net(images).asnumpy().astype(np.float32)
-        truth = labels.asnumpy()
-        counts += (topk_correct(logits, truth, 1), topk_correct(logits, truth, 5), len(truth))
-    top1, top5, seen = (round(float(v)) for v in all_reduce_sum(counts, group_size))
-    return {"top1": top1 / max(seen, 1), "top5": top5 / max(seen, 1), "images": seen}
-
-
-def resolve(target: str, every: bool) -> list[Path]:
-    """The checkpoint file itself, or a directory's newest (``every``: all) step checkpoints, oldest first."""
-    from trainer.checkpoint import CheckpointError, list_checkpoints
+def checkpoints_to_score(target: str, every: bool, owner: bool) -> Iterator[Checkpoint]:
+    """The checkpoint file itself, or a directory's newest valid checkpoint (``every``: each valid one, oldest
+    first). Unreadable ones in a directory are reported and, on the rank that owns the files, set aside."""
+    from trainer.checkpoint import CheckpointError, CorruptCheckpointError, list_checkpoints, load, newest_valid
 
     path = Path(target)
     if path.is_file():
-        return [path]
+        yield load(path)
+        return
     if not path.is_dir():
         raise CheckpointError(f"--pretrained {target} is neither a checkpoint file nor a directory")
-    found = list_checkpoints(path)
-    if not found:
+    if not list_checkpoints(path):
         raise CheckpointError(f"--pretrained {target} holds no <arch>-<epoch>_<step>.ckpt checkpoints")
-    return found
+    if not every:
+        newest = newest_valid(path, log=_report, set_aside_bad=owner)
+        if newest is None:
+            raise CheckpointError(f"no readable checkpoint at {target}")
+        yield newest
+        return
+    for candidate in list_checkpoints(path):
+        try:
+            yield load(candidate)
+        except CheckpointError as exc:
+            moved = set_aside(candidate) if owner and isinstance(exc, CorruptCheckpointError) else None
+            _report(f"skipping {exc}" + (f"; set aside as {moved.name}" if moved else ""))
+
+
+def _report(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, group_size: int) -> dict[str, Any]:
-    from trainer.checkpoint import CheckpointError, load_weights
-    from trainer.data import create_eval_dataset, list_classes
-    from trainer.model import build_model
-    from trainer.train import data_workers
+    from trainer.checkpoint import CheckpointError, network_from_checkpoint
+    from trainer.data import create_eval_dataset, data_workers, list_classes
 
     meta = ckpt.meta
     classes = list(meta["classes"])
@@ -80,21 +73,16 @@ def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, g
             f"the class folders of {data_dir} ({len(found)}) differ from the {len(classes)} classes checkpoint "
             f"{ckpt.path} was trained on; evaluate it on a split of the same dataset"
         )
-    net = build_model(meta["arch"], int(meta["num_classes"]))
-    missing = load_weights(net, ckpt)
-    if missing:
-        raise CheckpointError(f"checkpoint {ckpt.path} lacks weights for {', '.join(missing[:5])}")
-    net.set_train(False)
-    resize = meta.get("config", {}).get("eval_resize", "square")
+    net = network_from_checkpoint(ckpt)
     dataset = create_eval_dataset(
         data_dir,
-        int(meta["image_size"]),
-        cfg.eval_batch_size or cfg.per_batch_size,
-        rank,
-        group_size,
-        data_workers(cfg.num_parallel_workers),
-        resize,
-        classes,
+        image_size=int(meta["image_size"]),
+        batch_size=cfg.eval_batch_size or cfg.per_batch_size,
+        rank=rank,
+        group_size=group_size,
+        num_workers=data_workers(cfg.num_parallel_workers),
+        resize=meta.get("config", {}).get("eval_resize", "square"),
+        classes=classes,
     )
     start = time.perf_counter()
     result = score(net, dataset, group_size)
@@ -144,33 +132,19 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, TrainConfig]:
 def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
     import mindspore as ms
 
-    from trainer.checkpoint import CheckpointError, load
+    from trainer.checkpoint import CheckpointError
     from trainer.distributed import init_distributed
 
     ms.set_context(mode=ms.GRAPH_MODE)
     rank, group_size = init_distributed(cfg)
     if group_size == 0:  # dynamic-cluster scheduler
         return EXIT_OK
-    paths = resolve(args.pretrained, args.all)
-    if not args.all and Path(args.pretrained).is_dir():
-        paths = paths[::-1]  # newest first: the first that loads is the one
     results: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            ckpt = load(path)
-        except CheckpointError as exc:
-            print(f"skipping {exc}", file=sys.stderr, flush=True)
-            continue
+    for ckpt in checkpoints_to_score(args.pretrained, args.all, owner=rank == 0):
         result = evaluate_one(ckpt, args.data_dir, cfg, rank, group_size)
         if rank == 0:
-            text = json.dumps(result, indent=2) + "\n"
-            atomic_write_text(f"{path}.eval.json", text)
-            if args.output_dir:
-                Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-                atomic_write_text(Path(args.output_dir) / f"{Path(path).stem}.json", text)
+            write_result(result, ckpt.path, args.output_dir)
         results.append(result)
-        if not args.all:
-            break
     if not results:
         raise CheckpointError(f"no readable checkpoint at {args.pretrained}")
     if rank == 0:
@@ -178,6 +152,15 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
         best = max(results, key=lambda r: r["top1"])
         print(json.dumps(dict(best, all=results) if args.all else best), flush=True)
     return EXIT_OK
+
+
+def write_result(result: dict[str, Any], checkpoint: Path, output_dir: str | None) -> None:
+    """``<checkpoint>.eval.json`` next to it and, with ``output_dir`` (a job's eval/), ``<stem>.json`` there."""
+    text = json.dumps(result, indent=2) + "\n"
+    write_atomic(f"{checkpoint}.eval.json", text)
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(output_dir) / f"{checkpoint.stem}.json", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, DistributedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DiskFullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from trainer.files import utc_timestamp, write_atomic
 
 STATES = ("starting", "running", "completed", "failed", "stopped")
 UNKNOWN = "-"  # shown for img/s and ETA until a steady-state step has been timed
@@ -142,42 +141,16 @@ class ThroughputMeter:
         return None if speed is None else remaining_images / speed
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same directory, fsync, rename, fsync the directory."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-
-
 def write_status(path: str | Path, **fields: Any) -> dict[str, Any]:
-    """Atomically write status.json with ``fields`` plus ``updated`` (ISO 8601 UTC); returns what was written."""
+    """Atomically write status.json with ``fields`` plus ``updated`` (ISO 8601 UTC); returns what was written.
+
+    A full volume raises :class:`trainer.files.DiskFullError`."""
     state = fields.get("state")
     if state is not None and state not in STATES:
         raise ValueError(f"status state must be one of {', '.join(STATES)}, not {state!r}")
     record = dict(fields)
-    record["updated"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    record["updated"] = utc_timestamp()
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 
 
