@@ -254,6 +254,20 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
     assert 0.0 <= result["top1"] <= result["top5"] <= 1.0 and result["images"] == 40
     assert Path(result["checkpoint"]).name == "resnext_tiny-2_8.ckpt"
 
+    # A truncated newest checkpoint: status, eval and (later) resume all pass over it to the previous one.
+    newest = job_dir.ckpt_dir / "resnext_tiny-2_8.ckpt"
+    os.truncate(newest, newest.stat().st_size // 2)
+    status = LocalBackend(shared).status("e2e")
+    assert status.checkpoint is not None and status.checkpoint.endswith("resnext_tiny-2_6.ckpt")
+    cmd = [*JOBCTL, "eval", "e2e", "--backend", "local", "--shared", str(shared), "--data", str(dataset / "val")]
+    done = subprocess.run([*cmd, "-o", "json"], env=e2e_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Path(json.loads(done.stdout)["checkpoint"]).name == "resnext_tiny-2_6.ckpt"
+    assert (
+        f"skipping checkpoint {newest}" in done.stderr and "set aside as resnext_tiny-2_8.ckpt.corrupt" in done.stderr
+    )
+    assert (job_dir.ckpt_dir / "resnext_tiny-2_8.ckpt.corrupt").is_file() and not newest.exists()
+
 
 @pytest.mark.slow
 def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, dataset: Path) -> None:

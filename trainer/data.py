@@ -38,13 +38,13 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from trainer.imagefolder import EXTENSIONS, class_dirs, image_names
+
 log = logging.getLogger(__name__)
 
 # The seed's normalisation (ImageNet RGB statistics), applied to 0-255 pixels.
 MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-# ImageFolderDataset matches extensions case-sensitively; ImageNet uses ".JPEG".
-EXTENSIONS = (".JPEG", ".jpeg", ".JPG", ".jpg", ".PNG", ".png", ".BMP", ".bmp")
 # First two bytes of each format, and the bytes a complete file ends with (None: no fixed ending).
 _FORMATS = {b"\xff\xd8": b"\xff\xd9", b"\x89P": b"IEND\xaeB`\x82", b"BM": None}
 _SCAN_THREADS = 16  # the scan is I/O-bound (two small reads per file); threads hide the latency of a network volume
@@ -62,12 +62,7 @@ def _class_dirs(data_dir: Path) -> list[str]:
     if not data_dir.is_dir():
         hint = "it does not exist" if not data_dir.exists() else "it is not a directory"
         raise DataError(f"data directory {data_dir}: {hint}; point data_dir/val_dir at a folder of class folders")
-    return sorted(e.name for e in os.scandir(data_dir) if e.is_dir() and not e.name.startswith("."))
-
-
-def _image_names(class_dir: Path) -> list[str]:
-    # Sorted by name, the order ImageFolderDataset reads them in (the eval sampler's indices rely on it).
-    return sorted(e.name for e in os.scandir(class_dir) if e.is_file() and e.name.endswith(EXTENSIONS))
+    return class_dirs(data_dir)
 
 
 def data_workers(requested: int) -> int:
@@ -84,7 +79,7 @@ def list_classes(data_dir: str | os.PathLike[str]) -> list[str]:
             f"data directory {root} has no class folders; expected {root}/<class>/<image>.JPEG "
             "(ImageNet layout: one sub-folder per class)"
         )
-    if not any(_image_names(root / c) for c in classes):
+    if not any(image_names(root / c) for c in classes):
         raise DataError(
             f"data directory {root} has {len(classes)} class folder(s) but no images "
             f"(looked for {', '.join(sorted({e.lower() for e in EXTENSIONS}))}); check the path and the file names"
@@ -149,7 +144,7 @@ class ImageScan:
 
 
 def _scan_class(class_dir: Path) -> tuple[int, list[tuple[int, str]]]:
-    names = _image_names(class_dir) if class_dir.is_dir() else []
+    names = image_names(class_dir) if class_dir.is_dir() else []
     return len(names), [(i, str(class_dir / n)) for i, n in enumerate(names) if _looks_unreadable(class_dir / n)]
 
 

@@ -22,12 +22,11 @@ from trainer.ckpt_files import set_aside
 from trainer.config import ConfigError, TrainConfig, build
 from trainer.cpu import apply_cpu_fast_path
 from trainer.files import DiskFullError, write_atomic
+from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 from trainer.scoring import score
 
 if TYPE_CHECKING:
     from trainer.checkpoint import Checkpoint
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def checkpoints_to_score(target: str, every: bool, owner: bool) -> Iterator[Checkpoint]:
@@ -182,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except DiskFullError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from trainer.config import ConfigError, build
 from trainer.cpu import apply_cpu_fast_path
+from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_OK
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 
 

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from trainer.config import ConfigError, parse_args
 from trainer.cpu import apply_cpu_fast_path
 from trainer.files import DiskFullError
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 143
+from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,11 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except DiskFullError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_FAILED
+        return EXIT_FAILURE
     except Exception:
         traceback.print_exc()
-        return EXIT_FAILED
-    return EXIT_STOPPED if state == "stopped" else EXIT_OK
+        return EXIT_FAILURE
+    return EXIT_TERMINATED if state == "stopped" else EXIT_OK
 
 
 if __name__ == "__main__":

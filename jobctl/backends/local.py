@@ -45,13 +45,13 @@ from jobctl.backends.local_pods import (
     POLL_SECONDS,
     PROGRESS_KEYS,
     find_kind,
-    now_iso,
     plan_pods,
     training_job,
 )
 from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
 from jobctl.platforms import platform_info
 from jobctl.spec import train_config
+from trainer.files import utc_timestamp
 from trainer.imagefolder import count_images
 from trainer.launcher.contract import Var
 
@@ -150,7 +150,7 @@ class LocalBackend(Backend):
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
         job_dir.local_dir.mkdir(parents=True)
         training_job(objects)["metadata"]["uid"] = str(uuid.uuid4())  # as the API server assigns one on create
-        meta = {"objects": objects, "shared": str(self.shared), "submitted": now_iso()}
+        meta = {"objects": objects, "shared": str(self.shared), "submitted": utc_timestamp()}
         write_atomic(job_dir.local_dir / "job.json", json.dumps(meta, indent=1))
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
         with (job_dir.local_dir / "supervisor.log").open("ab") as log:
@@ -315,6 +315,9 @@ class LocalBackend(Backend):
         argv += ["--output_dir", str(job_dir.eval_dir)]  # eval/<checkpoint stem>.json, as the eval Job writes it
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        for line in proc.stderr.splitlines():
+            if line.startswith("skipping "):  # a checkpoint it passed over, and why: the user must know
+                print(line, file=sys.stderr)
         result = last_json_line(proc.stdout)
         if proc.returncode != 0 or result is None:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
@@ -350,14 +353,15 @@ def _read_lines(path: Path) -> list[str]:
 
 def _resolve_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
     if checkpoint == "latest":
-        newest = job_dir.newest_checkpoint()
-        if newest is None:
+        if job_dir.newest_checkpoint() is None:
             raise BackendError(
                 f"--checkpoint latest: {job_dir.ckpt_dir} holds no checkpoint yet; wait for the job to save one "
                 "(`jobctl status` shows the newest) or pass --checkpoint PATH",
                 exit_code=2,
             )
-        return newest.path
+        # The directory, as the eval Job gets it: trainer.evaluate loads the newest checkpoint that reads back
+        # whole and sets unreadable ones aside, the same choice resume makes.
+        return job_dir.ckpt_dir
     path = Path(checkpoint)
     if not path.is_absolute() and not path.exists():
         path = job_dir.ckpt_dir / checkpoint

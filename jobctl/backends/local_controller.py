@@ -31,13 +31,13 @@ from jobctl.backends.local_pods import (
     FailureRules,
     PodState,
     free_port,
-    now_iso,
     parse_indexes,
     plan_pods,
     termination_log,
     training_job,
 )
 from jobctl.jobdir import JobDir, write_atomic
+from trainer.files import utc_timestamp
 from trainer.launcher.contract import exit_code_of
 
 STATE_WRITE_TRIES = 10  # the final state on a full volume: the trainers' clean-up may free space in a moment
@@ -61,7 +61,7 @@ class LocalJobController:
         self.phase = PENDING
         self.reason: str | None = None
         self.message: str | None = None
-        self.started = now_iso()
+        self.started = utc_timestamp()
         self.finished: str | None = None
         self.stopping = False  # we signalled the pods: their exits are ours, not failures
         self.delete_requested = False
@@ -111,7 +111,7 @@ class LocalJobController:
         with self.pod_log(index).open("ab") as log:
             attempt = len(pod.exit_codes) + 1
             with contextlib.suppress(OSError):  # a full volume must not stop the pod from starting
-                log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {now_iso()}\n".encode())
+                log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {utc_timestamp()}\n".encode())
                 log.flush()
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
             proc = subprocess.Popen(
@@ -124,7 +124,7 @@ class LocalJobController:
                 start_new_session=True,  # its own process group, so stopping it reaches the trainers too
             )
         self.procs[index] = proc
-        pod.pid, pod.phase, pod.started = proc.pid, RUNNING, now_iso()
+        pod.pid, pod.phase, pod.started = proc.pid, RUNNING, utc_timestamp()
 
     def signal_pods(self, sig: int) -> None:
         for proc in self.procs.values():
@@ -215,7 +215,7 @@ class LocalJobController:
             self.fail("SupervisorError", f"the local supervisor failed: {exc!r} (see local/supervisor.log)")
             raise
         finally:
-            self.finished = now_iso()
+            self.finished = utc_timestamp()
             self.write_final_state()
         return 0 if self.phase == COMPLETE else 1
 

@@ -12,7 +12,6 @@ import re
 import socket
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,6 @@ MAX_GRACE_SECONDS = 30.0
 _VAR_REF = re.compile(r"\$\$|\$\((\w+)\)")
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def free_port() -> int:

@@ -10,13 +10,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from trainer.files import utc_timestamp
 from trainer.launcher.contract import JobLayout
-
-
-def utc_stamp() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Output:
@@ -43,7 +38,7 @@ class Output:
         self.emit("[launcher] ", message, None)
         with self.lock:
             if self.launcher_log is not None:
-                self._write_log(self.launcher_log, f"{utc_stamp()} {message}\n")
+                self._write_log(self.launcher_log, f"{utc_timestamp()} {message}\n")
 
     def _write_log(self, log: IO[str], text: str) -> None:
         try:

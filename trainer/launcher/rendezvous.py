@@ -22,10 +22,10 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from trainer.files import utc_timestamp, write_atomic
 from trainer.launcher.contract import Var
 from trainer.launcher.ranktable import RankTable, build_server, build_table
 
@@ -62,7 +62,7 @@ class Fragment:
     server_id: str = ""
     # [{"device_id": "0", "device_ip": "192.168.100.101"}, ...]; device_ip only on Ascend.
     devices: list[dict[str, str]] = field(default_factory=list)
-    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    time: str = field(default_factory=utc_timestamp)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -71,16 +71,6 @@ class Fragment:
     def from_dict(cls, data: Mapping[str, Any]) -> Fragment:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name in the same directory, fsync, rename: readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Rendezvous:
