@@ -1,8 +1,6 @@
-"""The job directory: one layout on the shared volume for both backends (docs/INTERFACES.md).
+"""Reading a job directory from outside the pods: status, logs and eval from any shell that can see it.
 
-``<shared>/jobs/<name>/`` holds the resolved spec, the trainer config, checkpoints, per-rank logs, eval results
-and the rendezvous files. In a pod ``<shared>`` is ``/shared``; locally it is ``--shared``. This module is pure
-path logic plus small readers, so status and eval work from any shell that can see the directory.
+The layout itself is the pod contract's (trainer.launcher.contract.JobLayout); this adds the readers.
 """
 
 from __future__ import annotations
@@ -18,70 +16,27 @@ from typing import Any
 from trainer import files
 from trainer.ckpt_files import list_checkpoints, newest_complete
 from trainer.ckpt_names import parse_checkpoint_name
-
-POD_SHARED_ROOT = "/shared"
+from trainer.launcher.contract import JobLayout
 
 _RANK_LOG = re.compile(r"^rank-(\d+)\.log$")
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class CheckpointFile:
+    """A step checkpoint on disk, by name (jobctl never loads one: that is the trainer's)."""
+
     path: Path
     epoch: int
     step: int
 
 
 @dataclass(frozen=True)
-class JobDir:
-    """Paths of one job's directory; ``root`` is ``<shared>/jobs/<name>``."""
-
-    root: Path
+class JobDir(JobLayout):
+    """The contract's job-directory layout (``<shared>/jobs/<name>``) plus the readers status and eval need."""
 
     @classmethod
     def of(cls, shared: str | Path, name: str) -> JobDir:
         return cls(Path(shared).resolve() / "jobs" / name)
-
-    @staticmethod
-    def pod_path(name: str) -> str:
-        """The same directory as a pod sees it."""
-        return f"{POD_SHARED_ROOT}/jobs/{name}"
-
-    @property
-    def name(self) -> str:
-        return self.root.name
-
-    @property
-    def spec_file(self) -> Path:
-        return self.root / "spec.yaml"
-
-    @property
-    def train_file(self) -> Path:
-        return self.root / "train.yaml"
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.root / "ckpt"
-
-    @property
-    def status_file(self) -> Path:
-        return self.ckpt_dir / "status.json"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def rendezvous_dir(self) -> Path:
-        return self.root / "rendezvous"
-
-    @property
-    def local_dir(self) -> Path:
-        """The local backend's own state (pod stdout, supervisor pid, ConfigMap files); unused on Kubernetes."""
-        return self.root / "local"
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -95,14 +50,14 @@ class JobDir:
 
     # Checkpoints ------------------------------------------------------------------------------------------
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self) -> list[CheckpointFile]:
         """Rank 0's step checkpoints, oldest first (best.ckpt, temporaries and set-aside ``*.corrupt`` excluded)."""
         return [_named(path) for path in list_checkpoints(self.ckpt_dir)]
 
     def has_checkpoints(self) -> bool:
         return bool(self.checkpoints())
 
-    def newest_checkpoint(self) -> Checkpoint | None:
+    def newest_checkpoint(self) -> CheckpointFile | None:
         """The newest step checkpoint that is complete (a cheap structural check: a truncated file is skipped)."""
         path = newest_complete(self.ckpt_dir)
         return _named(path) if path is not None else None
@@ -127,11 +82,6 @@ class JobDir:
                     logs[int(match.group(1))] = path
         return dict(sorted(logs.items()))
 
-    def rank_log(self, rank: int) -> Path:
-        return self.logs_dir / f"rank-{rank}.log"
-
-    def eval_results(self) -> list[Path]:
-        return sorted(self.eval_dir.glob("*.json")) if self.eval_dir.is_dir() else []
 
 
 def list_job_dirs(shared: str | Path) -> list[JobDir]:
@@ -141,10 +91,10 @@ def list_job_dirs(shared: str | Path) -> list[JobDir]:
     return [JobDir(path) for path in sorted(jobs.iterdir()) if path.is_dir()]
 
 
-def _named(path: Path) -> Checkpoint:
+def _named(path: Path) -> CheckpointFile:
     parsed = parse_checkpoint_name(path.name)
     assert parsed is not None  # list_checkpoints returns only parsable names
-    return Checkpoint(path, parsed.epoch, parsed.step)
+    return CheckpointFile(path, parsed.epoch, parsed.step)
 
 
 def write_atomic(path: Path, text: str) -> None:
