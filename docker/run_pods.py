@@ -29,7 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# The pod contract is pure standard library: importable from the checkout without installing anything.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Var
+
 LOOPBACK = "127.0.0.1"
 STOP_GRACE_SECONDS = 30
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -210,9 +213,9 @@ def plan(objects: list[dict[str, Any]], host_dirs: dict[str, Path], scratch: Pat
         pod_name = f"{job_name}-{index}"
         identity = PodIdentity(index, pod_name, namespace, job_name, job_uid)
         env = {e["name"]: resolve_env(e, identity) for e in container.get("env", [])}
-        env.update(JOB_COMPLETION_INDEX=str(index), JOBCTL_MASTER_ADDR=LOOPBACK)
-        if "JOBCTL_MASTER_PORT" in env:
-            env["JOBCTL_MASTER_PORT"] = port
+        env.update({Var.POD_INDEX: str(index), Var.MASTER_ADDR: LOOPBACK})
+        if Var.MASTER_PORT in env:
+            env[Var.MASTER_PORT] = port
         container_name = f"{pod_name}-{time.time_ns() % 10**9}"
         argv = [docker, "run", "--rm", "--name", container_name, "--network", "host", "--hostname", pod_name]
         argv += [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
@@ -255,7 +258,7 @@ def run(pods: list[Pod], docker: str, timeout: float) -> int:
     codes = [proc.returncode for proc in processes]
     failed = failed or next((f"pod {i} exited {c}" for i, c in enumerate(codes) if c != 0), "")
     print(f"run_pods: exit codes {codes}" + (f"; failed: {failed}" if failed else ""), flush=True)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def parse_volume(text: str) -> tuple[str, Path]:
