@@ -81,6 +81,10 @@ class Var:
     HCCN_CONF = "JOBCTL_HCCN_CONF"
     RUN_ID = "JOBCTL_RUN_ID"
     TERMINATION_LOG = "JOBCTL_TERMINATION_LOG"
+    MAX_RESTARTS = "JOBCTL_MAX_RESTARTS"  # the group's restart budget: in-place restarts and pod replacements
+    # Set by the launcher for each trainer it starts (the trainer reports them in status.json):
+    RESTARTS = "JOBCTL_RESTARTS"  # restarts so far (= the rendezvous attempt number)
+    LAST_FAILURE = "JOBCTL_LAST_FAILURE"  # what ended the previous attempt, e.g. "rank 5 exited with code 137"
     # Set by Kubernetes (Indexed Jobs), the downward API and the Ascend device plugin.
     POD_INDEX = "JOB_COMPLETION_INDEX"
     POD_NAME = "POD_NAME"
