@@ -150,6 +150,7 @@ def pod_env(spec: JobSpec) -> contract.PodEnv:
         val_dir=spec.val_dir,
         rendezvous_timeout=spec.rendezvous_timeout,
         stall_timeout=spec.stall_timeout,
+        max_restarts=spec.max_restarts,
     )
 
 
@@ -288,13 +289,13 @@ def _pod_spec(
 
 
 def _failure_policy(*, group: bool) -> dict[str, Any]:
-    def on_exit(action: str, code: int) -> dict[str, Any]:
-        codes = {"containerName": platforms.CONTAINER_NAME, "operator": "In", "values": [code]}
+    def on_exit(action: str, codes_in: list[int]) -> dict[str, Any]:
+        codes = {"containerName": platforms.CONTAINER_NAME, "operator": "In", "values": codes_in}
         return {"action": action, "onExitCodes": codes}
 
-    rules = [on_exit("FailJob", contract.EXIT_BAD_INPUT)]
+    rules = [on_exit("FailJob", list(contract.FAIL_JOB_EXIT_CODES) if group else [contract.EXIT_BAD_INPUT])]
     if group:
-        rules.append(on_exit("Ignore", contract.EXIT_GROUP_CHANGED))
+        rules.append(on_exit("Ignore", [contract.EXIT_GROUP_CHANGED]))
     rules.append({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]})
     return {"rules": rules}
 

@@ -1,7 +1,8 @@
 """A stand-in for ``trainer.train`` that the launcher tests start through JOBCTL_TRAINER_MODULE.
 
 It exists to test the launcher's supervisor (prefixes, log files, exit codes, signals, rendezvous), not training.
-Behaviour comes from env vars; ``FAKE_<NAME>_RANK_<N>`` overrides ``FAKE_<NAME>`` for global rank N:
+Behaviour comes from env vars; ``FAKE_<NAME>_RANK_<N>`` overrides ``FAKE_<NAME>`` for global rank N, and
+``FAKE_<NAME>_RESTART_<K>`` / ``FAKE_<NAME>_RANK_<N>_RESTART_<K>`` override both after K restarts (JOBCTL_RESTARTS):
   FAKE_LINES      progress lines to print (default 3)      FAKE_INTERVAL  seconds between lines (default 0.05)
   FAKE_EXIT       exit code after the lines (default 0)    FAKE_HANG      1: go silent and hang after the lines
   FAKE_IGNORE_TERM 1: ignore SIGTERM (the launcher must SIGKILL)
@@ -21,10 +22,14 @@ import time
 from pathlib import Path
 
 RANK = os.environ.get("RANK_ID", "")
+RESTARTS = os.environ.get("JOBCTL_RESTARTS", "0")
 
 
 def setting(name: str, default: str) -> str:
-    return os.environ.get(f"FAKE_{name}_RANK_{RANK}", os.environ.get(f"FAKE_{name}", default))
+    for key in (f"{name}_RANK_{RANK}_RESTART_{RESTARTS}", f"{name}_RESTART_{RESTARTS}", f"{name}_RANK_{RANK}", name):
+        if f"FAKE_{key}" in os.environ:
+            return os.environ[f"FAKE_{key}"]
+    return default
 
 
 STOP = {"requested": False}
@@ -83,7 +88,8 @@ def record() -> None:
     if not out:
         return
     names = ("RANK_ID", "RANK_SIZE", "DEVICE_ID", "RANK_TABLE_FILE", "MS_ROLE", "MS_SCHED_HOST", "MS_SCHED_PORT",
-             "MS_WORKER_NUM", "MS_NODE_ID", "MS_TOPO_TIMEOUT")  # fmt: skip
+             "MS_WORKER_NUM", "MS_NODE_ID", "MS_TOPO_TIMEOUT", "JOBCTL_RESTARTS", "JOBCTL_MAX_RESTARTS",
+             "JOBCTL_LAST_FAILURE")  # fmt: skip
     table_file = os.environ.get("RANK_TABLE_FILE")
     data = {
         "argv": sys.argv[1:],

@@ -57,6 +57,7 @@ def pod_env(
         JOBCTL_DATA_DIR=str(tmp_path / "data"),
         JOBCTL_RENDEZVOUS_TIMEOUT="30",
         JOBCTL_STOP_GRACE="5",
+        JOBCTL_TERMINATION_LOG=str(tmp_path / "termination-log"),  # never the host's /dev/termination-log
         JOBCTL_TRAINER_MODULE="launch_fake_trainer",
         JOB_COMPLETION_INDEX=str(index),
         POD_NAME=f"t-{index}",
@@ -184,6 +185,9 @@ def test_prefixed_output_rank_logs_and_rank_env(tmp_path) -> None:
         "MS_WORKER_NUM": "2",
         "MS_NODE_ID": "1",
         "MS_TOPO_TIMEOUT": "30",
+        "JOBCTL_RESTARTS": "0",
+        "JOBCTL_MAX_RESTARTS": "0",
+        "JOBCTL_LAST_FAILURE": "",
     }  # no DEVICE_ID on CPU
     assert seen["argv"] == [
         "--config", env["JOBCTL_TRAIN_CONFIG"], "--data_dir", env["JOBCTL_DATA_DIR"],
@@ -191,29 +195,36 @@ def test_prefixed_output_rank_logs_and_rank_env(tmp_path) -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("rank_exit", "launcher_exit"), [(3, 3), (2, 2), (75, 1), (137, 137)])
-def test_failing_rank_stops_the_others(tmp_path, rank_exit, launcher_exit) -> None:
+@pytest.mark.parametrize(("rank_exit", "launcher_exit"), [(3, 76), (2, 2), (75, 76), (137, 76)])
+def test_failing_rank_stops_the_others_at_once(tmp_path, rank_exit, launcher_exit) -> None:
+    """No restarts allowed (JOBCTL_MAX_RESTARTS 0): the first failure fails the Job (76), bad input too (2)."""
     env = pod_env(tmp_path, FAKE_HANG="1", FAKE_HANG_RANK_1="0", FAKE_LINES_RANK_1="1", FAKE_EXIT=str(rank_exit))
     code, text = run(env)
     assert code == launcher_exit, text
-    assert f"rank 1 exited with code {rank_exit}; stopping the other local processes" in text
-    assert "[rank 0] rank 0: SIGTERM, saving and stopping" in text
+    assert f"rank 1 exited with code {rank_exit}; stopping the other local processes at once" in text
+    # Killed, not asked: a group that lost a member has nothing to save, and a rank stuck in a collective with
+    # the dead peer would sit out the whole SIGTERM grace period.
+    assert "[rank 0] rank 0: SIGTERM" not in text
     marker = tmp_path / "job" / "rendezvous" / "attempt-0" / "failed-0"
     assert marker.read_text().strip() == f"pod 0: rank 1 exited with code {rank_exit}"
+    if launcher_exit == 76:
+        assert "more than max_restarts=0 allows" in text
 
 
-def test_rank_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path) -> None:
-    env = pod_env(tmp_path, JOBCTL_STOP_GRACE="1", FAKE_HANG_RANK_0="1", FAKE_IGNORE_TERM_RANK_0="1", FAKE_EXIT="1")
+def test_a_peer_stuck_in_a_collective_is_killed_at_once(tmp_path) -> None:
+    """Rank 0 hangs and ignores SIGTERM (as in a collective with a dead peer): no 30 s grace when the group broke."""
+    env = pod_env(tmp_path, JOBCTL_STOP_GRACE="30", FAKE_HANG_RANK_0="1", FAKE_IGNORE_TERM_RANK_0="1", FAKE_EXIT="1")
+    start = time.monotonic()
     code, text = run(env)
-    assert code == 1
-    assert "rank 0 did not stop within 1 s; killing it" in text
+    assert code == 76, text
+    assert "did not stop within" not in text and time.monotonic() - start < 20
 
 
 def test_stall_timeout_kills_a_silent_group(tmp_path) -> None:
     env = pod_env(tmp_path, FAKE_HANG="1", FAKE_LINES="1", JOBCTL_STALL_TIMEOUT="2")
     start = time.monotonic()
     code, text = run(env)
-    assert code == 1
+    assert code == 76
     assert "no output from any local rank for 2 s (JOBCTL_STALL_TIMEOUT=2)" in text
     assert time.monotonic() - start < 15
     assert (tmp_path / "job" / "rendezvous" / "attempt-0" / "failed-0").exists()
@@ -230,21 +241,52 @@ def test_sigterm_is_forwarded_and_exits_143(tmp_path) -> None:
     assert "stopped by SIGTERM" in (tmp_path / "job" / "rendezvous" / "attempt-0" / "failed-0").read_text()
 
 
-def test_ranks_stopped_by_a_peer_exit_75(tmp_path) -> None:
-    code, text = run(pod_env(tmp_path, FAKE_EXIT="143"))
-    assert code == 75 and "a peer stopped the group" in text
+def test_ranks_stopped_by_a_peer_rejoin_in_place(tmp_path) -> None:
+    code, text = run(pod_env(tmp_path, FAKE_EXIT_RESTART_0="143", JOBCTL_MAX_RESTARTS="1"))
+    assert code == 0, text
+    assert "a peer stopped the group" in text and "restarting the group in place" in text
+    assert "attempt 1: all 1 pod(s) joined; world size 2; restart 1 of 1" in text
 
 
-def test_peer_failure_marker_exits_75(tmp_path) -> None:
-    env = pod_env(tmp_path, pods=2, FAKE_HANG="1", JOBCTL_DEVICES_PER_POD="1")
+def test_a_failing_rank_restarts_the_group_in_place(tmp_path) -> None:
+    """The pod stays: the launcher stops its ranks, meets the group in the next attempt and starts them again."""
+    env = pod_env(tmp_path, FAKE_EXIT_RANK_1_RESTART_0="1", FAKE_LINES_RANK_1_RESTART_0="1", JOBCTL_MAX_RESTARTS="2")
+    code, text = run(env)
+    assert code == 0, text
+    assert "rank 1 exited with code 1; stopping the other local processes at once" in text
+    assert "attempt 0 ended (rank 1 exited with code 1); restarting the group in place" in text
+    assert "attempt 1: all 1 pod(s) joined; world size 2; restart 1 of 2 after attempt 0: pod 0: rank 1" in text
+    seen = seen_by(tmp_path, 1)["env"]  # the second start's view
+    assert (seen["JOBCTL_RESTARTS"], seen["JOBCTL_MAX_RESTARTS"]) == ("1", "2")
+    assert seen["JOBCTL_LAST_FAILURE"] == "attempt 0: pod 0: rank 1 exited with code 1"
+
+
+def test_a_rank_failing_on_every_start_fails_the_job_with_each_reason(tmp_path) -> None:
+    env = pod_env(tmp_path, FAKE_EXIT_RANK_1="3", FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
+    code, text = run(env)
+    assert code == 76, text  # the rendered Job's podFailurePolicy fails the Job on it
+    assert text.count("restarting the group in place") == 2
+    message = (tmp_path / "termination-log").read_text()
+    assert message.startswith("the group failed 3 time(s), more than max_restarts=2 allows")
+    for attempt in (0, 1, 2):
+        assert f"attempt {attempt}: pod 0: rank 1 exited with code 3" in message
+
+
+def test_peer_failure_marker_stops_the_ranks_and_rejoins(tmp_path) -> None:
+    env = pod_env(tmp_path, pods=2, FAKE_HANG_RESTART_0="1", JOBCTL_DEVICES_PER_POD="1", JOBCTL_MAX_RESTARTS="1")
     peer = Rendezvous(tmp_path / "job", 1)
     launcher = Launcher(env)
     launcher.wait_for("joining the rendezvous")
     peer.meet(Fragment(1), 2, time.monotonic() + 20)
     launcher.wait_for("[rank 0] rank=0 step=3/3")
-    peer.mark_failed("rank 1 exited with code 1")
-    assert launcher.finish() == 75
-    assert "pod(s) 1 marked attempt 0 failed: rank 1 exited with code 1" in launcher.text
+    peer.mark_failed("pod 1: rank 1 exited with code 1")
+    launcher.wait_for("restarting the group in place")
+    assert "pod(s) 1 marked attempt 0 failed: pod 1: rank 1 exited with code 1" in launcher.text
+    launcher.wait_for("joining the rendezvous in", timeout=30)
+    peer.meet(Fragment(1), 2, time.monotonic() + 20)  # the peer comes back too
+    assert peer.attempt == 1
+    launcher.wait_for("attempt 1: all 2 pod(s) joined")
+    peer.mark_done()
 
 
 # --- two pods -----------------------------------------------------------------------------------------------
@@ -328,22 +370,23 @@ def test_ranktable_device_count_mismatch_exits_2(tmp_path) -> None:
 
 def test_replacement_pod_moves_the_group_to_a_new_attempt(tmp_path) -> None:
     port = str(free_port())
-    hang = {"FAKE_HANG": "1", "JOBCTL_MASTER_PORT": port, "JOBCTL_DEVICES_PER_POD": "1"}
+    hang = {"FAKE_HANG_RESTART_0": "1", "JOBCTL_MASTER_PORT": port, "JOBCTL_DEVICES_PER_POD": "1"}
+    hang["JOBCTL_MAX_RESTARTS"] = "1"
     pod0 = Launcher(pod_env(tmp_path, 0, pods=2, **hang))
     pod1 = Launcher(pod_env(tmp_path, 1, pods=2, **hang))
     pod1.wait_for("[rank 1] rank=1 step=3/3")
     old_rank = int(re.search(r"started rank 1 \(pid (\d+)\)", pod1.text).group(1))  # type: ignore[union-attr]
     pod1.proc.kill()  # pod 1 dies hard; its rank dies with it (PR_SET_PDEATHSIG)
     pod1.finish()
-    finish = {"JOBCTL_MASTER_PORT": port, "JOBCTL_DEVICES_PER_POD": "1"}
+    finish = {"JOBCTL_MASTER_PORT": port, "JOBCTL_DEVICES_PER_POD": "1", "JOBCTL_MAX_RESTARTS": "1"}
     replacement = Launcher(pod_env(tmp_path, 1, pods=2, **finish))
-    assert pod0.finish() == 75, pod0.text  # it sees the newer attempt and stops to rejoin
+    # Pod 0 stays: it sees the newer attempt, stops its rank and meets the replacement there, in place.
+    assert pod0.finish() == 0, pod0.text
     assert "the group changed: a newer attempt 1 exists" in pod0.text
     assert not alive(old_rank)
-    pod0_again = Launcher(pod_env(tmp_path, 0, pods=2, **finish))  # what the Job controller does
-    assert pod0_again.finish() == 0, pod0_again.text
     assert replacement.finish() == 0, replacement.text
-    assert "attempt 1: all 2 pod(s) joined" in pod0_again.text and "attempt 1: all 2 pod(s) joined" in replacement.text
+    assert "attempt 1: all 2 pod(s) joined" in pod0.text and "attempt 1: all 2 pod(s) joined" in replacement.text
+    assert "restart 1 of 1 after attempt 0: a pod was lost" in pod0.text
 
 
 def test_controller_mode_waits_for_the_completed_table(tmp_path) -> None:
@@ -400,7 +443,7 @@ def test_real_trainer_two_pods_dynamic_cluster(tmp_path) -> None:
 
 def test_rendezvous_timeout_names_the_missing_pod(tmp_path) -> None:
     code, text = run(pod_env(tmp_path, 0, pods=2, JOBCTL_RENDEZVOUS_TIMEOUT="1"))
-    assert code == 1
+    assert code == 76
     assert "attempt 0: pod(s) 1 did not join in time (have 0 of 2)" in text
     assert (tmp_path / "job" / "rendezvous" / "attempt-0" / "failed-0").exists()
 
@@ -409,6 +452,6 @@ def test_scheduler_that_never_answers_is_a_clear_failure(tmp_path) -> None:
     env = pod_env(tmp_path, 1, pods=2, JOBCTL_RENDEZVOUS_TIMEOUT="2", JOBCTL_DEVICES_PER_POD="1")
     Rendezvous(tmp_path / "job", 0).join(Fragment(0))  # pod 0 joined but its scheduler never listens
     code, text = run(env)
-    assert code == 1
+    assert code == 76
     assert f"the scheduler at 127.0.0.1:{env['JOBCTL_MASTER_PORT']} did not answer within" in text
     assert "no answer from 127.0.0.1" in text

@@ -20,7 +20,7 @@ from jobctl.backends.base import (
     BackendError,
 )
 from jobctl.jobdir import JobDir, write_atomic
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_GROUP_CHANGED, Var
+from trainer.launcher.contract import EXIT_GROUP_CHANGED, FAIL_JOB_EXIT_CODES, Var
 
 LOCALHOST = "127.0.0.1"
 PROGRESS_KEYS = ("epoch", "max_epoch", "step", "total_steps", "loss", "lr", "img_per_sec", "eta_seconds")
@@ -208,7 +208,7 @@ class FailureRules:
             if codes:
                 rules.append((rule["action"], codes["operator"], set(codes["values"])))
         if not rules:  # the pod contract's defaults, for a Job rendered without podFailurePolicy
-            rules = [("FailJob", "In", {EXIT_BAD_INPUT}), ("Ignore", "In", {EXIT_GROUP_CHANGED})]
+            rules = [("FailJob", "In", set(FAIL_JOB_EXIT_CODES)), ("Ignore", "In", {EXIT_GROUP_CHANGED})]
         if spec.get("backoffLimitPerIndex") is not None:
             return cls(int(spec["backoffLimitPerIndex"]), True, rules)
         return cls(int(spec.get("backoffLimit", 6)), False, rules)

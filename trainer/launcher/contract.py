@@ -19,6 +19,9 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2  # the Job's podFailurePolicy fails the whole Job: retrying cannot help
 EXIT_GROUP_CHANGED = 75  # EX_TEMPFAIL: a peer failed or stopped; this pod rejoins (podFailurePolicy: Ignore)
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped after saving
+EXIT_RESTARTS_SPENT = 76  # the group failed more often than max_restarts allows: the Job fails (FailJob)
+# Exit codes after which retrying cannot help: the rendered Job's podFailurePolicy fails the whole Job on them.
+FAIL_JOB_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_RESTARTS_SPENT)
 
 
 def exit_code_of(returncode: int) -> int:
@@ -176,12 +179,13 @@ class PodEnv:
     train_config: Path = Path(CONFIG_MOUNT) / TRAIN_CONFIG_KEY
     rendezvous_timeout: float = DEFAULT_RENDEZVOUS_TIMEOUT
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    max_restarts: int = 0
     stop_grace: float = DEFAULT_STOP_GRACE
     trainer_module: str = TRAINER_MODULE
     annotations_file: Path = Path(ANNOTATIONS_FILE)
     hccn_conf: Path = Path(HCCN_CONF)
     controller_table: Path = Path(CONTROLLER_RANKTABLE_MOUNT) / "hccl.json"
-    termination_log: Path = Path(TERMINATION_LOG)
+    termination_log: Path | None = Path(TERMINATION_LOG)  # None: nowhere (a launcher run by hand)
     # From Kubernetes, the downward API and the device plugin:
     pod_index: int = 0
     pod_name: str = ""
@@ -221,6 +225,8 @@ class PodEnv:
             **({Var.VAL_DIR: self.val_dir} if self.val_dir else {}),
             Var.RENDEZVOUS_TIMEOUT: _number(self.rendezvous_timeout),
             Var.STALL_TIMEOUT: _number(self.stall_timeout),
+            Var.MAX_RESTARTS: str(self.max_restarts),
+            **({Var.TERMINATION_LOG: str(self.termination_log)} if self.termination_log else {}),
         }
         optional = {
             Var.STOP_GRACE: (_number(self.stop_grace), _number(DEFAULT_STOP_GRACE)),
@@ -316,12 +322,13 @@ def _parse(r: _Reader, hostname: str) -> PodEnv:
         val_dir=r.text(Var.VAL_DIR, "") or None,
         rendezvous_timeout=r.number(Var.RENDEZVOUS_TIMEOUT, DEFAULT_RENDEZVOUS_TIMEOUT, 1),
         stall_timeout=r.number(Var.STALL_TIMEOUT, DEFAULT_STALL_TIMEOUT, 1),
+        max_restarts=r.whole(Var.MAX_RESTARTS, 0, 0),
         stop_grace=r.number(Var.STOP_GRACE, DEFAULT_STOP_GRACE, 0),
         trainer_module=r.text(Var.TRAINER_MODULE, TRAINER_MODULE),
         annotations_file=Path(r.text(Var.ANNOTATIONS_FILE, ANNOTATIONS_FILE)),
         hccn_conf=Path(r.text(Var.HCCN_CONF, HCCN_CONF)),
         controller_table=Path(r.text(Var.RANK_TABLE_FILE, f"{CONTROLLER_RANKTABLE_MOUNT}/hccl.json")),
-        termination_log=Path(r.text(Var.TERMINATION_LOG, TERMINATION_LOG)),
+        termination_log=Path(r.text(Var.TERMINATION_LOG, "")) if r.environ.get(Var.TERMINATION_LOG) else None,
         pod_index=r.whole(Var.POD_INDEX, 0 if num_pods == 1 else None, 0, max(num_pods - 1, 0)),
         pod_name=r.text(Var.POD_NAME, hostname),
         pod_ip=pod_ip,

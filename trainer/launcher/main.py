@@ -26,7 +26,9 @@ from trainer.launcher.contract import (
     EXIT_BAD_INPUT,
     EXIT_GROUP_CHANGED,
     EXIT_OK,
+    EXIT_RESTARTS_SPENT,
     EXIT_TERMINATED,
+    FAIL_JOB_EXIT_CODES,
     TRAINER_MODULE,
     ContractError,
     PodEnv,
@@ -43,6 +45,7 @@ from trainer.launcher.modes import (
 from trainer.launcher.output import Output
 from trainer.launcher.ranktable import RankTableError
 from trainer.launcher.rendezvous import Fragment, GroupCompleted, Rendezvous, RendezvousError
+from trainer.launcher.restarts import RestartRecord, restart_record
 from trainer.launcher.supervisor import PodSupervisor, StopSignal
 
 T = TypeVar("T")
@@ -131,9 +134,15 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
 
 
 def _start(
-    env: PodEnv, supervisor: PodSupervisor, command: list[str], fragments: list[Fragment], deadline: float
+    env: PodEnv,
+    supervisor: PodSupervisor,
+    command: list[str],
+    fragments: list[Fragment],
+    deadline: float,
+    record: RestartRecord,
 ) -> None:
     rendezvous, out, stop = supervisor.rendezvous, supervisor.out, supervisor.stop
+    attempt = record.trainer_env(env)
     if env.launcher == "ranktable":
         try:
             table_path, table = rendezvous.write_rank_table(fragments)
@@ -141,38 +150,65 @@ def _start(
             rendezvous.mark_failed(f"pod {env.pod_index}: {exc}")
             raise LaunchError(f"cannot build the rank table: {exc}") from None
         out.say(f"rank table for {table.rank_size} device(s) on {table.server_count} server(s): {table_path}")
-        supervisor.start(ranktable_processes(env, command, table_path))
+        supervisor.start(ranktable_processes(env, command, table_path, attempt))
     elif env.launcher == "controller":
         ranks = _marking_failures(rendezvous, env, lambda: controller_ranks(env, deadline, stop, out.say))
         out.say(f"hccl-controller's rank table {env.controller_table}: this pod runs ranks {ranks}")
-        supervisor.start(ranktable_processes(env, command, env.controller_table, ranks))
+        supervisor.start(ranktable_processes(env, command, env.controller_table, attempt, ranks))
     elif env.pod_index == 0:
-        supervisor.start(msrun_processes(env, command, env.pod_ip))
+        supervisor.start(msrun_processes(env, command, env.pod_ip, attempt))
     else:
         sched_ip = _marking_failures(rendezvous, env, lambda: wait_for_scheduler(env, rendezvous, stop, deadline))
         out.say(f"scheduler {env.master_addr} ({sched_ip}:{env.master_port}) answers")
-        supervisor.start(msrun_processes(env, command, sched_ip))
+        supervisor.start(msrun_processes(env, command, sched_ip, attempt))
 
 
-def launch(env: PodEnv, command: list[str], out: Output, stop: StopSignal) -> tuple[int, str]:
-    """(exit code, reason): meet the group, start this pod's processes, supervise them."""
-    rendezvous = Rendezvous(env.job_dir, env.pod_index, run_id=env.run_id)
+def launch(env: PodEnv, rendezvous: Rendezvous, command: list[str], out: Output, stop: StopSignal) -> tuple[int, str]:
+    """One attempt, (exit code, reason): meet the group, start this pod's processes, supervise them."""
     deadline = time.monotonic() + env.rendezvous_timeout
     try:
         fragments = _meet(env, rendezvous, out, stop, deadline)
     except GroupCompleted as exc:
         out.say(str(exc))
         return EXIT_OK, ""
-    out.say(f"attempt {rendezvous.attempt}: all {env.num_pods} pod(s) joined; world size {env.world_size}")
+    assert rendezvous.attempt is not None
+    record = restart_record(rendezvous, rendezvous.attempt)
+    if record.spent(env):  # every pod of this attempt reads the same record and gives up with it
+        return EXIT_RESTARTS_SPENT, record.spent_message(env)
+    restarts = f"; restart {record.count} of {env.max_restarts} after {record.last}" if record.count else ""
+    out.say(f"attempt {rendezvous.attempt}: all {env.num_pods} pod(s) joined; world size {env.world_size}{restarts}")
     supervisor = PodSupervisor(env, out, rendezvous, stop)
-    _start(env, supervisor, command, fragments, deadline)
+    _start(env, supervisor, command, fragments, deadline, record)
     code = supervisor.run()
     return code, supervisor.reason
 
 
+def run_attempts(env: PodEnv, command: list[str], out: Output, stop: StopSignal) -> tuple[int, str]:
+    """Attempts in this pod until the job completes, fails for good, or this pod is stopped.
+
+    A failed attempt (a local rank died, a peer failed, the group hung) restarts in place: this pod's launcher
+    stays, stops its processes at once and meets the group again in the next attempt, within the restart budget.
+    """
+    rendezvous = Rendezvous(env.job_dir, env.pod_index, run_id=env.run_id)
+    while True:
+        try:
+            code, reason = launch(env, rendezvous, command, out, stop)
+        except LaunchError as exc:
+            code, reason = exc.code, f"error: {exc}"
+            out.say(reason)
+        if code in (EXIT_OK, EXIT_TERMINATED, *FAIL_JOB_EXIT_CODES) or rendezvous.attempt is None:
+            return code, reason
+        if stop.count:
+            return EXIT_TERMINATED, "stopped by SIGTERM"
+        record = restart_record(rendezvous, rendezvous.attempt + 1)
+        if record.spent(env):
+            return EXIT_RESTARTS_SPENT, record.spent_message(env)
+        out.say(f"attempt {rendezvous.attempt} ended ({reason}); restarting the group in place")
+
+
 def write_termination_message(env: PodEnv | None, reason: str) -> None:
     """Kubernetes shows this file's text as the container's termination message (kubectl describe, jobctl status)."""
-    path = env.termination_log if env is not None else None
+    path = env.termination_log if env is not None else None  # rendered pods name Kubernetes' file
     if path is None or not reason:
         return
     with contextlib.suppress(OSError):
@@ -198,11 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[launcher] error: {exc}", file=sys.stderr, flush=True)
         write_termination_message(env, f"error: {exc}")
         return exc.code
-    try:
-        code, reason = launch(env, command, out, stop)
-    except LaunchError as exc:
-        out.say(f"error: {exc}")
-        code, reason = exc.code, f"error: {exc}"
+    code, reason = run_attempts(env, command, out, stop)
+    if code == EXIT_RESTARTS_SPENT:
+        out.say(f"error: {reason}")
     write_termination_message(env, reason)
     out.say(f"exit {code}")
     return code

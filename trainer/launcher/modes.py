@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
@@ -35,8 +35,10 @@ class LaunchError(Exception):
         self.code = code
 
 
-def _rank_process(env: PodEnv, command: list[str], rank: int, extra: dict[str, str]) -> LocalProcess:
-    return LocalProcess(f"rank {rank}", command, child_env(extra), env.layout.rank_log(rank))
+def _rank_process(
+    env: PodEnv, command: list[str], rank: int, extra: dict[str, str], attempt: Mapping[str, str]
+) -> LocalProcess:
+    return LocalProcess(f"rank {rank}", command, child_env({**attempt, **extra}), env.layout.rank_log(rank))
 
 
 # --- rank tables (ranktable, controller) --------------------------------------------------------------------
@@ -74,7 +76,11 @@ def ascend_devices(env: PodEnv) -> tuple[str, list[dict[str, str]]]:
 
 
 def ranktable_processes(
-    env: PodEnv, command: list[str], table_path: Path, ranks: Sequence[int] | None = None
+    env: PodEnv,
+    command: list[str],
+    table_path: Path,
+    attempt: Mapping[str, str],
+    ranks: Sequence[int] | None = None,
 ) -> list[LocalProcess]:
     """One process per device: DEVICE_ID is the index inside the container, RANK_ID the table's rank."""
     procs = []
@@ -86,7 +92,7 @@ def ranktable_processes(
             "RANK_SIZE": str(env.world_size),
             "DEVICE_ID": str(i),
         }
-        procs.append(_rank_process(env, command, rank, extra))
+        procs.append(_rank_process(env, command, rank, extra, attempt))
     return procs
 
 
@@ -139,7 +145,7 @@ def controller_ranks(env: PodEnv, deadline: float, stop: StopSignal, say: Callab
 # --- dynamic cluster (msrun) --------------------------------------------------------------------------------
 
 
-def msrun_processes(env: PodEnv, command: list[str], sched_host: str) -> list[LocalProcess]:
+def msrun_processes(env: PodEnv, command: list[str], sched_host: str, attempt: Mapping[str, str]) -> list[LocalProcess]:
     common = {
         "MS_SCHED_HOST": sched_host,
         "MS_SCHED_PORT": str(env.master_port),
@@ -156,7 +162,7 @@ def msrun_processes(env: PodEnv, command: list[str], sched_host: str) -> list[Lo
         extra = {**common, "MS_ROLE": "MS_WORKER", "MS_NODE_ID": str(rank), "RANK_ID": str(rank)}
         if env.family != "cpu":
             extra["DEVICE_ID"] = str(i)
-        procs.append(_rank_process(env, command, rank, extra))
+        procs.append(_rank_process(env, command, rank, extra, attempt))
     return procs
 
 

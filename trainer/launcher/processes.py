@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from trainer.launcher.output import Output, open_log
+from trainer.progress import parse_progress
 
 # Variables a trainer must only get from this launcher (stale values in the pod env would mislead MindSpore).
 DISTRIBUTED_VARS = (
@@ -56,6 +57,7 @@ class LocalProcess:
     pump: threading.Thread | None = None
     log: IO[str] | None = field(default=None, repr=False)
     last_error: str = ""  # the newest line that says why it failed
+    last_step: int | None = None  # the global step of its newest progress line
     last_output: float = field(default_factory=time.monotonic)
 
     @property
@@ -85,6 +87,8 @@ class LocalProcess:
             self.last_output = time.monotonic()
             if _ERROR_LINE.match(line):
                 self.last_error = line
+            elif (progress := parse_progress(line)) is not None:
+                self.last_step = progress["step"]
             try:
                 out.emit(self.prefix, line, self.log)
             except Exception as exc:  # never lose the rest of a rank's output to one bad write
@@ -102,4 +106,5 @@ class LocalProcess:
 
     def describe_exit(self, code: int) -> str:
         """``rank 1 exited with code 2: error: ...`` — the reason a person needs first."""
-        return f"{self.label} exited with code {code}" + (f": {self.last_error}" if self.last_error else "")
+        at = f" at step {self.last_step}" if self.last_step is not None else ""
+        return f"{self.label} exited with code {code}{at}" + (f": {self.last_error}" if self.last_error else "")

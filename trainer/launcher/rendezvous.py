@@ -179,11 +179,15 @@ class Rendezvous:
             return f"pod(s) {_names(failed)} marked attempt {k} failed: {self._reason(failed[0])}"
         return None
 
-    def _reason(self, pod: int) -> str:
+    def _reason(self, pod: int, attempt: int | None = None) -> str:
         try:
-            return (self.attempt_dir() / f"failed-{pod}").read_text().strip() or "no reason given"
+            return (self.attempt_dir(attempt) / f"failed-{pod}").read_text().strip() or "no reason given"
         except OSError:
             return "no reason given"
+
+    def failures(self, attempt: int) -> list[str]:
+        """The failure markers' reasons of one attempt (what ended it), by pod index."""
+        return [self._reason(pod, attempt) for pod in self._markers(attempt, "failed")]
 
     def wait_for_all(
         self, expected_pods: int, deadline: float, should_stop: Callable[[], bool] = lambda: False

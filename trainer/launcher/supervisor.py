@@ -86,8 +86,8 @@ class PodSupervisor:
                 next_group_check = now + GROUP_CHECK_SECONDS
                 reason = self.rendezvous.group_failed()
                 if reason:
-                    self.out.say(f"the group changed: {reason}; stopping local ranks to rejoin")
-                    self.stop_all()
+                    self.out.say(f"the group changed: {reason}; stopping the local processes at once")
+                    self.stop_now()
                     return self._ended(EXIT_GROUP_CHANGED, f"the group changed: {reason}")
             idle = now - max(p.last_output for p in self.ranks)
             if idle > self.env.stall_timeout:
@@ -108,17 +108,17 @@ class PodSupervisor:
             "a collective is probably hung (a peer died or the network is cut); stopping the group"
         )
         self.out.say(message)
-        self.stop_all()
+        self.stop_now()
         self.rendezvous.mark_failed(f"pod {self.env.pod_index}: {message}")
         return self._ended(EXIT_FAILURE, message)
 
     def _process_failed(self, proc: LocalProcess, code: int) -> int:
         if code == EXIT_TERMINATED and not self.stop.count:
             self.out.say(f"{proc.label} stopped (exit 143) without this pod being signalled: a peer stopped the group")
-            self.stop_all()
+            self.stop_now()
             return self._ended(EXIT_GROUP_CHANGED, f"{proc.label} was stopped by a peer")
-        self.out.say(f"{proc.label} exited with code {code}; stopping the other local processes")
-        self.stop_all()
+        self.out.say(f"{proc.label} exited with code {code}; stopping the other local processes at once")
+        self.stop_now()
         reason = proc.describe_exit(code)
         self.rendezvous.mark_failed(f"pod {self.env.pod_index}: {reason}")
         if code == EXIT_BAD_INPUT:
@@ -161,10 +161,12 @@ class PodSupervisor:
         self.out.say(f"local ranks stopped: {codes}")
         return self._ended(EXIT_TERMINATED, "stopped by SIGTERM")
 
-    def stop_all(self) -> None:
-        """Ranks first (SIGTERM, then SIGKILL after the grace period), then the scheduler they may still need."""
-        self._stop(self.ranks)
-        self._stop(self.helpers)
+    def stop_now(self) -> None:
+        """SIGKILL every local process: a group that lost a member has nothing to save, and ranks stuck in a
+        collective with the dead peer would never act on SIGTERM (the grace is for preemption, where they save)."""
+        for proc in self.procs:
+            proc.signal(signal.SIGKILL)
+        self._wait(self.procs, 10.0)
         self._flush()
 
     def _stop(self, procs: Sequence[LocalProcess]) -> None:
