@@ -270,8 +270,8 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, dataset: Path) -> None:
-    """Two local pods of one CPU worker each: kill pod 1's trainer, and the whole group resumes."""
+def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: Path) -> None:
+    """Two local pods of one CPU worker each: kill -9 pod 1's trainer; no pod is replaced, the group resumes."""
     shared = tmp_path / "shared"
     # 5 epochs of 4 steps, a checkpoint every 2: the run outlasts the first checkpoint by 18 steps and 5
     # validations, so the kill below lands on a running rank even when this process is starved of CPU for a while.
@@ -284,6 +284,8 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, 
     while not job_dir.has_checkpoints() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job_dir.has_checkpoints(), pod_logs[0].read_text()[-3000:]
+    saved = job_dir.newest_checkpoint()
+    assert saved is not None
     worker = re.findall(r"started rank 1 \(pid (\d+)\)", pod_logs[1].read_text())[-1]
     try:
         os.kill(int(worker), 9)
@@ -293,13 +295,33 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(tmp_path: Path, 
     assert backend.wait("kill", for_phase=None, timeout=240) == COMPLETE, pod_logs[1].read_text()[-3000:]
     text = pod_logs[0].read_text()
     resumed = [int(step) for step in re.findall(r"\[rank 0\] rank=0 resuming from \S+ at step (\d+)", text)]
-    assert resumed and resumed[0] > 0, text[-3000:]
+    assert resumed and resumed[0] >= saved.step, text[-3000:]  # at most ckpt_interval finished steps lost
     assert "rank=0 epoch=5/5 step=20/20" in text
-    # Pod 1's launcher exits 137 for its killed rank (counted); pod 0 leaves with 75 to rejoin (free).
+    assert "restarting the group in place" in pod_logs[1].read_text()
     pods = local_state(backend, "kill")["pods"]
-    assert 75 in pods[0]["exit_codes"] and 137 in pods[1]["exit_codes"]
-    assert [pod["exit_codes"][-1] for pod in pods] == [0, 0]
+    assert [pod["exit_codes"] for pod in pods] == [[0], [0]]  # no pod was replaced
+    assert [pod["restarts"] for pod in pods] == [0, 0]
     assert evaluate("kill", shared, dataset)["images"] == 40
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_replaces_its_pod(tmp_path: Path, dataset: Path) -> None:
+    """kill -9 of pod 1's launcher: that pod is replaced (counted), pod 0 waits for it in place, the job completes."""
+    shared = tmp_path / "shared"
+    proc = submit_e2e("killpod", dataset, shared, 5, "--devices-per-node", "1")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    job_dir = JobDir.of(shared, "killpod")
+    deadline = time.monotonic() + 180
+    while not job_dir.has_checkpoints() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    backend = LocalBackend(shared)
+    launcher = next(pod["pid"] for pod in local_state(backend, "killpod")["pods"] if pod["index"] == 1)
+    os.kill(int(launcher), 9)
+    assert backend.wait("killpod", for_phase=None, timeout=240) == COMPLETE
+    pods = local_state(backend, "killpod")["pods"]
+    assert pods[0]["exit_codes"] == [0] and pods[1]["exit_codes"] == [137, 0]
+    assert "restart 1 of 3 after attempt 0" in (job_dir.local_dir / "pod-0.log").read_text()
 
 
 def test_a_batch_larger_than_a_ranks_share_is_refused_at_submit(tmp_path: Path) -> None:
