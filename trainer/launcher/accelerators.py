@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Literal
 
 from trainer.launcher.contract import Family
 
@@ -29,8 +30,9 @@ ANNOTATION_NPU = ANNOTATION_PREFIX + "ascend-npu-configuration"
 # Every key any plugin version writes, in the order the launcher looks for them.
 ANNOTATION_KEYS = (ANNOTATION_910, ANNOTATION_NPU)
 
-RANK_TABLE_V1_0 = "1.0"
-RANK_TABLE_V1_2 = "1.2"
+RankTableVersion = Literal["1.0", "1.2"]
+RANK_TABLE_V1_0: RankTableVersion = "1.0"
+RANK_TABLE_V1_2: RankTableVersion = "1.2"
 
 # Label MindCluster's components and Volcano's Ascend plugin read (on the Job, the pod template and rings-config).
 RING_CONTROLLER_LABEL = "ring-controller.atlas"
@@ -63,7 +65,7 @@ class Accelerator:
     node_types: tuple[NodeType, ...]
     # Device-plugin annotation keys, preferred first (Ascend).
     annotation_keys: tuple[str, ...] = ()
-    rank_table_version: str | None = None
+    rank_table_version: RankTableVersion | None = None
     # Node labels every node of this accelerator carries (the accelerator-type label comes from the node type).
     node_labels: tuple[tuple[str, str], ...] = ()
     ring_controller: str | None = None

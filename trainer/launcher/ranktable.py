@@ -21,7 +21,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.launcher.accelerators import ANNOTATION_KEYS, RANK_TABLE_V1_0, RANK_TABLE_V1_2, Accelerator
+from trainer.launcher.accelerators import (
+    ANNOTATION_KEYS,
+    RANK_TABLE_V1_0,
+    RANK_TABLE_V1_2,
+    Accelerator,
+    RankTableVersion,
+)
 
 # What the device plugin writes as device_ip when it could not look the NPU's address up.
 FAILED_LOOKUP_IPS = ("-1", "")
@@ -125,7 +131,7 @@ def _duplicates(values: Sequence[str]) -> list[str]:
 class RankTable(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal["1.0", "1.2"] = RANK_TABLE_V1_0
+    version: RankTableVersion = RANK_TABLE_V1_0
     server_count: str
     status: Literal["completed"] = "completed"
     server_list: list[Server]
