@@ -197,7 +197,7 @@ def test_910b_and_a3_take_any_allowed_count() -> None:
 def test_build_names_a_missing_hccn_address(devices) -> None:
     """hccl_tools skipped the ring check (and built 7 devices) when hccn.conf lacked a line; we refuse."""
     conf = "".join(f"address_{d}=192.168.{d}.1\n" for d in range(8) if d != 5)
-    with pytest.raises(RankTableError, match=r"hccn.conf has no address_5: a Atlas 800 \(Ascend 910\) server has 8"):
+    with pytest.raises(RankTableError, match=r"hccn.conf has no address_5: one Atlas 800 \(Ascend 910\) server has 8"):
         server_from_hccn("10.0.0.1", conf, devices, accelerator("910"))
     truncated = "".join(f"address_{d}=192.168.{d}.1\n" for d in range(7))
     with pytest.raises(RankTableError, match="no address_7"):

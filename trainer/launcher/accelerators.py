@@ -107,14 +107,14 @@ class Accelerator:
         """Why HCCL refuses these devices of one server of ``server_devices`` devices, or None when it accepts them."""
         chosen = sorted(set(devices))
         if any(d >= server_devices for d in chosen):
-            return f"devices {chosen}: a {self.description} server has devices 0-{server_devices - 1} only"
+            return f"devices {chosen}: one {self.description} server has devices 0-{server_devices - 1} only"
         node_type = next((t for t in self.node_types if t.devices == server_devices), None)
         if node_type is None or len(chosen) not in node_type.accepted_counts:
             counts = ", ".join(map(str, node_type.accepted_counts if node_type else self.accepted_counts))
-            return f"devices {chosen}: a {self.description} server takes {counts} devices in one job, not {len(chosen)}"
+            return f"devices {chosen}: one {self.description} server takes {counts} devices in one job, not {len(chosen)}"
         if self.ring_size and len(chosen) < server_devices and tuple(chosen) not in ring_sets(self.ring_size):
             return (
-                f"devices {chosen} do not form an HCCL ring on a {self.description} server: use devices within 0-3 "
+                f"devices {chosen} do not form an HCCL ring on one {self.description} server: use devices within 0-3 "
                 "or within 4-7, a 4-device set of the same two positions in each ring (e.g. 0,1,4,5), or all of 0-7"
             )
         return None

@@ -280,13 +280,13 @@ def check_complete_server(device_ips: Mapping[int, str], accel: Accelerator, sou
     extra = [d for d in device_ips if d >= size]
     if extra:
         raise RankTableError(
-            f"{source} lists address_{extra[0]}, but a {accel.description} server has devices 0-{sizes[-1] - 1}; "
+            f"{source} lists address_{extra[0]}, but one {accel.description} server has devices 0-{sizes[-1] - 1}; "
             "pass the right --accelerator"
         )
     if missing:
         names = ", ".join(f"address_{d}" for d in missing)
         raise RankTableError(
-            f"{source} has no {names}: a {accel.description} server has {size} devices (0-{size - 1}) and every one "
+            f"{source} has no {names}: one {accel.description} server has {size} devices (0-{size - 1}) and every one "
             "needs its NPU IP; add the line (hccn_tool -i N -ip -g shows it) or fix the file"
         )
     return size
