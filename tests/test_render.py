@@ -176,7 +176,7 @@ def test_ascend_launchers(launcher: str | None, expected: str) -> None:
         assert rings is None
         assert "/user/serverid/devindex/config" not in mounts_of(job)
         return
-    label = ("ring-controller.atlas", "ascend-910")
+    label = ("ring-controller.atlas", "ascend-910b")  # the default generation, 910B
     for labels in (
         rings["metadata"]["labels"],
         job["metadata"]["labels"],
@@ -374,7 +374,11 @@ def test_eval_job() -> None:
     assert resources["requests"]["cpu"] == "12"  # one device's share, not the 8-device pod's
     pod = pod_of(job)
     assert "subdomain" not in pod and "affinity" not in pod
-    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend910"}
+    assert pod["nodeSelector"] == {
+        "accelerator": "huawei-Ascend910",
+        "host-arch": "huawei-arm",
+        "accelerator-type": "module-910b-8",
+    }
     assert {"/shared", "/data", "/dev/shm", "/usr/local/Ascend/driver"} <= mounts_of(job).keys()
     assert "/etc/jobctl" not in mounts_of(job)
     assert job["spec"]["suspend"] is True
