@@ -316,6 +316,7 @@ def _pod_spec(
 def _affinity(spec: JobSpec) -> dict[str, Any]:
     """One pod per node (rank tables key servers by node; two pods on a node would share its devices), and with a
     topology (not left to Kueue) all pods in one domain of that node label."""
+
     def selector() -> dict[str, Any]:  # a fresh dict per term: shared ones would become YAML anchors
         return {"matchLabels": selector_labels(spec)}
 

@@ -13,8 +13,8 @@ such validators in; without one a custom kind is skipped (the CLI ships no CRDs;
 
 from __future__ import annotations
 
-import re
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
@@ -98,9 +98,9 @@ def strict_structural(schema: dict[str, Any]) -> dict[str, Any]:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
-                if not node.get("x-kubernetes-preserve-unknown-fields"):
-                    node["additionalProperties"] = False
+            listed = node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
+            if listed and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node["additionalProperties"] = False
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
