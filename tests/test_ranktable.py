@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trainer.launcher.accelerators import accelerator, ring_sets
 from trainer.launcher.ranktable import (
     RankTable,
     RankTableError,
@@ -21,10 +22,8 @@ from trainer.launcher.ranktable import (
     parse_hccn_conf,
     read_device_annotation,
     server_from_annotation,
-    server_from_fragment,
     server_from_hccn,
 )
-from trainer.launcher.accelerators import accelerator, ring_sets
 
 ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 device_sets = st.sets(st.integers(0, 7), min_size=1, max_size=8).map(sorted)

@@ -101,7 +101,7 @@ OPERATOR_V1_2 = {
 def test_operator_tables_of_both_versions_are_accepted_with_ipv6() -> None:
     table = RankTable.from_json(json.dumps(OPERATOR_V1_2))
     assert table.version == "1.2" and table.server_list[0].device[1].device_ip == "fd00::2"
-    assert getattr(table.server_list[0], "host_ip") == "10.0.0.11"
+    assert table.server_list[0].host_ip == "10.0.0.11"
     v1_0 = {k: v for k, v in OPERATOR_V1_2.items() if k != "super_pod_list"} | {"version": "1.0"}
     v1_0["server_list"] = [
         {**s, "device": [{k: v for k, v in d.items() if k != "super_device_id"} for d in s["device"]]}

@@ -111,7 +111,8 @@ class Accelerator:
         node_type = next((t for t in self.node_types if t.devices == server_devices), None)
         if node_type is None or len(chosen) not in node_type.accepted_counts:
             counts = ", ".join(map(str, node_type.accepted_counts if node_type else self.accepted_counts))
-            return f"devices {chosen}: one {self.description} server takes {counts} devices in one job, not {len(chosen)}"
+            takes = f"one {self.description} server takes {counts} devices in one job"
+            return f"devices {chosen}: {takes}, not {len(chosen)}"
         if self.ring_size and len(chosen) < server_devices and tuple(chosen) not in ring_sets(self.ring_size):
             return (
                 f"devices {chosen} do not form an HCCL ring on one {self.description} server: use devices within 0-3 "
