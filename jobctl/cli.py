@@ -28,6 +28,7 @@ from jobctl.output import Format
 
 if TYPE_CHECKING:  # imported when a command runs: `jobctl --help` stays fast
     from jobctl.spec import JobSpec
+    from trainer.launcher.accelerators import Accelerator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -190,7 +191,17 @@ EnvOpt = Annotated[list[str] | None, typer.Option("--env", help="extra env K=V f
 DataOpt = Annotated[
     str | None, typer.Option("--data", help="dataset root (train/, val/): k8s PVC name or node path; local dir")
 ]
-QueueOpt = Annotated[str | None, typer.Option("--queue", help="Kueue LocalQueue name")]
+QueueOpt = Annotated[str | None, typer.Option("--queue", help="Kueue LocalQueue or Volcano queue name")]
+AcceleratorOpt = Annotated[
+    str | None, typer.Option("--accelerator", help="device generation: Ascend 910, 910b (default) or a3")
+]
+SchedulerOpt = Annotated[
+    str | None, typer.Option("--scheduler", help="default, volcano (PodGroup gang) or kueue (needs --queue)")
+]
+TopologyOpt = Annotated[
+    str | None, typer.Option("--topology", help="node label KEY whose one domain holds all pods (rack, super pod)")
+]
+TopologyModeOpt = Annotated[str | None, typer.Option("--topology-mode", help="required (default) or preferred")]
 PriorityOpt = Annotated[str | None, typer.Option("--priority-class", help="PriorityClass name")]
 RestartsOpt = Annotated[int | None, typer.Option("--max-restarts", help="group restarts allowed (backoffLimit)")]
 LauncherOpt = Annotated[str | None, typer.Option("--launcher", help="Ascend: ranktable (default), msrun, controller")]
@@ -198,7 +209,7 @@ LauncherOpt = Annotated[str | None, typer.Option("--launcher", help="Ascend: ran
 
 SPEC_FIELD_OPTIONS = (
     "name", "platform", "devices", "devices_per_node", "image", "queue", "priority_class", "max_restarts", "launcher",
-    "namespace",
+    "namespace", "accelerator", "scheduler",
 )  # fmt: skip
 
 
@@ -221,10 +232,15 @@ class JobOptions:
     max_restarts: RestartsOpt = None
     launcher: LauncherOpt = None
     namespace: NamespaceOpt = None
+    accelerator: AcceleratorOpt = None
+    scheduler: SchedulerOpt = None
+    topology: TopologyOpt = None
+    topology_mode: TopologyModeOpt = None
 
     def spec_fields(self) -> dict[str, str | int]:
-        """The given options that are spec fields of the same name (build_spec maps the others)."""
+        """The given options that are spec fields of the same name, and the topology's (build_spec maps the rest)."""
         given = {name: getattr(self, name) for name in SPEC_FIELD_OPTIONS}
+        given |= {"topology.key": self.topology, "topology.mode": self.topology_mode}
         return {name: value for name, value in given.items() if value is not None}
 
 
@@ -266,7 +282,9 @@ def render(
     from jobctl.render import DEFAULT_KUBE_VERSION
 
     spec = build_spec(job, BackendName.k8s)
-    print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
+    objects = render_checked(spec, kube_version or DEFAULT_KUBE_VERSION)
+    warn_partial_start(spec)
+    print_objects(objects, out)
 
 
 @app.command()
@@ -287,6 +305,8 @@ def submit(
     from jobctl.render import DEFAULT_KUBE_VERSION
 
     spec = build_spec(job, backend)
+    if backend is BackendName.k8s:
+        warn_partial_start(spec)
     if dry_run:
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
         return
@@ -309,6 +329,15 @@ def submit(
             if info.explanation:
                 output.note(f"why: {info.explanation}")
             raise typer.Exit(1)
+
+
+def warn_partial_start(spec: JobSpec) -> None:
+    """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices."""
+    from jobctl.render import gang_warning
+
+    warning = gang_warning(spec)
+    if warning:
+        output.note(warning)
 
 
 def target_version(runner: Backend) -> str:
@@ -452,36 +481,64 @@ def write_text(text: str, destination: Path | None) -> None:
         raise bad_input(f"-o {destination}: cannot write it: {exc.strerror}") from None
 
 
+RankTableAcceleratorOpt = Annotated[
+    str, typer.Option("--accelerator", help="Ascend generation: 910, 910b or a3 (rank-table version and device rules)")
+]
+
+
 @ranktable_app.command("build")
 @fail_cleanly
 def ranktable_build(
     hccn_conf: Annotated[Path, typer.Option("--hccn-conf", help="the server's /etc/hccn.conf")],
     server_id: Annotated[str, typer.Option("--server-id", help="the server's host IP")],
     devices: Annotated[str | None, typer.Option("--devices", help="0-7, 0,1,2,3 or [0,8)")] = None,
+    accelerator: RankTableAcceleratorOpt = "910b",
     destination: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
 ) -> None:
-    """A one-server HCCL rank table (v1.0) from hccn.conf, like the model zoo's hccl_tools.py."""
-    from trainer.launcher.ranktable import build_server, build_table, parse_device_range, parse_hccn_conf
+    """A one-server HCCL rank table from hccn.conf, like the model zoo's hccl_tools.py, with HCCL's own checks:
+    every device of the server in hccn.conf, and a device set the generation accepts."""
+    from trainer.launcher.ranktable import build_table, parse_device_range, server_from_hccn
 
+    accel = rank_table_accelerator(accelerator)
+    if accel.rank_table_version != "1.0":
+        raise bad_input(
+            f"--accelerator {accelerator}: hccn.conf has no super-device ids, so it cannot make a version "
+            f"{accel.rank_table_version} table; build A3 tables in the pods (launcher ranktable) or from the "
+            "device plugin's annotations"
+        )
     try:
         text = hccn_conf.read_text()
     except OSError as exc:
         raise bad_input(f"--hccn-conf {hccn_conf}: cannot read it: {exc.strerror}") from None
-    ips = parse_hccn_conf(text, source=str(hccn_conf))
     chosen = parse_device_range(devices) if devices is not None else None
-    write_text(build_table([build_server(server_id, ips, chosen)]).to_json(), destination)
+    server = server_from_hccn(server_id, text, chosen, accel, source=str(hccn_conf))
+    write_text(build_table([server], accel.rank_table_version).to_json(), destination)
+
+
+def rank_table_accelerator(name: str) -> Accelerator:
+    from trainer.launcher.accelerators import accelerator, rank_table_accelerators
+
+    if name not in rank_table_accelerators():
+        raise bad_input(
+            f"--accelerator: {name!r} is not an Ascend generation; accepted: {', '.join(rank_table_accelerators())}"
+        )
+    return accelerator(name)
 
 
 @ranktable_app.command("merge")
 @fail_cleanly
 def ranktable_merge(
     tables: Annotated[list[Path], typer.Argument(help="rank tables, in server order")],
+    accelerator: RankTableAcceleratorOpt = "910b",
     destination: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
 ) -> None:
-    """One rank table from several (servers in argument order, ranks renumbered), like merge_hccl.py."""
+    """One rank table from several (servers in argument order, ranks renumbered), like merge_hccl.py; refuses
+    tables HCCL would refuse (duplicate device IPs, a version the generation does not use)."""
     from trainer.launcher.ranktable import RankTable, merge_tables
 
-    write_text(merge_tables([RankTable.load(path) for path in tables]).to_json(), destination)
+    accel = rank_table_accelerator(accelerator)
+    merged = merge_tables([RankTable.load(path) for path in tables], accel.rank_table_version)
+    write_text(merged.to_json(), destination)
 
 
 def main() -> None:

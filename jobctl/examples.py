@@ -19,6 +19,23 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "ascend-8.yaml": {"name": "resnext-ascend-8", "platform": "ascend", "devices": 8},
     "ascend-2x8.yaml": {"name": "resnext-ascend-2x8", "platform": "ascend", "devices": 16},
     "gpu-8.yaml": {"name": "resnext-gpu-8", "platform": "gpu", "devices": 8},
+    "ascend-a3-2x16-volcano.yaml": {
+        "name": "resnext-a3-2x16",
+        "platform": "ascend",
+        "accelerator": "a3",
+        "devices": 32,
+        "scheduler": "volcano",
+        "queue": "default",
+    },
+    "ascend-910b-2x8-kueue.yaml": {
+        "name": "resnext-910b-2x8",
+        "platform": "ascend",
+        "accelerator": "910b",
+        "devices": 16,
+        "scheduler": "kueue",
+        "queue": "ascend-910b",
+        "topology": "topology.kubernetes.io/rack",
+    },
 }
 
 

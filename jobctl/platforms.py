@@ -1,8 +1,9 @@
-"""Per-platform facts the renderer needs, kept as data (sources: the Ascend/GPU-on-Kubernetes reference notes).
+"""Per-platform pod-rendering facts, kept as data (sources: the Ascend/GPU-on-Kubernetes reference notes).
 
-Everything that differs between Ascend, GPU and CPU pods lives here: device resource names, the most devices one
-node can hold, default per-device CPU/memory/shared memory, environment presets, tolerations and read-only host
-paths. The renderer combines these with the JobSpec and never branches on a platform name for anything listed here.
+Two tables, no branching on names: ``trainer.launcher.accelerators`` holds what differs per accelerator (resource
+name, devices per node and the device counts a node takes, node labels, annotation keys, rank-table version, base
+image), importable by the launcher; this module holds what differs per platform family for the pod: default
+per-device CPU/memory/shared memory, environment presets, tolerations, read-only host paths and launch modes.
 
 All platforms run as uid/gid 1000 by default (JobSpec.run_as_user): Ascend images run as HwHiAiUser (uid 1000),
 whose group owns the davinci devices on hosts set up the usual way; GPU and CPU have no such constraint.
@@ -13,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from trainer.launcher import accelerators
+from trainer.launcher.accelerators import Accelerator
+
 # The pod contract's facts (paths, reserved env names) that specs are checked against; their home is the contract.
 from trainer.launcher.contract import (
     DATA_MOUNT,
@@ -20,8 +24,10 @@ from trainer.launcher.contract import (
     RESERVED_ENV_NAMES,
     RESERVED_ENV_PREFIXES,
     SHARED_MOUNT,
+    TRAINER_PLATFORM,
     Family,
     Launcher,
+    TrainerPlatform,
 )
 
 __all__ = ["DATA_MOUNT", "RESERVED_ENV_NAMES", "RESERVED_ENV_PREFIXES", "SHARED_MOUNT"]
@@ -42,10 +48,6 @@ DEFAULT_SHARED_CLAIM = "jobctl-shared"
 MASTER_PORT_NAME = "scheduler"
 CONTAINER_NAME = "trainer"
 
-# Label the legacy Ascend hccl-controller watches (on the Job, the pod template and rings-config-<job>).
-RING_CONTROLLER_LABEL = "ring-controller.atlas"
-RING_CONTROLLER_VALUE = "ascend-910"
-
 # Trainers save a checkpoint after SIGTERM (~0.7 GB for ResNeXt101-64x4d), which can take minutes on network
 # storage. (The root filesystem stays writable: MindSpore writes kernel caches and logs under $HOME and the cwd.)
 TERMINATION_GRACE_SECONDS = 300
@@ -63,14 +65,8 @@ class HostPath:
 @dataclass(frozen=True)
 class PlatformInfo:
     name: PlatformName
-    trainer_platform: Literal["CPU", "GPU", "Ascend"]
-    # Extended resource of one device, None when the platform has no device plugin.
-    device_resource: str | None
     # Ascend's plugin wants requests = limits; NVIDIA's takes limits (requests default to them).
     device_in_requests: bool
-    max_devices_per_node: int
-    # None: all devices in one pod.
-    default_devices_per_node: int | None
     # Defaults per device (one trainer process each), scaled by devices per pod.
     cpu_per_device: int
     memory_gi_per_device: int
@@ -83,15 +79,23 @@ class PlatformInfo:
     launchers: tuple[Launcher, ...] = ("msrun",)
     default_launcher: Launcher = "msrun"
 
+    @property
+    def trainer_platform(self) -> TrainerPlatform:
+        return TRAINER_PLATFORM[self.name]
+
+    @property
+    def accelerators(self) -> tuple[str, ...]:
+        """The accelerators of this family a spec may name (the first table's entries)."""
+        return accelerators.names_of(self.name)
+
+    @property
+    def default_accelerator(self) -> str:
+        return accelerators.DEFAULT_FOR_FAMILY[self.name]
+
 
 ASCEND = PlatformInfo(
     name="ascend",
-    trainer_platform="Ascend",
-    device_resource="huawei.com/Ascend910",
     device_in_requests=True,
-    # module-910b-16 nodes expose 16 devices; nothing larger exists.
-    max_devices_per_node=16,
-    default_devices_per_node=8,
     cpu_per_device=12,
     memory_gi_per_device=32,
     shm_gi_per_device=4,
@@ -118,12 +122,7 @@ ASCEND = PlatformInfo(
 
 GPU = PlatformInfo(
     name="gpu",
-    trainer_platform="GPU",
-    device_resource="nvidia.com/gpu",
     device_in_requests=False,
-    # HGX-2/DGX-2 class nodes hold 16 GPUs; common servers 8.
-    max_devices_per_node=16,
-    default_devices_per_node=8,
     cpu_per_device=8,
     memory_gi_per_device=32,
     shm_gi_per_device=4,
@@ -136,12 +135,7 @@ GPU = PlatformInfo(
 
 CPU = PlatformInfo(
     name="cpu",
-    trainer_platform="CPU",
-    device_resource=None,
     device_in_requests=False,
-    # A "device" on CPU is one trainer process; more than 64 per pod only adds contention.
-    max_devices_per_node=64,
-    default_devices_per_node=None,
     cpu_per_device=2,
     memory_gi_per_device=8,
     shm_gi_per_device=1,
@@ -156,3 +150,8 @@ PLATFORM_INFO: dict[str, PlatformInfo] = {p.name: p for p in (ASCEND, GPU, CPU)}
 
 def platform_info(name: str) -> PlatformInfo:
     return PLATFORM_INFO[name]
+
+
+def accelerator_of(platform: str, name: str | None) -> Accelerator:
+    """The accelerator entry a spec resolves to (its own, or its family's default)."""
+    return accelerators.accelerator(name or platform_info(platform).default_accelerator)

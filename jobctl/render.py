@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ import yaml
 
 from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
-from jobctl.spec import JobSpec, SpecError, parse_quantity, train_config
+from jobctl.spec import QUANTITY, JobSpec, SpecError, parse_quantity, train_config
 from trainer.launcher import contract
+from trainer.launcher.accelerators import RING_CONTROLLER_LABEL
 
 SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
 DEFAULT_KUBE_VERSION = SUPPORTED_KUBE_VERSIONS[0]
@@ -43,6 +45,15 @@ POD_REPLACEMENT_POLICY_SINCE = (1, 34)
 APP_NAME = "resnext-jobs"
 LABEL_PREFIX = "jobctl.io"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Kueue Topology-Aware Scheduling, per pod template (kueue.sigs.k8s.io "Run Workloads with Topology-Aware Scheduling").
+KUEUE_TOPOLOGY_ANNOTATION = {
+    "required": "kueue.x-k8s.io/podset-required-topology",
+    "preferred": "kueue.x-k8s.io/podset-preferred-topology",
+}
+# Volcano: the pods' scheduler and the annotation naming their PodGroup (volcano-sh/volcano docs).
+VOLCANO_SCHEDULER = "volcano"
+VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
+PODGROUP_API_VERSION = "scheduling.volcano.sh/v1beta1"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 EVAL_SUFFIX = "-eval"
 
@@ -118,9 +129,22 @@ def labels(spec: JobSpec, component: str = "trainer") -> dict[str, str]:
 
 
 def _controller_labels(spec: JobSpec) -> dict[str, str]:
-    if spec.launcher == "controller":
-        return {platforms.RING_CONTROLLER_LABEL: platforms.RING_CONTROLLER_VALUE}
+    """ring-controller.atlas, per generation: the hccl-controller (controller launcher) and Volcano's Ascend
+    plugin (scheduler volcano) look for it on the Job, the pod template, rings-config and the PodGroup."""
+    value = spec.accel.ring_controller
+    if value and (spec.launcher == "controller" or spec.scheduler == "volcano"):
+        return {RING_CONTROLLER_LABEL: value}
     return {}
+
+
+def gang_warning(spec: JobSpec) -> str | None:
+    """The one-line warning for a multi-pod job that nothing starts all at once."""
+    if spec.scheduler != "default" or spec.pods < 2:
+        return None
+    return (
+        f"warning: {spec.name} has {spec.pods} pods and scheduler default: nothing prevents a partial start (pods "
+        "holding devices while waiting for the rest); pass --scheduler volcano or --scheduler kueue --queue NAME"
+    )
 
 
 def _metadata(spec: JobSpec, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
@@ -180,14 +204,14 @@ def _eval_size(spec: JobSpec, info: PlatformInfo) -> PodSize:
     )
 
 
-def _resources(info: PlatformInfo, size: PodSize) -> dict[str, Any]:
-    devices = size.devices
+def _resources(spec: JobSpec, info: PlatformInfo, size: PodSize) -> dict[str, Any]:
+    devices, resource = size.devices, spec.accel.resource
     requests: dict[str, Any] = {"cpu": size.cpu, "memory": size.memory}
     limits: dict[str, Any] = {"memory": size.memory}
-    if info.device_resource:
-        limits[info.device_resource] = devices
+    if resource:
+        limits[resource] = devices
         if info.device_in_requests:
-            requests[info.device_resource] = devices
+            requests[resource] = devices
     return {"requests": requests, "limits": limits}
 
 
@@ -255,8 +279,12 @@ def _scheduling(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
     tolerations = [dict(t) for t in info.tolerations]
     tolerations += [t.to_k8s() for t in spec.tolerations if t.to_k8s() not in tolerations]
     out: dict[str, Any] = {}
-    if spec.node_selector:
-        out["nodeSelector"] = dict(spec.node_selector)
+    if spec.scheduler == "volcano":
+        out["schedulerName"] = VOLCANO_SCHEDULER
+    # The generation's node labels (MindCluster's accelerator, accelerator-type, host-arch); the spec's win.
+    selector = {**spec.accel.node_selector(spec.per_pod), **spec.node_selector}
+    if selector:
+        out["nodeSelector"] = selector
     if tolerations:
         out["tolerations"] = tolerations
     if spec.priority_class:
@@ -282,10 +310,37 @@ def _pod_spec(
     if training:
         pod["subdomain"] = spec.name
         if spec.pods > 1:
-            # One pod per node: rank tables key servers by node, and two pods on a node would share its devices.
-            term = {"labelSelector": {"matchLabels": selector_labels(spec)}, "topologyKey": HOSTNAME_TOPOLOGY}
-            pod["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+            pod["affinity"] = _affinity(spec)
     return pod
+
+
+def _affinity(spec: JobSpec) -> dict[str, Any]:
+    """One pod per node (rank tables key servers by node; two pods on a node would share its devices), and with a
+    topology (not left to Kueue) all pods in one domain of that node label."""
+
+    def selector() -> dict[str, Any]:  # a fresh dict per term: shared ones would become YAML anchors
+        return {"matchLabels": selector_labels(spec)}
+
+    term = {"labelSelector": selector(), "topologyKey": HOSTNAME_TOPOLOGY}
+    affinity: dict[str, Any] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if spec.topology is not None and spec.scheduler != "kueue":
+        together = {"labelSelector": selector(), "topologyKey": spec.topology.key}
+        if spec.topology.mode == "required":
+            affinity["podAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [together]}
+        else:
+            affinity["podAffinity"] = {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": together}]
+            }
+    return affinity
+
+
+def _pod_annotations(spec: JobSpec) -> dict[str, str]:
+    annotations = {}
+    if spec.scheduler == "volcano":
+        annotations[VOLCANO_GROUP_ANNOTATION] = spec.name
+    if spec.scheduler == "kueue" and spec.topology is not None:
+        annotations[KUEUE_TOPOLOGY_ANNOTATION[spec.topology.mode]] = spec.topology.key
+    return annotations
 
 
 def _failure_policy(*, group: bool) -> dict[str, Any]:
@@ -301,17 +356,25 @@ def _failure_policy(*, group: bool) -> dict[str, Any]:
 
 
 def _job(
-    spec: JobSpec, name: str, job_labels: dict[str, str], pod_labels: dict[str, str], pod: dict[str, Any]
+    spec: JobSpec,
+    name: str,
+    job_labels: dict[str, str],
+    pod_labels: dict[str, str],
+    pod: dict[str, Any],
+    pod_annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     metadata = _metadata(spec, name, job_labels)
     body: dict[str, Any] = {}
-    if spec.queue:
+    if spec.scheduler == "kueue" and spec.queue:
         metadata["labels"] = {**job_labels, KUEUE_QUEUE_LABEL: spec.queue}
         # Kueue admits (unsuspends) the Job when its queue has quota.
         body["suspend"] = True
     if spec.ttl_seconds_after_finished is not None:
         body["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    body["template"] = {"metadata": {"labels": pod_labels}, "spec": pod}
+    template_metadata: dict[str, Any] = {"labels": pod_labels}
+    if pod_annotations:
+        template_metadata["annotations"] = pod_annotations
+    body["template"] = {"metadata": template_metadata, "spec": pod}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": body}
 
 
@@ -332,7 +395,7 @@ def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
         "command": ["python", "-m", contract.LAUNCHER_MODULE],
         "env": pod_env(spec).to_container_env() + _user_env(spec, info),
         "ports": [{"name": platforms.MASTER_PORT_NAME, "containerPort": contract.MASTER_PORT, "protocol": "TCP"}],
-        "resources": _resources(info, _training_size(spec)),
+        "resources": _resources(spec, info, _training_size(spec)),
         # The launcher writes why it failed to the termination-message file; the log's tail if it could not.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _mounts(spec, info, training=True),
@@ -341,7 +404,7 @@ def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
 
 
 def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict[str, Any]]:
-    """The objects of a training job, in creation order: ConfigMap(s), Service, Job."""
+    """The objects of a training job, in creation order: ConfigMap(s), Service, PodGroup (volcano), Job."""
     version = parse_kube_version(kube_version)
     info = platform_info(spec.platform)
     common = labels(spec)
@@ -384,7 +447,9 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
     )
     container = _trainer_container(spec, info)
     pod = _pod_spec(spec, info, container, str(spec.shm_size), training=True)
-    job = _job(spec, spec.name, {**common, **ring}, {**common, **ring}, pod)
+    if spec.scheduler == "volcano":
+        objects.append(pod_group(spec, {**common, **ring}, container["resources"]["requests"]))
+    job = _job(spec, spec.name, {**common, **ring}, {**common, **ring}, pod, _pod_annotations(spec))
     job["spec"] = {
         "completionMode": "Indexed",
         "completions": spec.pods,
@@ -397,6 +462,37 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
     }
     objects.append(job)
     return objects
+
+
+def pod_group(spec: JobSpec, group_labels: dict[str, str], requests: dict[str, Any]) -> dict[str, Any]:
+    """Volcano's gang: start no pod until all of them fit (minMember = pods, minResources = their requests)."""
+    resource = spec.accel.resource
+    totals = {key: _times(value, spec.pods) for key, value in requests.items()}
+    if resource and resource not in totals:  # NVIDIA: requests default to the limits
+        totals[resource] = str(spec.per_pod * spec.pods)
+    body: dict[str, Any] = {"minMember": spec.pods, "minResources": totals}
+    if spec.queue:
+        body["queue"] = spec.queue
+    if spec.priority_class:
+        body["priorityClassName"] = spec.priority_class
+    return {
+        "apiVersion": PODGROUP_API_VERSION,
+        "kind": "PodGroup",
+        "metadata": _metadata(spec, spec.name, group_labels),
+        "spec": body,
+    }
+
+
+def _times(quantity: object, factor: int) -> str:
+    """A Kubernetes quantity multiplied, keeping its suffix ("96" x 2 = "192", "384Gi" x 2 = "768Gi", "500m")."""
+    text = str(quantity)
+    match = QUANTITY.fullmatch(text)
+    if not match:
+        raise SpecError(f"{text!r} is not a Kubernetes quantity")
+    suffix = match.group(3) or ""
+    number = Decimal(text[: len(text) - len(suffix)] if suffix else text) * factor
+    shown = str(int(number)) if number == number.to_integral_value() else str(number.normalize())
+    return f"{shown}{suffix}"
 
 
 # Evaluation -----------------------------------------------------------------------------------------------------
@@ -438,7 +534,7 @@ def render_eval(
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["python", "-m", contract.EVALUATE_MODULE, *evaluate],
         "env": _user_env(spec, info),
-        "resources": _resources(info, size),
+        "resources": _resources(spec, info, size),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _mounts(spec, info, training=False),
         "securityContext": _container_security(),

@@ -30,9 +30,10 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from jobctl import platforms, strict_yaml
-from jobctl.platforms import Launcher, PlatformName, platform_info
+from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.strict_yaml import short_repr
 from trainer import config as trainer_config
+from trainer.launcher.accelerators import Accelerator
 
 MAX_DNS_LABEL = 63
 MAX_DEVICES = 65536
@@ -211,6 +212,23 @@ class Toleration(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+Scheduler = Literal["default", "volcano", "kueue"]
+SCHEDULERS: tuple[Scheduler, ...] = ("default", "volcano", "kueue")
+
+
+class Topology(_Strict):
+    """Keep all pods of a job in one domain of a node label (a rack, a super pod): required or preferred."""
+
+    key: str
+    mode: Literal["required", "preferred"] = "required"
+
+    @field_validator("key")
+    @classmethod
+    def _label_key(cls, value: str) -> str:
+        _check_qualified_name(value)
+        return value
+
+
 class JobSpec(_Strict):
     """A training job. Optional fields left unset are resolved (platform defaults) when the spec is validated."""
 
@@ -219,6 +237,12 @@ class JobSpec(_Strict):
     platform: PlatformName
     devices: int = Field(1, ge=1, le=MAX_DEVICES)
     devices_per_node: int | None = Field(None, ge=1)
+    # The device generation (Ascend: 910, 910b, a3); default: the platform's (trainer.launcher.accelerators).
+    accelerator: str | None = None
+    # default: the cluster's scheduler; volcano: a PodGroup gang; kueue: a suspended Job in a LocalQueue.
+    # Unset: kueue when queue is given (what queue alone did before), else default.
+    scheduler: Scheduler | None = None
+    topology: Topology | None = None
     image: str | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     data: DataVolume = Field(default_factory=DataVolume)
@@ -240,6 +264,17 @@ class JobSpec(_Strict):
     # The container's uid (Ascend images run as HwHiAiUser, uid 1000); null keeps the image's user.
     run_as_user: int | None = Field(1000, ge=0)
     train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("accelerator", mode="before")
+    @classmethod
+    def _accelerator_text(cls, value: object) -> object:
+        # YAML reads `accelerator: 910` as an integer.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("topology", mode="before")
+    @classmethod
+    def _topology_key(cls, value: object) -> object:
+        return {"key": value} if isinstance(value, str) else value
 
     @field_validator("name")
     @classmethod
@@ -334,7 +369,15 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _resolve(self) -> JobSpec:
         info = platform_info(self.platform)
+        if self.accelerator is None:
+            self.accelerator = info.default_accelerator
+        elif self.accelerator not in info.accelerators:
+            raise ValueError(
+                f"accelerator: {self.accelerator!r} is not a {self.platform} accelerator; accepted: "
+                f"{', '.join(info.accelerators)}"
+            )
         self._resolve_devices()
+        self._resolve_scheduling()
         if self.launcher is None:
             self.launcher = info.default_launcher
         elif self.launcher not in info.launchers:
@@ -358,25 +401,41 @@ class JobSpec(_Strict):
         return self
 
     def _resolve_devices(self) -> None:
-        info = platform_info(self.platform)
+        accel = self.accel
         if self.devices_per_node is None:
-            default = info.default_devices_per_node
-            self.devices_per_node = self.devices if default is None else min(self.devices, default)
+            self.devices_per_node = min(self.devices, accel.default_devices_per_node)
         dpn = self.devices_per_node
-        if dpn > info.max_devices_per_node:
+        if dpn > accel.max_devices_per_node:
             raise ValueError(
-                f"devices_per_node: {dpn} is more than a {self.platform} node holds "
-                f"(at most {info.max_devices_per_node}); use --devices-per-node {info.max_devices_per_node} or fewer"
+                f"devices_per_node: {dpn} is more than one {accel.description} node holds "
+                f"(at most {accel.max_devices_per_node}); use --devices-per-node {accel.max_devices_per_node} or fewer"
             )
         if self.devices % dpn:
             raise ValueError(
                 f"devices: {self.devices} is not divisible by devices_per_node {dpn}; use a multiple of {dpn} "
                 "(every pod runs the same number of trainer processes)"
             )
-        if self.platform == "ascend" and dpn not in (1, 2, 4, 8, 16):
+        if accel.node_type_for(dpn) is None:
+            counts = ", ".join(map(str, accel.accepted_counts))
             raise ValueError(
-                f"devices_per_node: {dpn} is not a device group HCCL accepts on one Ascend node; use 1, 2, 4, 8 or 16"
+                f"devices_per_node: {dpn} (devices {self.devices}) is not a device count one {accel.description} "
+                f"node takes; accepted per node: {counts}; use --devices a multiple of "
+                f"{accel.default_devices_per_node} or set --devices-per-node to one of them"
             )
+
+    def _resolve_scheduling(self) -> None:
+        if self.scheduler is None:
+            self.scheduler = "kueue" if self.queue else "default"
+        if self.scheduler == "kueue" and not self.queue:
+            raise ValueError("scheduler: kueue needs queue, the Kueue LocalQueue of the namespace; pass --queue NAME")
+        if self.scheduler == "default" and self.queue:
+            raise ValueError(
+                f"queue: {self.queue!r} does nothing with scheduler default; use --scheduler kueue (a LocalQueue) "
+                "or --scheduler volcano (a Volcano queue), or drop --queue"
+            )
+        if self.topology is None and self.accel.default_topology and self.devices > self.per_pod:
+            # A3: keep a multi-node job inside one super pod where the nodes say which one they are in.
+            self.topology = Topology(key=self.accel.default_topology, mode="preferred")
 
     def _check_name_length(self) -> None:
         suffixes = (f"-{self.pods - 1}", "-eval")
@@ -389,6 +448,10 @@ class JobSpec(_Strict):
             )
 
     # Resolved values (valid after validation) -------------------------------------------------------------
+
+    @property
+    def accel(self) -> Accelerator:
+        return accelerator_of(self.platform, self.accelerator)
 
     @property
     def per_pod(self) -> int:

@@ -3,7 +3,8 @@
 
 It stands in for exactly the endpoints jobctl uses:
 - ``GET /version``;
-- namespaced ``configmaps``, ``services``, ``pods``, ``events`` (core/v1) and ``jobs`` (batch/v1): create (with
+- namespaced ``configmaps``, ``services``, ``pods``, ``events`` (core/v1), ``jobs`` (batch/v1), ``podgroups``
+  (scheduling.volcano.sh/v1beta1) and ``workloads`` (kueue.x-k8s.io/v1beta1): create (with
   ``dryRun=All``: validated against nothing, not stored), read, list (``labelSelector`` and ``fieldSelector`` as
   ``key=value`` equalities), JSON merge patch, delete (the ``propagationPolicy`` is recorded; objects whose
   ownerReferences name the deleted uid go with it, as the garbage collector would do);
@@ -31,7 +32,12 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 KINDS = {"configmaps": "ConfigMap", "services": "Service", "pods": "Pod", "events": "Event", "jobs": "Job"}
-_PATH = re.compile(r"^/(?:api/v1|apis/batch/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(?:/(log))?$")
+# Custom resources jobctl uses with --scheduler volcano|kueue (served as plainly as the built-in kinds).
+KINDS |= {"podgroups": "PodGroup", "workloads": "Workload"}
+_PATH = re.compile(
+    r"^/(?:api/v1|apis/batch/v1|apis/scheduling\.volcano\.sh/v1beta1|apis/kueue\.x-k8s\.io/v1beta1)"
+    r"/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(?:/(log))?$"
+)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

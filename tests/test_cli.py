@@ -172,14 +172,24 @@ def test_backend_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     assert jobctl("list").exit_code == 2
 
 
-HCCN = "\n".join(f"address_{d}=192.168.{d % 4}.{10 + d}" for d in range(8)) + "\nnetdetect_0=192.168.0.1\n"
+def hccn_conf(server: int = 0) -> str:
+    """One 8-device server's /etc/hccn.conf; each server has its own NPU addresses."""
+    return (
+        "\n".join(f"address_{d}=192.168.{d % 4}.{10 * server + 10 + d}" for d in range(8))
+        + "\nnetdetect_0=192.168.0.1\n"
+    )
+
+
+HCCN = hccn_conf()
 
 
 def test_ranktable_build_and_merge(tmp_path: Path) -> None:
     hccn = tmp_path / "hccn.conf"
     hccn.write_text(HCCN)
-    for server in ("10.0.0.1", "10.0.0.2"):
-        args = ["--hccn-conf", str(hccn), "--server-id", server, "-o", str(tmp_path / f"{server}.json")]
+    for index, server in enumerate(("10.0.0.1", "10.0.0.2")):
+        own = tmp_path / f"hccn-{index}.conf"
+        own.write_text(hccn_conf(index))
+        args = ["--hccn-conf", str(own), "--server-id", server, "-o", str(tmp_path / f"{server}.json")]
         result = jobctl("ranktable", "build", *args)
         assert result.exit_code == 0, result.output
     one = json.loads((tmp_path / "10.0.0.1.json").read_text())
@@ -203,7 +213,21 @@ def test_ranktable_bad_input(tmp_path: Path) -> None:
     assert_bad_input(
         jobctl("ranktable", "build", "--hccn-conf", str(tmp_path / "nope"), "--server-id", "1.2.3.4"), "nope"
     )
-    spans = jobctl("ranktable", "build", "--hccn-conf", str(hccn), "--server-id", "1.2.3.4", "--devices", "2-5")
-    assert_bad_input(spans, "rings")
+    build = ["ranktable", "build", "--hccn-conf", str(hccn), "--server-id", "1.2.3.4"]
+    assert_bad_input(jobctl(*build, "--devices", "2-5", "--accelerator", "910"), "do not form an HCCL ring")
+    jobctl(*build, "--devices", "0,1,4,5", "--accelerator", "910", "-o", str(tmp_path / "cross.json"))
+    assert json.loads((tmp_path / "cross.json").read_text())["server_count"] == "1"  # HCCL's cross-ring 4-set
+    assert_bad_input(jobctl(*build, "--accelerator", "h100"), "accepted: 910, 910b, a3")
+    assert_bad_input(jobctl(*build, "--accelerator", "a3"), "cannot make a version 1.2 table")
+    seven = tmp_path / "seven.conf"
+    seven.write_text("\n".join(HCCN.splitlines()[:7]))
+    for devices in ([], ["--devices", "0-3"]):
+        assert_bad_input(
+            jobctl("ranktable", "build", "--hccn-conf", str(seven), "--server-id", "1.2.3.4", *devices), "no address_7"
+        )
+    jobctl(*build, "-o", str(tmp_path / "a.json"))
+    jobctl("ranktable", "build", "--hccn-conf", str(hccn), "--server-id", "1.2.3.5", "-o", str(tmp_path / "b.json"))
+    same_ips = jobctl("ranktable", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert_bad_input(same_ips, "HCCL refuses duplicate device IPs")
     (tmp_path / "broken.json").write_text("{not json")
     assert_bad_input(jobctl("ranktable", "merge", str(tmp_path / "broken.json")), "broken.json")

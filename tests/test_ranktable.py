@@ -1,4 +1,4 @@
-"""HCCL rank table v1.0: properties of build/merge/round-trip on random servers, and clear rejections."""
+"""HCCL rank tables v1.0 and v1.2: properties of build/merge/round-trip on random servers, and clear rejections."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trainer.launcher.accelerators import accelerator, ring_sets
 from trainer.launcher.ranktable import (
     RankTable,
     RankTableError,
     Server,
     build_server,
     build_table,
-    check_910_groups,
+    check_device_set,
     merge_tables,
     parse_annotations,
     parse_device_range,
     parse_hccn_conf,
     read_device_annotation,
     server_from_annotation,
+    server_from_hccn,
 )
 
 ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
@@ -31,10 +33,12 @@ device_sets = st.sets(st.integers(0, 7), min_size=1, max_size=8).map(sorted)
 def server_specs(draw: st.DrawFn) -> list[tuple[str, dict[int, str], list[int]]]:
     """1..64 servers with unique ids, each with 1..8 devices (only the chosen devices have IPs)."""
     ids = draw(st.lists(ipv4, min_size=1, max_size=64, unique=True))
+    # Device IPs are unique across the table (HCCL refuses duplicates).
+    addresses = iter(draw(st.lists(ipv4, min_size=8 * len(ids), max_size=8 * len(ids), unique=True)))
     specs = []
     for server_id in ids:
         devices = draw(device_sets)
-        ips = {d: draw(ipv4) for d in devices}
+        ips = {d: next(addresses) for d in devices}
         specs.append((server_id, ips, list(reversed(devices))))  # unsorted input: build_server sorts
     return specs
 
@@ -104,10 +108,14 @@ def _table_dict() -> dict:
         (lambda t: t.update(server_count="3"), "server_count is 3 but server_list has 2"),
         (lambda t: t["server_list"][1]["device"][0].update(rank_id="1"), "rank ids must be 0..3"),
         (lambda t: t["server_list"][1]["device"].reverse(), "rank ids must be 0..3"),
-        (lambda t: t["server_list"][0]["device"][0].update(device_ip="192.168.1"), "not a valid IPv4 address"),
+        (lambda t: t["server_list"][0]["device"][0].update(device_ip="192.168.1"), "not a valid IPv4 or IPv6"),
+        (lambda t: t["server_list"][0]["device"][0].update(device_ip="-1"), "sign of a failed address lookup"),
+        (lambda t: t["server_list"][0]["device"][0].update(device_ip=""), "sign of a failed address lookup"),
+        (lambda t: t["server_list"][1]["device"][0].update(device_ip="192.168.1.1"), "HCCL refuses duplicate"),
         (lambda t: t["server_list"][1].update(server_id="10.0.0.1"), "appears more than once"),
         (lambda t: t["server_list"][0]["device"][1].update(device_id="0"), "device_id 0 more than once"),
-        (lambda t: t.update(version="1.2"), "version"),
+        (lambda t: t.update(version="1.2"), "needs super_device_id on every device"),
+        (lambda t: t.update(version="2.0"), "version"),
         (lambda t: t.update(status="initializing"), "status"),
         (lambda t: t.update(server_list=[], server_count="0"), "server_list is empty"),
         (lambda t: t["server_list"][0]["device"][0].update(device_id="x"), "non-negative integer"),
@@ -164,15 +172,42 @@ def test_parse_device_range_rejects(spec, message) -> None:
         parse_device_range(spec)
 
 
-def test_910_ring_rule() -> None:
+def test_910_ring_rule_follows_hccl() -> None:
+    conf = "".join(f"address_{d}=192.168.{d}.1\n" for d in range(8))
+    accel = accelerator("910")
+    for ok in ([0, 1, 2, 3], [4, 5, 6, 7], [5], [6, 7], list(range(8)), [0, 1, 4, 5], [2, 3, 6, 7], [0, 2, 4, 6]):
+        assert len(server_from_hccn("10.0.0.1", conf, ok, accel).device) == len(ok)
+    with pytest.raises(RankTableError, match=r"devices \[2, 3, 4, 5\] do not form an HCCL ring"):
+        server_from_hccn("10.0.0.1", conf, parse_device_range("2-5"), accel)
+    for bad, message in (([3, 4], "do not form"), ([0, 1, 2], "takes 1, 2, 4, 8 devices"), ([8], "0-7 only")):
+        with pytest.raises(RankTableError, match=message):
+            check_device_set(bad, accel, 8)
+    assert (0, 1, 4, 5) in ring_sets(4) and (0, 1, 5, 6) not in ring_sets(4)
+
+
+def test_910b_and_a3_take_any_allowed_count() -> None:
+    check_device_set([1, 3, 5], accelerator("910b"), 8)  # 910B: one HCCS mesh, any 1-8
+    check_device_set(list(range(16)), accelerator("a3"), 16)
+    with pytest.raises(RankTableError, match="takes 1, 2, 4, 8, 16 devices in one job, not 12"):
+        check_device_set(list(range(12)), accelerator("a3"), 16)
+
+
+@pytest.mark.parametrize("devices", [None, [0, 1, 2, 3]])
+def test_build_names_a_missing_hccn_address(devices) -> None:
+    """hccl_tools skipped the ring check (and built 7 devices) when hccn.conf lacked a line; we refuse."""
+    conf = "".join(f"address_{d}=192.168.{d}.1\n" for d in range(8) if d != 5)
+    with pytest.raises(RankTableError, match=r"hccn.conf has no address_5: one Atlas 800 \(Ascend 910\) server has 8"):
+        server_from_hccn("10.0.0.1", conf, devices, accelerator("910"))
+    truncated = "".join(f"address_{d}=192.168.{d}.1\n" for d in range(7))
+    with pytest.raises(RankTableError, match="no address_7"):
+        server_from_hccn("10.0.0.1", truncated, None, accelerator("910b"))
+
+
+def test_merge_rejects_two_servers_with_the_same_device_ips() -> None:
     ips = {d: f"192.168.{d}.1" for d in range(8)}
-    for ok in ([0, 1, 2, 3], [4, 5, 6, 7], [5], list(range(8))):
-        assert len(build_server("10.0.0.1", ips, ok).device) == len(ok)
-    with pytest.raises(RankTableError, match=r"devices \[2, 3, 4, 5\] span both 910 rings; use devices within 0-3"):
-        build_server("10.0.0.1", ips, parse_device_range("2-5"))
-    assert len(build_server("10.0.0.1", ips, [2, 3, 4, 5], check_groups_910=False).device) == 4
-    with pytest.raises(RankTableError, match="0-7 only"):
-        check_910_groups([8])
+    first, second = (build_table([build_server(f"10.0.0.{i}", ips)]) for i in (1, 2))
+    with pytest.raises(RankTableError, match=r"device_ip 192\.168\.0\.1 is used by server 10\.0\.0\.1 device 0"):
+        merge_tables([first, second])
 
 
 def test_build_server_names_missing_devices() -> None:

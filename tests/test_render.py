@@ -176,7 +176,7 @@ def test_ascend_launchers(launcher: str | None, expected: str) -> None:
         assert rings is None
         assert "/user/serverid/devindex/config" not in mounts_of(job)
         return
-    label = ("ring-controller.atlas", "ascend-910")
+    label = ("ring-controller.atlas", "ascend-910b")  # the default generation, 910B
     for labels in (
         rings["metadata"]["labels"],
         job["metadata"]["labels"],
@@ -374,7 +374,11 @@ def test_eval_job() -> None:
     assert resources["requests"]["cpu"] == "12"  # one device's share, not the 8-device pod's
     pod = pod_of(job)
     assert "subdomain" not in pod and "affinity" not in pod
-    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend910"}
+    assert pod["nodeSelector"] == {
+        "accelerator": "huawei-Ascend910",
+        "host-arch": "huawei-arm",
+        "accelerator-type": "module-910b-8",
+    }
     assert {"/shared", "/data", "/dev/shm", "/usr/local/Ascend/driver"} <= mounts_of(job).keys()
     assert "/etc/jobctl" not in mounts_of(job)
     assert job["spec"]["suspend"] is True
@@ -401,8 +405,18 @@ def test_eval_bad_paths(checkpoint: str, data_dir: str | None, field: str) -> No
 
 def test_examples_are_up_to_date() -> None:
     expected = render_examples()
-    assert set(expected) == {"ascend-8.yaml", "ascend-2x8.yaml", "gpu-8.yaml"}
+    assert set(expected) == {
+        "ascend-8.yaml",
+        "ascend-2x8.yaml",
+        "gpu-8.yaml",
+        "ascend-a3-2x16-volcano.yaml",
+        "ascend-910b-2x8-kueue.yaml",
+    }
     on_disk = {p.name: p.read_text() for p in EXAMPLES_DIR.glob("*.yaml")}
     assert on_disk == expected, "k8s/examples/ is stale: run `make render`"
     ascend = list(yaml.safe_load_all(expected["ascend-2x8.yaml"]))
     assert by_kind(ascend)["Job/resnext-ascend-2x8"]["spec"]["completions"] == 2
+    a3 = by_kind(list(yaml.safe_load_all(expected["ascend-a3-2x16-volcano.yaml"])))
+    assert a3["PodGroup/resnext-a3-2x16"]["spec"]["minMember"] == 2
+    kueue = by_kind(list(yaml.safe_load_all(expected["ascend-910b-2x8-kueue.yaml"])))["Job/resnext-910b-2x8"]
+    assert kueue["spec"]["suspend"] is True

@@ -222,7 +222,7 @@ def test_unknown_fields_are_listed_together_with_a_few_known_ones() -> None:
         spec_of(**{f"bogus{i}": i for i in range(40)})
     text = str(err.value)
     assert text.startswith("invalid job spec: bogus0, bogus1, bogus2, bogus3, bogus4, bogus5, …: unknown fields;")
-    assert "known fields: name, namespace, platform, devices, devices_per_node, image, … (all 25 in" in text
+    assert "known fields: name, namespace, platform, devices, devices_per_node, accelerator, … (all 28 in" in text
     assert "README.md" in text and "bogus39" not in text and len(text) < 300
 
 
@@ -277,8 +277,11 @@ def test_name_length_counts_the_longest_suffix() -> None:
         ({"devices": 24, "devices_per_node": 16}, "not divisible"),
         ({"devices": 32, "devices_per_node": 32}, "at most 16"),
         ({"platform": "ascend", "devices": 32, "devices_per_node": 32}, "at most 16"),
-        ({"platform": "ascend", "devices": 6, "devices_per_node": 3}, "1, 2, 4, 8 or 16"),
-        ({"platform": "cpu", "devices": 65}, "at most 64"),
+        ({"platform": "ascend", "accelerator": "910", "devices": 6, "devices_per_node": 3}, "per node: 1, 2, 4, 8;"),
+        ({"platform": "ascend", "accelerator": "a3", "devices": 12}, "per node: 1, 2, 4, 8, 16;"),
+        ({"platform": "ascend", "accelerator": 910, "devices": 16, "devices_per_node": 16}, "(Ascend 910) node holds"),
+        ({"platform": "ascend", "devices": 18, "devices_per_node": 9}, "per node: 1, 2, 3, 4, 5, 6, 7, 8, 10, 12"),
+        ({"platform": "cpu", "devices": 65, "devices_per_node": 65}, "at most 64"),
         ({"devices": 0}, "devices"),
         ({"launcher": "ranktable"}, "launcher: 'ranktable' is not available on gpu"),
     ],

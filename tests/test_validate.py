@@ -10,9 +10,12 @@ import yaml
 
 from jobctl.render import SUPPORTED_KUBE_VERSIONS, render, render_eval
 from jobctl.spec import JobSpec, validate_spec
-from jobctl.validate import ManifestError, validate_object, validate_objects
+from jobctl.validate import ManifestError, crd_validator, validate_object, validate_objects
 
 K8S_DIR = Path(__file__).resolve().parents[1] / "k8s"
+# Volcano's PodGroup CRD (source in the file's header): the examples' PodGroups validate against it strictly.
+PODGROUP_CRD = yaml.safe_load((Path(__file__).parent / "crd_volcano_podgroups.yaml").read_text())
+CUSTOM = {("scheduling.volcano.sh/v1beta1", "PodGroup"): crd_validator(PODGROUP_CRD, "v1beta1")}
 
 SPECS: dict[str, dict[str, Any]] = {
     "ascend-1": {"platform": "ascend", "devices": 1},
@@ -68,9 +71,10 @@ def manifests() -> list[tuple[str, dict[str, Any]]]:
 def test_k8s_manifests_validate_strictly(version: str) -> None:
     found = manifests()
     assert {name for name, _ in found} >= {"namespace.yaml", "pvc-shared.yaml", "rbac.yaml", "examples/gpu-8.yaml"}
+    assert any(doc["kind"] == "PodGroup" for _, doc in found), "an example renders a Volcano gang"
     for name, doc in found:
         try:
-            validate_object(doc, version)
+            validate_object(doc, version, CUSTOM)
         except ManifestError as exc:
             pytest.fail(f"k8s/{name}: {exc}")
 
@@ -98,6 +102,8 @@ def test_role_grants_what_the_backend_uses() -> None:
         ("", "services"): {"create", "get", "delete", "patch"},
         ("", "configmaps"): {"create", "get", "delete", "patch"},
         ("", "events"): {"list"},
+        ("scheduling.volcano.sh", "podgroups"): {"create", "get", "delete", "patch"},
+        ("kueue.x-k8s.io", "workloads"): {"list"},
     }
     shared = next(
         doc

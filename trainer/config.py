@@ -17,7 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Platform = Literal["CPU", "GPU", "Ascend"]
+from trainer.launcher.contract import TRAINER_PLATFORM, TrainerPlatform
+
+# The trainer's --platform values: the pod contract's, one per platform family.
+Platform = TrainerPlatform
 Scheduler = Literal["cosine_annealing", "exponential", "step"]
 AmpLevel = Literal["auto", "O0", "O1", "O2", "O3"]
 
@@ -37,7 +40,7 @@ class ConfigError(ValueError):
 
 def _platform(value: object) -> object:
     if isinstance(value, str):
-        canonical = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}.get(value.strip().lower())
+        canonical = TRAINER_PLATFORM.get(value.strip().lower())  # type: ignore[call-overload]
         if canonical:
             return canonical
     return value

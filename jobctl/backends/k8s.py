@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
+from jobctl.backends import k8s_gang
 from jobctl.backends.base import (
     COMPLETE,
     FAILED,
@@ -224,6 +225,8 @@ class K8sBackend(Backend):
 
     def create(self, obj: dict[str, Any], dry_run: bool = False) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind in k8s_gang.CUSTOM:
+            return k8s_gang.create(self, obj, dry_run)
         creators: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
@@ -237,6 +240,8 @@ class K8sBackend(Backend):
 
     def set_owner(self, obj: dict[str, Any], owner: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind in k8s_gang.CUSTOM:
+            return k8s_gang.set_owner(self, obj, owner)
         patch = {"metadata": {"ownerReferences": [owner]}}
         patcher = {"ConfigMap": self.core.patch_namespaced_config_map, "Service": self.core.patch_namespaced_service}
         self.call(
@@ -249,6 +254,10 @@ class K8sBackend(Backend):
         )
 
     def remove(self, obj: dict[str, Any]) -> None:
+        if obj["kind"] in k8s_gang.CUSTOM:
+            with contextlib.suppress(BackendError):
+                k8s_gang.remove(self, obj)
+            return
         deleters: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.delete_namespaced_config_map,
             "Service": self.core.delete_namespaced_service,
@@ -375,6 +384,9 @@ class K8sBackend(Backend):
             return text
         if info.phase != PENDING:
             return None
+        gang = k8s_gang.explain_waiting(self, job)
+        if gang:
+            return gang
         if _condition(job, "Suspended") is not None:
             return "the Job is suspended (queued by Kueue or suspended by hand)"
         for pod in pods:

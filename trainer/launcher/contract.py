@@ -49,7 +49,8 @@ EVALUATE_MODULE = "trainer.evaluate"
 # --- platform families and launch modes ---------------------------------------------------------------------
 Family = Literal["cpu", "gpu", "ascend"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
-TRAINER_PLATFORM: dict[Family, str] = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}  # trainer --platform
+TrainerPlatform = Literal["CPU", "GPU", "Ascend"]  # trainer --platform
+TRAINER_PLATFORM: dict[Family, TrainerPlatform] = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
 # msrun: MindSpore's dynamic cluster (one scheduler process on pod 0, workers everywhere), started directly the way
 # msrun would; ranktable: the pods build the HCCL rank table; controller: Ascend's hccl-controller writes it.
 Launcher = Literal["msrun", "ranktable", "controller"]

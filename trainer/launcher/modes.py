@@ -19,6 +19,7 @@ from trainer.launcher.ranktable import (
     RankTable,
     RankTableError,
     build_server,
+    fragment_devices,
     parse_device_range,
     parse_hccn_conf,
     read_device_annotation,
@@ -61,11 +62,11 @@ def ascend_devices(env: PodEnv) -> tuple[str, list[dict[str, str]]]:
             visible = (
                 parse_device_range(env.visible_devices) if env.visible_devices else list(range(env.devices_per_pod))
             )
-            # No 910 ring check: the device plugin chose these devices, and 910B servers have no such rule.
-            server = build_server(env.node_ip, ips, visible, check_groups_910=False)
+            # No device-set rule: the device plugin chose these devices.
+            server = build_server(env.node_ip, ips, visible)
     except RankTableError as exc:
         raise LaunchError(str(exc), EXIT_BAD_INPUT) from None
-    devices = [{"device_id": d.device_id, "device_ip": d.device_ip} for d in server.device]
+    devices = fragment_devices(server)  # with an A3 server's super pod and super-device ids
     if len(devices) != env.devices_per_pod:
         raise LaunchError(
             f"this pod has {len(devices)} Ascend device(s) ({', '.join(d['device_id'] for d in devices)}) but "
@@ -99,11 +100,17 @@ def ranktable_processes(
 def _read_controller_table(path: Path) -> tuple[RankTable | None, str]:
     try:
         text = path.read_text()
-        if json.loads(text).get("status") == "completed":
-            return RankTable.from_json(text, source=f"rank table {path}"), ""
-        return None, "its status is not completed yet"
+        completed = json.loads(text).get("status") == "completed"
     except (OSError, ValueError, AttributeError) as exc:  # absent, half-synced or not an object yet
         return None, str(exc)
+    if not completed:
+        return None, "its status is not completed yet"
+    try:
+        return RankTable.from_json(text, source=f"rank table {path}"), ""
+    except RankTableError as exc:  # a completed table HCCL would refuse: waiting cannot help
+        raise LaunchError(
+            f"{exc}; the table was written by the Ascend operator / hccl-controller", EXIT_BAD_INPUT
+        ) from None
 
 
 def controller_ranks(env: PodEnv, deadline: float, stop: StopSignal, say: Callable[[str], None]) -> list[int]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from trainer.files import utc_timestamp, write_atomic
 from trainer.launcher.contract import Var
-from trainer.launcher.ranktable import RankTable, build_server, build_table
+from trainer.launcher.ranktable import RankTable, build_table, server_from_fragment
 
 _ATTEMPT = re.compile(r"^attempt-(\d+)$")
 _FRAGMENT = re.compile(r"^pod-(\d+)\.json$")
@@ -241,11 +241,7 @@ class Rendezvous:
     def write_rank_table(self, fragments: list[Fragment]) -> tuple[Path, RankTable]:
         """The same table on every pod (servers by pod index, then device order), in this attempt's directory."""
         servers = [
-            build_server(
-                f.server_id or f.node_ip,
-                {int(d["device_id"]): d.get("device_ip", "") for d in f.devices},
-                check_groups_910=False,
-            )
+            server_from_fragment(f.server_id or f.node_ip, f.devices)
             for f in sorted(fragments, key=lambda f: f.pod_index)
         ]
         table = build_table(servers)
