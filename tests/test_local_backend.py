@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,43 @@ def test_the_final_state_is_recorded_even_when_the_volume_refuses_writes_for_a_w
     controller.write_final_state()
     state = json.loads((job_dir.local_dir / "state.json").read_text())
     assert (state["phase"], state["reason"]) == (FAILED, "BackoffLimitExceeded")
+
+
+@pytest.fixture
+def small_shared(tmp_path: Path) -> Iterator[Path]:
+    """The shared volume as a real 4 MiB tmpfs (needs mount permission; skipped otherwise)."""
+    volume = tmp_path / "shared"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_shared_volume_fails_the_job_with_the_reason(small_shared: Path, dataset: Path) -> None:
+    """Saves fill the volume: the trainer says so in one line, the launchers restart once, then the job fails with
+    the reason in `jobctl status`; nothing dies with a traceback and the earlier checkpoint stays loadable."""
+    cmd = [*JOBCTL, "submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--name", "full"]
+    cmd += ["--data", str(dataset), "--shared", str(small_shared), "--max-restarts", "1", "--wait"]
+    for key_value in ("arch=resnext_tiny", "image_size=32", "per_batch_size=8", "max_epoch=1000", "T_max=1000"):
+        cmd += ["--set", key_value]
+    cmd += ["--set", "ckpt_interval=2", "--set", "keep_checkpoint_max=100", "--set", "num_parallel_workers=1"]
+    done = subprocess.run(cmd, env=e2e_env(), capture_output=True, text=True, timeout=420)
+    assert done.returncode != 0, done.stdout[-2000:]
+    status = subprocess.run(
+        [*JOBCTL, "status", "full", "--backend", "local", "--shared", str(small_shared), "-o", "json"],
+        env=e2e_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    info = json.loads(status.stdout)
+    assert info["phase"] == FAILED, status.stdout
+    assert "no space left on" in json.dumps(info), status.stdout  # the trainer's line reached status
+    assert "Traceback" not in done.stdout + done.stderr
+    job_dir = JobDir.of(small_shared, "full")
+    assert job_dir.newest_checkpoint() is not None
+    assert not [p.name for p in job_dir.ckpt_dir.iterdir() if p.name.startswith(".tmp-")]
