@@ -6,7 +6,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,14 @@ def add_pod(
     suffix: str = "a",
     exit_code: int | None = None,
     reason: str | None = None,
+    message: str | None = None,
     conditions: list[dict[str, Any]] | None = None,
 ) -> str:
     name = f"{job}-{index}-{suffix}"
     state: dict[str, Any] = {"running": {}}
     if exit_code is not None:
-        state = {"terminated": {"exitCode": exit_code, "reason": reason or "Error"}}
-    elif phase == "Pending":
+        state = {"terminated": {"exitCode": exit_code, "reason": reason or "Error", "message": message}}
+    elif phase == "Pending" or reason is not None:
         state = {"waiting": {"reason": reason or "ContainerCreating"}}
     container = {
         "name": "trainer",
@@ -69,17 +70,46 @@ def add_pod(
         "state": state,
     }
     labels = {"batch.kubernetes.io/job-name": job, "batch.kubernetes.io/job-completion-index": str(index)}
+    owner = double.get("jobs", NS, job)  # as the Job controller does: pods are the Job's dependents
+    owners = [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": owner["metadata"]["uid"]}] if owner else []
     double.put(
         "pods",
         NS,
         {
-            "metadata": {"name": name, "labels": labels},
+            "metadata": {"name": name, "labels": labels, "ownerReferences": owners},
             "spec": {"containers": [{"name": "trainer", "image": "i"}], "nodeName": f"node-{index}"},
             "status": {"phase": phase, "containerStatuses": [container], "conditions": conditions or []},
         },
     )
-    time.sleep(0.01)  # distinct creation timestamps: replacements sort after the pods they replace
     return name
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> None:
+    """Wait for an event (never a fixed sleep), with a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class FakeClock:
+    """Shared by the backend and the stand-in's controllers: sleeping advances it at once."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 1.0)
+
+
+def fake_time(double: KubeDouble, k8s: K8sBackend) -> FakeClock:
+    clock = FakeClock()
+    double.clock = k8s.clock = clock
+    k8s.sleep = clock.sleep
+    return clock
 
 
 def test_clamp_version_to_supported_range() -> None:
@@ -110,7 +140,11 @@ def test_submit_creates_objects_and_owner_references(double: KubeDouble) -> None
     creates = double.calls("POST")
     dry = [c for c in creates if c["query"].get("dryRun") == "All"]
     real = [c for c in creates if "dryRun" not in c["query"]]
-    assert len(dry) == 3 and creates.index(dry[-1]) < creates.index(real[0]), "dry run of every object first"
+    assert len(dry) == 4 and creates.index(dry[-1]) < creates.index(real[0]), "dry run of every object first"
+    assert dry[-1]["path"].endswith("/pods"), "and of a Pod from the Job's template, for pod admission"
+    assert [c["path"].rsplit("/", 1)[-1] for c in real] == ["configmaps", "jobs", "configmaps", "services"]
+    assert real[0]["body"]["metadata"]["name"] == "rx-spec", "the spec record first: a crash leaves the name used"
+    assert double.calls("PATCH") == [], "owners set at creation, never patched in later"
     job = double.get("jobs", NS, "rx")
     assert job is not None and job["spec"]["completions"] == 2 and job["spec"]["completionMode"] == "Indexed"
     for plural, name in (("services", "rx"), ("configmaps", "rx-config")):
@@ -243,22 +277,36 @@ def test_logs_merge_ranks_and_filter_one(double: KubeDouble) -> None:
     assert one.stdout.splitlines() == ["[rank 9] hello from 9"]
 
 
+def follows(double: KubeDouble, pod: str) -> int:
+    return len([c for c in double.calls("GET", f"/pods/{pod}/log") if c["query"].get("follow") == "true"])
+
+
+def start_follower(double: KubeDouble, out: io.StringIO) -> threading.Thread:
+    follower = threading.Thread(target=backend(double).logs, args=("rx", out), kwargs={"follow": True, "rank": None})
+    follower.start()
+    return follower
+
+
+def end_pod(double: KubeDouble, pod: str, phase: str) -> None:
+    double.close_log(NS, pod)
+    double.put("pods", NS, {**(double.get("pods", NS, pod) or {}), "status": {"phase": phase}})
+
+
 def test_logs_follow_reattaches_to_replacement_pods(double: KubeDouble) -> None:
     assert submit().exit_code == 0
     double.set_job_status(NS, "rx", {"active": 2})
     first = add_pod(double, "rx", 0, "Running", suffix="one")
     double.append_log(NS, first, "[rank 0] before the restart\n")
     out = io.StringIO()
-    follower = threading.Thread(target=backend(double).logs, args=("rx", out), kwargs={"follow": True, "rank": None})
-    follower.start()
-    time.sleep(0.3)
+    follower = start_follower(double, out)
+    wait_until(lambda: follows(double, first) == 1, "the follower to attach to the first pod")
     double.append_log(NS, first, "[rank 0] rank=0 exiting 137\n")
-    double.close_log(NS, first)
+    end_pod(double, first, "Failed")
     second = add_pod(double, "rx", 0, "Running", suffix="two")
     double.append_log(NS, second, "[rank 0] resumed\n")
-    time.sleep(0.3)
+    wait_until(lambda: follows(double, second) == 1, "the follower to attach to the replacement pod")
     double.append_log(NS, second, "[rank 0] done\n")
-    double.close_log(NS, second)
+    end_pod(double, second, "Succeeded")
     double.set_job_status(NS, "rx", {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]})
     follower.join(timeout=10)
     assert not follower.is_alive()
@@ -270,9 +318,35 @@ def test_logs_follow_reattaches_to_replacement_pods(double: KubeDouble) -> None:
     ]
 
 
-def finish_later(double: KubeDouble, name: str, condition: str, delay: float = 0.3) -> threading.Thread:
+def test_logs_follow_reattaches_when_the_stream_is_cut_without_duplicates(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    double.set_job_status(NS, "rx", {"active": 1})
+    pod = add_pod(double, "rx", 0, "Running")
+    double.append_log(NS, pod, "[rank 0] one\n")
+    out = io.StringIO()
+    follower = start_follower(double, out)
+    wait_until(lambda: follows(double, pod) == 1, "the first attach")
+    double.cut_streams(NS, pod)  # the kubelet's idle timeout: a clean end while the pod runs on
+    wait_until(lambda: follows(double, pod) == 2, "a re-attach after a clean cut")
+    double.append_log(NS, pod, "[rank 0] two\n")
+    double.cut_streams(NS, pod, abrupt=True)  # an API server restart: the connection just goes
+    wait_until(lambda: follows(double, pod) == 3, "a re-attach after a reset")
+    double.append_log(NS, pod, "[rank 0] three\n")
+    end_pod(double, pod, "Succeeded")
+    double.set_job_status(NS, "rx", {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    follower.join(timeout=10)
+    assert not follower.is_alive()
+    assert out.getvalue().splitlines() == ["[rank 0] one", "[rank 0] two", "[rank 0] three"]
+    reattach = [c for c in double.calls("GET", f"/pods/{pod}/log") if c["query"].get("follow") == "true"][1]
+    assert reattach["query"]["timestamps"] == "true" and int(reattach["query"]["sinceSeconds"]) >= 1
+
+
+def finish_after_polls(double: KubeDouble, name: str, condition: str, polls: int = 2) -> threading.Thread:
+    """Finish the Job once the backend has read it ``polls`` more times (so it saw it unfinished first)."""
+    seen = len(double.calls("GET", f"/jobs/{name}"))
+
     def finish() -> None:
-        time.sleep(delay)
+        wait_until(lambda: len(double.calls("GET", f"/jobs/{name}")) >= seen + polls, "the backend to poll")
         double.set_job_status(NS, name, {"conditions": [{"type": condition, "status": "True"}]})
 
     thread = threading.Thread(target=finish)
@@ -285,8 +359,9 @@ def test_wait_returns_the_phase_reached(double: KubeDouble) -> None:
     k8s = backend(double)
     with pytest.raises(WaitTimeout):
         k8s.wait("rx", for_phase=COMPLETE, timeout=0.2)
-    finish_later(double, "rx", "Complete").join(0)
+    finisher = finish_after_polls(double, "rx", "Complete")
     assert k8s.wait("rx", for_phase=COMPLETE, timeout=5) == COMPLETE
+    finisher.join()
     double.set_job_status(NS, "rx", {"conditions": [{"type": "Failed", "status": "True"}]})
     assert k8s.wait("rx", for_phase=COMPLETE, timeout=5) == FAILED
     cli = jobctl("wait", "rx", "-n", NS, "--for", "complete", "--timeout", "5")
@@ -336,15 +411,12 @@ def test_eval_runs_an_eval_job_also_after_cleanup(double: KubeDouble) -> None:
     result = k8s.evaluate(spec, "latest", None)
     player.join()
     assert result["top1"] == 0.71 and result["images"] == 50000
-    job = double.get("jobs", NS, "rx-eval")
-    assert job is not None
+    assert double.get("jobs", NS, "rx-eval") is None, "jobctl deletes the eval Job once it has read the result"
+    job = [c for c in double.calls("POST", "/jobs") if "dryRun" not in c["query"]][-1]["body"]
+    assert "ttlSecondsAfterFinished" not in job["spec"], "no TTL: the controller could delete it before the read"
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:3] == ["python", "-m", "trainer.evaluate"]
     assert "/shared/jobs/rx/ckpt" in command and "/data/val" in command
-    for name in double.names("configmaps", NS):  # whatever else render_eval made is owned by the eval Job
-        if name.startswith("rx-eval"):
-            owners = (double.get("configmaps", NS, name) or {})["metadata"]["ownerReferences"]
-            assert owners[0]["uid"] == job["metadata"]["uid"]
 
 
 def test_eval_reports_a_failed_eval_job(double: KubeDouble) -> None:
