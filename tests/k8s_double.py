@@ -503,6 +503,8 @@ class KubeDouble:
                 self._start_deletion(key, policy)
         if obj is None:
             self._status(handler, 404, "NotFound", f'{plural} "{name}" not found')
+        elif plural in ("services", "pods"):  # their registries answer with the deleted object, others a Status
+            self._send(handler, 200, obj)
         else:
             self._send(handler, 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200})
 

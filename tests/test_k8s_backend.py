@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from jobctl.backends.base import COMPLETE, FAILED, BackendError, WaitTimeout
 from jobctl.backends.k8s import K8sBackend, api_client, clamp_version
+from jobctl.backends.k8s_api import Caller
 from jobctl.cli import app
 from jobctl.spec import load_spec
 from tests.k8s_double import KubeDouble
@@ -102,7 +103,7 @@ class FakeClock:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 1.0)
+        self.now += max(seconds, 10.0)
 
 
 def fake_time(double: KubeDouble, k8s: K8sBackend) -> FakeClock:
@@ -449,3 +450,199 @@ def test_unreachable_api_server_is_a_clean_error(tmp_path: Path, monkeypatch: py
     result = jobctl("status", "rx", "-n", NS)
     assert result.exit_code == 1 and "cannot reach the Kubernetes API" in result.stderr
     assert "Traceback" not in result.output
+
+
+# Real-cluster behaviour the stand-in models (issue 15) ----------------------------------------------------
+
+
+def test_logs_skip_pods_that_have_not_started(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    running = add_pod(double, "rx", 0, "Running")
+    double.append_log(NS, running, "[rank 0] hello\n")
+    pulling = add_pod(double, "rx", 1, "Pending", reason="ImagePullBackOff")
+    result = jobctl("logs", "rx", "-n", NS)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["[rank 0] hello"]
+    assert pulling in result.stderr and "trying and failing to pull image" in result.stderr
+
+
+def test_status_of_a_pod_0_that_failed_before_starting(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    add_pod(double, "rx", 0, "Failed", reason="ErrImagePull")  # Failed, yet its container never ran
+    result = jobctl("status", "rx", "-n", NS, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["progress"] is None
+
+
+def test_delete_waits_for_foreground_deletion_beyond_the_grace(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    add_pod(double, "rx", 0, "Running")
+    notes: list[str] = []
+    k8s = K8sBackend(api_client(None), NS, poll_seconds=5, note=notes.append)
+    clock = fake_time(double, k8s)
+    double.deletion_delay = 330  # the pods save for longer than the 300 s grace; the Job stays until they are gone
+    k8s.delete("rx", wait=True)
+    assert double.names("jobs", NS) == [] and clock.now >= 1330
+    assert notes and "1 pod(s) still stopping" in notes[0] and "grace 300 s" in notes[0]
+
+
+def test_delete_gives_up_after_grace_and_margin(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    add_pod(double, "rx", 0, "Running")
+    k8s = K8sBackend(api_client(None), NS, poll_seconds=5, note=lambda _: None)
+    fake_time(double, k8s)
+    double.deletion_delay = 10_000
+    with pytest.raises(BackendError, match=r"still being deleted after 420 s \(1 pod\(s\) left\)"):
+        k8s.delete("rx", wait=True)
+
+
+def test_wait_treats_a_job_removed_by_its_ttl_as_finished(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    with double.lock:
+        double.objects[("jobs", NS, "rx")]["spec"]["ttlSecondsAfterFinished"] = 0  # 0 is valid: at once
+    notes: list[str] = []
+    k8s = K8sBackend(api_client(None), NS, poll_seconds=0.05, note=notes.append)
+    finisher = finish_after_polls(double, "rx", "Complete")
+    assert k8s.wait("rx", for_phase=COMPLETE, timeout=10) == "Unknown"
+    finisher.join()
+    assert double.names("jobs", NS) == [] and "TTL" in notes[0]
+
+
+def test_eval_reports_an_eval_job_deleted_under_it(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    k8s = backend(double)
+
+    def delete_it() -> None:
+        wait_until(lambda: double.get("jobs", NS, "rx-eval") is not None, "the eval Job")
+        wait_until(lambda: len(double.calls("GET", "/jobs/rx-eval")) >= 3, "the backend to poll it")
+        with double.lock:
+            double._remove(("jobs", NS, "rx-eval"))
+
+    thread = threading.Thread(target=delete_it)
+    thread.start()
+    with pytest.raises(BackendError, match="deleted before jobctl read its result"):
+        k8s.evaluate(k8s.load_spec("rx"), "latest", None)
+    thread.join()
+
+
+def test_an_interrupted_submit_leaves_nothing_behind(double: KubeDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_create = K8sBackend.create
+
+    def create(self: K8sBackend, obj: dict[str, Any], dry_run: bool = False) -> Any:
+        if obj["kind"] == "Service" and not dry_run:
+            raise KeyboardInterrupt  # Ctrl-C after the Job exists
+        return real_create(self, obj, dry_run)
+
+    monkeypatch.setattr(K8sBackend, "create", create)
+    result = submit()
+    assert result.exit_code == 130
+    assert double.names("jobs", NS) == [] and double.names("configmaps", NS) == []
+    assert double.names("services", NS) == []
+    monkeypatch.setattr(K8sBackend, "create", real_create)
+    assert submit().exit_code == 0, "the name is free again"
+
+
+def test_leftovers_of_a_crashed_submit_get_a_hint_and_replace_clears_them(double: KubeDouble) -> None:
+    double.put("configmaps", NS, {"metadata": {"name": "rx-config"}, "data": {}})  # no owner, no Job, no record
+    double.put("services", NS, {"metadata": {"name": "rx"}, "spec": {}})
+    clash = submit()
+    assert clash.exit_code == 2 and "already exists" in clash.stderr and "--replace" in clash.stderr
+    replaced = submit("rx", "--replace")
+    assert replaced.exit_code == 0, replaced.output
+    service = double.get("services", NS, "rx")
+    assert service is not None and service["metadata"]["ownerReferences"][0]["name"] == "rx"
+
+
+def test_status_shows_the_interim_failing_state_and_wait_waits_for_failed(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    double.set_job_status(NS, "rx", {"active": 2})
+    add_pod(double, "rx", 0, "Running")
+    message = "rank 9: CUDA out of memory\nTraceback (most recent call last): ..."
+    add_pod(double, "rx", 1, "Failed", exit_code=137, reason="OOMKilled", message=message)
+    k8s = backend(double)
+    clock = fake_time(double, k8s)
+    double.finish_job(NS, "rx", "Failed", reason="BackoffLimitExceeded", message="Job has reached the limit", delay=300)
+    info = json.loads(jobctl("status", "rx", "-n", NS, "-o", "json").stdout)
+    assert info["phase"] == "Running"
+    assert info["explanation"] == (
+        "failing: BackoffLimitExceeded: Job has reached the limit; first failing pod rx-1-a exited 137 "
+        "(OOMKilled): rank 9: CUDA out of memory; waiting for 2 pod(s) to terminate"
+    )
+    assert k8s.wait("rx", for_phase=FAILED, timeout=600) == FAILED and clock.now >= 1300
+    failed = json.loads(jobctl("status", "rx", "-n", NS, "-o", "json").stdout)
+    assert failed["phase"] == "Failed" and failed["explanation"].endswith("(OOMKilled): rank 9: CUDA out of memory")
+
+
+def test_transient_errors_are_retried(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    double.fail_next("GET", "/jobs/rx", 429, retry_after=1)  # API Priority and Fairness
+    double.fail_next("GET", "/jobs/rx", 503, times=2)
+    started = time.monotonic()
+    result = jobctl("status", "rx", "-n", NS)
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 1, "Retry-After honoured"
+    assert len(double.calls("GET", "/jobs/rx")) >= 4
+
+
+def test_a_half_open_connection_times_out_and_is_retried(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    hang = double.hang_next("GET", "/jobs/rx")
+    k8s = K8sBackend(api_client(None), NS, caller=Caller(double.url, backoff=0.01, timeout=(1, 0.5)))
+    try:
+        assert k8s.status("rx").name == "rx"
+    finally:
+        hang.released.set()
+
+
+def test_pod_admission_failures_fail_submit(double: KubeDouble) -> None:
+    double.reject_pods = 'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false'
+    result = submit()
+    assert result.exit_code == 2 and "PodSecurity" in result.stderr and "pod admission" in result.stderr
+    assert double.names("jobs", NS) == [] and double.names("configmaps", NS) == []
+
+
+def put_event(double: KubeDouble, kind: str, name: str, event: str, reason: str, message: str, when: str) -> None:
+    double.put(
+        "events",
+        NS,
+        {
+            "metadata": {"name": event},
+            "involvedObject": {"kind": kind, "name": name, "namespace": NS},
+            "type": "Warning",
+            "reason": reason,
+            "message": message,
+            "lastTimestamp": when,
+        },
+    )
+
+
+def test_status_shows_the_jobs_warning_events_newest_first(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    put_event(double, "Job", "rx", "rx.b", "FailedCreate", "old", "2026-01-01T00:00:00Z")
+    forbidden = 'Error creating: pods "rx-0-x" is forbidden: exceeded quota: gpu, requested: nvidia.com/gpu=8'
+    put_event(double, "Job", "rx", "rx.a", "FailedCreate", forbidden, "2026-01-01T00:05:00Z")
+    info = json.loads(jobctl("status", "rx", "-n", NS, "-o", "json").stdout)
+    assert info["explanation"] == f"job rx: FailedCreate: {forbidden}"
+
+
+def test_rejected_credentials_and_rbac_get_hints(double: KubeDouble) -> None:
+    double.token = "rotated"
+    result = jobctl("status", "rx", "-n", NS)
+    assert result.exit_code == 2 and "Unauthorized" in result.stderr and "credentials" in result.stderr
+    double.token = "not-a-secret"
+    double.deny("get", "jobs")
+    forbidden = jobctl("status", "rx", "-n", NS)
+    assert forbidden.exit_code == 2 and "cannot get resource" in forbidden.stderr and "rbac.yaml" in forbidden.stderr
+
+
+def test_the_kubeconfig_contexts_namespace_is_the_default(double: KubeDouble, tmp_path: Path) -> None:
+    assert submit().exit_code == 0
+    double.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+    result = jobctl("status", "rx")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_client_side_argument_error_is_not_blamed_on_the_server(double: KubeDouble) -> None:
+    k8s = backend(double)
+    with pytest.raises(BackendError, match="rejected jobctl's arguments"):
+        k8s.call("read pod log", k8s.core.read_namespaced_pod_log, "p", NS, tail_lines="x")
