@@ -102,9 +102,10 @@ def make_backend(backend: BackendName, namespace: str | None, context: str | Non
 
         return LocalBackend(shared or DEFAULT_SHARED)
     from jobctl import platforms
-    from jobctl.backends.k8s import K8sBackend, api_client
+    from jobctl.backends.k8s import K8sBackend, api_client, default_namespace
 
-    return K8sBackend(api_client(context), namespace or platforms.DEFAULT_NAMESPACE)
+    client = api_client(context)
+    return K8sBackend(client, namespace or default_namespace(context, platforms.DEFAULT_NAMESPACE))
 
 
 def key_values(items: list[str] | None, flag: str) -> dict[str, str]:

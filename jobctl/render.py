@@ -548,6 +548,8 @@ def render_eval(
         "podFailurePolicy": _failure_policy(group=False),
         **job["spec"],
     }
+    # No TTL: its result is read from the pod's log, which TTL cleanup could remove first; jobctl deletes it.
+    job["spec"].pop("ttlSecondsAfterFinished", None)
     return [job]
 
 

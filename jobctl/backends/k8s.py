@@ -1,22 +1,23 @@
 """The Kubernetes backend: the official `kubernetes` client against any cluster, no operator or CRD.
 
-Objects jobctl creates for job ``<name>``: the rendered ConfigMap ``<name>-config``, Service ``<name>`` and
-Indexed Job ``<name>`` (the first two then owned by the Job, so its deletion or TTL cleanup cascades), plus
-``<name>-spec``: a ConfigMap holding the resolved spec that is NOT owned by the Job. It outlives TTL cleanup so
-``jobctl eval`` can still build an eval Job, and it tells ``submit`` that the name was used before (the job
-directory on the shared volume, with its checkpoints, is not reachable from a laptop). ``jobctl delete`` removes it.
+Objects jobctl creates for job ``<name>``, in this order: ``<name>-spec``, a ConfigMap holding the resolved spec
+that is NOT owned by the Job (written first: it outlives TTL cleanup so ``jobctl eval`` can still build an eval
+Job, and it tells a later ``submit`` that the name was used, even after a crash mid-submit; the job directory on
+the shared volume, with its checkpoints, is not reachable from a laptop); the Indexed Job ``<name>``; then the
+rendered ConfigMap ``<name>-config`` and Service ``<name>``, owned by the Job from their creation so that its
+deletion or TTL cleanup cascades (its pods wait for the ConfigMap volume: the kubelet retries the mount).
+An interrupted submit (error or Ctrl-C) deletes what it created. ``jobctl delete`` removes all of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from jobctl.backends import k8s_gang
@@ -26,6 +27,7 @@ from jobctl.backends.base import (
     FINISHED,
     PENDING,
     RUNNING,
+    UNKNOWN,
     Backend,
     BackendError,
     JobInfo,
@@ -37,6 +39,8 @@ from jobctl.backends.base import (
     latest_progress,
     spec_from_yaml,
 )
+from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
+from jobctl.backends.k8s_logs import LogCursor, iter_lines
 from jobctl.render import config_map_name, eval_job_name, rings_config_name
 from trainer.launcher.contract import Var
 
@@ -45,12 +49,18 @@ if TYPE_CHECKING:
 
     from jobctl.spec import JobSpec
 
+__all__ = ["K8sBackend", "api_client", "clamp_version", "default_namespace"]
+
 T = TypeVar("T")
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobctl"}
 CONTAINER = "trainer"
+# Deleting a Job (Foreground) waits for its pods' termination grace; this much more for the kubelet and controllers.
+DELETE_MARGIN_SECONDS = 120.0
+STREAM_TIMEOUT = (10.0, 600.0)  # a log stream silent this long is re-attached (progress lines come every minute)
+INTERIM = {"FailureTarget": "failing", "SuccessCriteriaMet": "succeeded"}  # 1.31+: before Failed / Complete
 _SAVED = re.compile(r"rank=0 saved (\S+)")
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
 
@@ -75,36 +85,34 @@ def clamp_version(version: str, supported: list[str]) -> str:
     return next(v for v in ordered if key(v) >= wanted)
 
 
-def api_client(context: str | None) -> ApiClient:
-    """A client from the kubeconfig (``--context`` or its current context), else the in-cluster service account."""
-    from kubernetes import client, config
+def _note(message: str) -> None:
+    from jobctl import output
 
-    try:
-        # The client reads $KUBECONFIG once, at import; read it now so a changed environment counts.
-        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
-    except (config.ConfigException, FileNotFoundError, OSError) as exc:
-        if context is not None:
-            raise BackendError(f"--context {context}: cannot load it from the kubeconfig: {exc}", exit_code=2) from None
-        try:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            raise BackendError(
-                f"no Kubernetes cluster configured: {exc}. Set KUBECONFIG or --context, or use --backend local",
-                exit_code=2,
-            ) from None
-        return client.ApiClient(configuration)
+    output.note(message)
 
 
 class K8sBackend(Backend):
     name = "k8s"
 
-    def __init__(self, client: ApiClient, namespace: str, poll_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        namespace: str,
+        poll_seconds: float = 2.0,
+        *,
+        caller: Caller | None = None,
+        note: Callable[[str], None] = _note,
+    ) -> None:
         from kubernetes import client as k8s
 
         self.client = client
         self.namespace = namespace
         self.poll_seconds = poll_seconds
+        self.caller = caller or Caller(client.configuration.host)
+        self.note = note  # progress and warnings for people (stderr)
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], None] = time.sleep
+        self.stream_timeout: Any = STREAM_TIMEOUT
         self.core = k8s.CoreV1Api(client)
         self.batch = k8s.BatchV1Api(client)
         self.version_api = k8s.VersionApi(client)
@@ -112,42 +120,20 @@ class K8sBackend(Backend):
     # plumbing ---------------------------------------------------------------------------------------------
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one API call; errors become a BackendError naming what failed and the server's message."""
-        # Without _not_found_ok every error raises, so the result is whatever fn returned.
-        return cast(T, self.call_or_none(what, fn, *args, **kwargs, _not_found_ok=False))
+        """Run one API call (timeout, retries); errors become a BackendError naming what failed and why."""
+        # Without not_found_ok every error raises, so the result is whatever fn returned.
+        return cast(T, self.caller(what, fn, *args, not_found_ok=False, **kwargs))
 
-    def call_or_none(
-        self, what: str, fn: Callable[..., T], *args: Any, _not_found_ok: bool = True, **kwargs: Any
-    ) -> T | None:
-        """Like call; with _not_found_ok a 404 gives None (a read or delete of something that is not there)."""
-        from kubernetes.client.exceptions import ApiException
-        from pydantic import ValidationError
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:  # the client validates responses; a proxy's error page fails that
-            raise BackendError(f"{what}: the API server's answer is not what the client expects: {exc}") from None
-        except ApiException as exc:
-            if exc.status == 404 and _not_found_ok:
-                return None
-            message = exc.reason
-            with contextlib.suppress(ValueError, TypeError):
-                message = json.loads(exc.body or "{}").get("message", message)
-            code = 2 if exc.status in (400, 403, 409, 422) else 1
-            hint = " (the Role in k8s/ grants what jobctl needs)" if exc.status == 403 else ""
-            raise BackendError(f"{what}: HTTP {exc.status} {message}{hint}", exit_code=code) from None
-        except HTTPError as exc:
-            host = self.client.configuration.host
-            raise BackendError(f"{what}: cannot reach the Kubernetes API at {host}: {exc}") from None
-
-    def get(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+    def get(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """A read that returns None on 404."""
-        return self.call_or_none(what, fn, *args)
+        return self.caller(what, fn, *args, not_found_ok=True, **kwargs)
 
     def delete_quietly(self, what: str, fn: Callable[..., Any], name: str, **kwargs: Any) -> bool:
         """Delete, ignoring 404; True if something was deleted."""
-        return self.call_or_none(f"delete {what} {name}", fn, name, self.namespace, **kwargs) is not None
+        return self.caller(f"delete {what} {name}", fn, name, self.namespace, not_found_ok=True, **kwargs) is not None
+
+    def read_job_or_none(self, name: str) -> Any:
+        return self.get("read Job", self.batch.read_namespaced_job, name, self.namespace)
 
     def server_version(self) -> str:
         """The API server's "major.minor"."""
@@ -160,12 +146,12 @@ class K8sBackend(Backend):
     def check_name(self, spec: JobSpec, *, resume: bool, replace: bool) -> None:
         """Refuse a name in use: a live Job, or a spec record (its job directory may hold checkpoints)."""
         name = spec.name
-        job = self.get("read Job", self.batch.read_namespaced_job, name, self.namespace)
-        record = self.get("read ConfigMap", self.core.read_namespaced_config_map, record_name(name), self.namespace)
-        if replace:
-            if job is not None or record is not None:
+        if replace:  # whatever exists of the name, also leftovers of an interrupted submit
+            with contextlib.suppress(JobNotFound):
                 self.delete(name, wait=True)
             return
+        job = self.read_job_or_none(name)
+        record = self.get("read ConfigMap", self.core.read_namespaced_config_map, record_name(name), self.namespace)
         if job is not None and _job_phase(job) not in FINISHED:
             raise BackendError(
                 f"name: a Job {name!r} is still running in namespace {self.namespace}; choose another --name, "
@@ -185,11 +171,13 @@ class K8sBackend(Backend):
 
     def submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
         self.check_name(spec, resume=resume, replace=replace)
-        self.create_owned(objects, spec.name)
+        self.admit(objects)
+        record = self.write_record(spec)
         try:
-            self.write_record(spec)
-        except BackendError:
-            self.delete(spec.name)
+            self.create_job_and_owned(objects)
+        except BaseException:
+            if not resume:  # a resumed job's record was there before and still describes its directory
+                self.remove(record)
             raise
         ns = self.namespace
         return (
@@ -197,33 +185,62 @@ class K8sBackend(Backend):
             f"`jobctl status {spec.name} -n {ns}` or `kubectl logs -n {ns} -f job/{spec.name}`"
         )
 
-    def create_owned(self, objects: list[dict[str, Any]], job_name: str) -> None:
-        """Create ConfigMaps, Service, then the Job; make the others owned by the Job. All or nothing."""
-        ordered = sorted(objects, key=lambda o: {"ConfigMap": 0, "Service": 1, "Job": 3}.get(o["kind"], 2))
-        for obj in ordered:  # server-side dry run first: admission errors surface before anything exists
+    def admit(self, objects: list[dict[str, Any]]) -> None:
+        """Server-side dry runs: admission errors surface before anything exists. The Job's dry run does not
+        meet pod admission (Pod Security, ResourceQuota, LimitRange, pod webhooks), so a Pod of its template
+        is dry-run too; otherwise those failures would only show later as FailedCreate events on the Job."""
+        for obj in objects:
             self.create(obj, dry_run=True)
+        for job in (o for o in objects if o["kind"] == "Job"):
+            name = job["metadata"]["name"]
+            template = job["spec"]["template"]
+            metadata = {**template.get("metadata", {}), "name": f"{name}-admission-check"}
+            metadata["labels"] = {**metadata.get("labels", {}), JOB_NAME_LABEL: name}
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+            what = f"dry-run create a Pod of Job {name} (pod admission: Pod Security, quota, LimitRange, webhooks)"
+            try:
+                self.call(
+                    what, self.core.create_namespaced_pod, self.namespace, quantities_as_strings(pod), dry_run="All"
+                )
+            except ApiError as exc:
+                if "does not support dry run" not in exc.message:
+                    raise
+                self.note(f"note: a pod admission webhook does not support dry run, so it was not checked: {exc}")
+
+    def create_job_and_owned(self, objects: list[dict[str, Any]]) -> None:
+        """Create the Job, then the other objects owned by it from the start. All or nothing, also on Ctrl-C."""
+        job = next(o for o in objects if o["kind"] == "Job")
+        # Volcano looks for the PodGroup when the Job's first pod arrives: it exists first, owned right after.
+        gangs = [o for o in objects if o["kind"] in k8s_gang.CUSTOM]
         created: list[dict[str, Any]] = []
         try:
-            for obj in ordered:
-                self.create(obj)
-                created.append(obj)
-            job = self.call("read Job", self.batch.read_namespaced_job, job_name, self.namespace)
+            for gang in gangs:
+                self.create(gang)
+                created.append(gang)
+            result = self.create(job)
+            created.append(job)
             owner = {
                 "apiVersion": "batch/v1",
                 "kind": "Job",
-                "name": job_name,
-                "uid": job.metadata.uid,
+                "name": job["metadata"]["name"],
+                "uid": result.metadata.uid,
                 "blockOwnerDeletion": True,
             }
-            for obj in created:
-                if obj["kind"] != "Job":
-                    self.set_owner(obj, owner)
-        except BackendError:
+            for gang in gangs:
+                self.set_owner(gang, owner)
+            for obj in objects:
+                if obj is not job and obj not in gangs:
+                    owned = {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner]}}
+                    self.create(owned)
+                    created.append(owned)
+        except BaseException as exc:
             for obj in reversed(created):  # nothing half created
                 self.remove(obj)
+            if not isinstance(exc, BackendError):
+                self.note(f"interrupted: removed the {len(created)} object(s) this submit had created")
             raise
 
-    def create(self, obj: dict[str, Any], dry_run: bool = False) -> None:
+    def create(self, obj: dict[str, Any], dry_run: bool = False) -> Any:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind in k8s_gang.CUSTOM:
             return k8s_gang.create(self, obj, dry_run)
@@ -236,22 +253,24 @@ class K8sBackend(Backend):
             raise BackendError(f"jobctl does not know how to create a {kind} ({name}); this is a jobctl bug")
         what = f"{'dry-run ' if dry_run else ''}create {kind} {name}"
         kwargs = {"dry_run": "All"} if dry_run else {}
-        self.call(what, creators[kind], self.namespace, quantities_as_strings(obj), **kwargs)
+        try:
+            return self.call(
+                what, creators[kind], self.namespace, quantities_as_strings(obj), idempotent=False, **kwargs
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            instance = (obj["metadata"].get("labels") or {}).get(INSTANCE_LABEL, name)
+            raise ApiError(
+                f"{exc.message} (left over from an earlier or interrupted submit? `jobctl delete {instance}` or "
+                "`jobctl submit --replace` removes it)",
+                status=409,
+                exit_code=2,
+            ) from None
 
     def set_owner(self, obj: dict[str, Any], owner: dict[str, Any]) -> None:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind in k8s_gang.CUSTOM:
-            return k8s_gang.set_owner(self, obj, owner)
-        patch = {"metadata": {"ownerReferences": [owner]}}
-        patcher = {"ConfigMap": self.core.patch_namespaced_config_map, "Service": self.core.patch_namespaced_service}
-        self.call(
-            f"set the owner of {kind} {name}",
-            patcher[kind],
-            name,
-            self.namespace,
-            patch,
-            _content_type="application/merge-patch+json",
-        )
+        """Only for objects that must exist before their owner (a PodGroup before its Job's first pod)."""
+        k8s_gang.set_owner(self, obj, owner)
 
     def remove(self, obj: dict[str, Any]) -> None:
         if obj["kind"] in k8s_gang.CUSTOM:
@@ -268,7 +287,7 @@ class K8sBackend(Backend):
                 obj["kind"], deleters[obj["kind"]], obj["metadata"]["name"], propagation_policy="Background"
             )
 
-    def write_record(self, spec: JobSpec) -> None:
+    def write_record(self, spec: JobSpec) -> dict[str, Any]:
         record = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -280,17 +299,19 @@ class K8sBackend(Backend):
         }
         self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, record_name(spec.name))
         self.create(record)
+        return record
 
     # delete -----------------------------------------------------------------------------------------------
 
     def delete(self, name: str, wait: bool = False, keep_record: bool = False) -> None:
         """Delete the Job (Foreground: pods first), its eval Job and the ConfigMaps/Service it owns or left."""
+        jobs = {job: self.read_job_or_none(job) for job in (name, eval_job_name(name))}
         deleted = False
-        for job in (name, eval_job_name(name)):
+        for job in jobs:
             deleted |= self.delete_quietly(
                 "Job", self.batch.delete_namespaced_job, job, propagation_policy="Foreground"
             )
-        # Owned objects go with the Job; delete them directly too in case the owner patch never happened.
+        # Owned objects go with the Job; delete them directly too in case they were left without an owner.
         maps = [config_map_name(name), config_map_name(eval_job_name(name)), rings_config_name(name)]
         maps += [] if keep_record else [record_name(name)]
         for cm in maps:
@@ -299,20 +320,35 @@ class K8sBackend(Backend):
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
         if wait:
-            self.wait_gone([name, eval_job_name(name)])
+            self.wait_gone([job for job, found in jobs.items() if found is not None], max(map(_grace, jobs.values())))
 
-    def wait_gone(self, jobs: list[str], timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_gone(self, jobs: list[str], grace: float) -> None:
+        """Wait until the Jobs are gone: with Foreground deletion only after their pods (which save and stop
+        within their termination grace) are."""
+        budget = grace + DELETE_MARGIN_SECONDS
+        deadline = self.clock() + budget
         for job in jobs:
-            while self.get("read Job", self.batch.read_namespaced_job, job, self.namespace) is not None:
-                if time.monotonic() > deadline:
-                    raise BackendError(f"Job {job} is still being deleted after {timeout:g} s; try again later")
-                time.sleep(self.poll_seconds)
+            told = None
+            while self.read_job_or_none(job) is not None:
+                pods = len(self.pods_of(job))
+                if pods != told:
+                    self.note(
+                        f"waiting for Job {job} to be deleted: {pods} pod(s) still stopping "
+                        f"(termination grace {grace:g} s; giving up after {budget:g} s)"
+                    )
+                    told = pods
+                if self.clock() > deadline:
+                    raise BackendError(
+                        f"Job {job} is still being deleted after {budget:g} s ({pods} pod(s) left); see "
+                        f"`kubectl get pods -n {self.namespace} -l {JOB_NAME_LABEL}={job}` (an unreachable node or "
+                        "a finalizer can hold them) and try again"
+                    )
+                self.sleep(self.poll_seconds)
 
     # status / list ----------------------------------------------------------------------------------------
 
     def read_job(self, name: str) -> Any:
-        job = self.get("read Job", self.batch.read_namespaced_job, name, self.namespace)
+        job = self.read_job_or_none(name)
         if job is None:
             record = self.get("read ConfigMap", self.core.read_namespaced_config_map, record_name(name), self.namespace)
             hint = (
@@ -338,11 +374,11 @@ class K8sBackend(Backend):
         info = self.summary(job)
         info.pods = current_pods(pods)
         info.restarts = sum(p.restarts for p in info.pods)
-        if info.phase == RUNNING and not any(p.phase == "Running" for p in info.pods):
+        if info.phase == RUNNING and _interim(job) is None and not any(p.phase == "Running" for p in info.pods):
             info.phase = PENDING
         newest_pod0 = next((p for p in reversed(pods) if _pod_index(p) == 0), None)
         if newest_pod0 is not None and newest_pod0.status and newest_pod0.status.phase != "Pending":
-            lines = self.pod_log_lines(newest_pod0.metadata.name, tail=400)
+            lines = self.available_log(newest_pod0.metadata.name, tail=400, quiet=True) or []
             info.progress = latest_progress(lines)
             saved = [m.group(1) for m in map(_SAVED.search, lines) if m]
             info.checkpoint = saved[-1] if saved else None
@@ -373,14 +409,16 @@ class K8sBackend(Backend):
         return [self.summary(job) for job in result.items]
 
     def explain(self, job: Any, info: JobInfo, pods: list[Any]) -> str | None:
-        """One line on why a job is Pending or Failed."""
-        if info.phase == FAILED:
-            condition = _condition(job, "Failed")
-            text = f"{condition.reason}: {condition.message}" if condition else "the Job failed"
-            failed = [p for p in info.pods if p.exit_code not in (None, 0)]
-            if failed:
-                first = failed[0]
-                text += f"; first failing pod {first.name} exited {first.exit_code} ({first.reason or 'Error'})"
+        """One line on why a job is Pending, Failed, or on its way to an end (the 1.31+ interim conditions)."""
+        failing = _first_failure(current(pods))
+        interim = _interim(job)
+        if info.phase == FAILED or interim is not None:
+            condition = interim or _condition(job, "Failed")
+            word = INTERIM.get(condition.type, "") + ": " if interim is not None else ""
+            text = f"{word}{condition.reason}: {condition.message}" if condition else "the Job failed"
+            text += f"; first failing {failing}" if failing else ""
+            if interim is not None:
+                text += f"; waiting for {_terminating(job, pods)} pod(s) to terminate"
             return text
         if info.phase != PENDING:
             return None
@@ -397,25 +435,28 @@ class K8sBackend(Backend):
                 waiting = status.state.waiting if status.state else None
                 if waiting and waiting.reason not in (None, "ContainerCreating", "PodInitializing"):
                     return f"pod {pod.metadata.name} is waiting: {waiting.reason}: {waiting.message or ''}".rstrip(": ")
+        # The Job controller reports pods it could not create (admission, quota) as events on the Job.
+        event = (self.last_warning("Pod", pods[-1].metadata.name) if pods else None) or self.last_warning(
+            "Job", job.metadata.name
+        )
+        if event:
+            return event
         if pods:
-            event = self.last_warning(pods[-1].metadata.name)
-            if event:
-                return event
             return "pods are starting (pulling the image or mounting volumes)"
         return "no pods yet: the Job controller has not created them (quota, admission or a suspended queue)"
 
-    def last_warning(self, pod_name: str) -> str | None:
+    def last_warning(self, kind: str, name: str) -> str | None:
         events = self.call(
             "list events",
             self.core.list_namespaced_event,
             self.namespace,
-            field_selector=f"involvedObject.name={pod_name}",
+            field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
         )
-        warnings = [e for e in events.items if e.type == "Warning"]
+        warnings = sorted((e for e in events.items if e.type == "Warning"), key=_event_time)
         if not warnings:
             return None
         event = warnings[-1]
-        return f"pod {pod_name}: {event.reason}: {event.message}"
+        return f"{kind.lower()} {name}: {event.reason}: {event.message}"
 
     # logs -------------------------------------------------------------------------------------------------
 
@@ -423,8 +464,18 @@ class K8sBackend(Backend):
         kwargs: dict[str, Any] = {"container": CONTAINER}
         if tail is not None:
             kwargs["tail_lines"] = tail
-        text = self.get("read pod log", lambda: self.core.read_namespaced_pod_log(pod, self.namespace, **kwargs))
+        text = self.get("read pod log", self.core.read_namespaced_pod_log, pod, self.namespace, **kwargs)
         return str(text or "").splitlines()
+
+    def available_log(self, pod: str, tail: int | None = None, quiet: bool = False) -> list[str] | None:
+        """The pod's log, or None (said on stderr unless quiet) while there is none: the kubelet answers 400 for a
+        container that has not started (image pull, volume mounts) and errors for a node that is gone."""
+        try:
+            return self.pod_log_lines(pod, tail)
+        except BackendError as exc:
+            if not quiet:
+                self.note(f"pod {pod}: no log to show yet, skipped ({exc.message})")
+            return None
 
     def index_of_rank(self, job: Any, rank: int) -> int:
         env = {e.name: e.value for e in (job.spec.template.spec.containers[0].env or [])}
@@ -437,19 +488,21 @@ class K8sBackend(Backend):
         if not follow:
             for pod in current(self.pods_of(name)):
                 if index is None or _pod_index(pod) == index:
-                    for line in self.pod_log_lines(pod.metadata.name):
+                    for line in self.available_log(pod.metadata.name) or []:
                         if keep_line(line, rank):
                             out.write(line + "\n")
             return
         self.follow(name, out, index, rank)
 
     def follow(self, name: str, out: TextIO, index: int | None, rank: int | None) -> None:
-        """Stream every pod of the job (re-attaching to replacement pods) until the Job finishes."""
+        """Stream every pod of the job (re-attaching to cut streams and replacement pods) until the Job ends."""
         lines: queue.Queue[str] = queue.Queue()
         followed: dict[str, threading.Thread] = {}
         while True:
-            job = self.read_job(name)
-            for pod in self.pods_of(name):
+            job = self.read_job_or_none(name)
+            if job is None:
+                self.note(f"Job {name} was deleted (TTL cleanup or a delete): treating it as finished")
+            for pod in self.pods_of(name) if job is not None else []:
                 pod_name = pod.metadata.name
                 started = pod.status is not None and pod.status.phase in ("Running", "Succeeded", "Failed")
                 if pod_name in followed or not started or (index is not None and _pod_index(pod) != index):
@@ -457,7 +510,7 @@ class K8sBackend(Backend):
                 thread = threading.Thread(target=self.stream_pod, args=(pod_name, lines), daemon=True)
                 thread.start()
                 followed[pod_name] = thread
-            finished = _job_phase(job) in FINISHED
+            finished = job is None or _job_phase(job) in FINISHED
             if finished:
                 for thread in followed.values():
                     thread.join(timeout=10)
@@ -468,27 +521,67 @@ class K8sBackend(Backend):
             out.flush()
             if finished:
                 return
-            time.sleep(self.poll_seconds)
+            self.sleep(self.poll_seconds)
 
     def stream_pod(self, pod: str, lines: queue.Queue[str]) -> None:
-        with contextlib.suppress(Exception):  # a pod deleted mid-stream just ends its stream
-            response = self.core.read_namespaced_pod_log(
-                pod, self.namespace, container=CONTAINER, follow=True, _preload_content=False
-            )
-            for line in _iter_lines(response):
-                lines.put(line)
+        """Follow one pod's log; while the pod runs, re-attach whenever the stream ends (idle timeouts, API
+        server restarts, resets), resuming after the last line delivered. Ends when the pod is done or gone."""
+        cursor = LogCursor()
+        last_read = False
+        while True:
+            since = cursor.attach()
+            with contextlib.suppress(Exception):  # a cut stream, a reset, a timeout: re-attach below
+                response = self.core.read_namespaced_pod_log(
+                    pod,
+                    self.namespace,
+                    container=CONTAINER,
+                    follow=True,
+                    timestamps=True,
+                    _preload_content=False,
+                    _request_timeout=self.stream_timeout,
+                    **({"since_seconds": since} if since is not None else {}),
+                )
+                for raw in iter_lines(response, keep_partial=last_read):
+                    line = cursor.admit(raw)
+                    if line is not None:
+                        lines.put(line)
+            if last_read:
+                return
+            state = self.pod_state(pod)
+            if state == "gone":
+                return
+            last_read = state == "done"  # one more read for what the container wrote before it ended
+            if not last_read:
+                self.sleep(self.poll_seconds)
+
+    def pod_state(self, pod: str) -> str:
+        """ "running" (or not started), "done" or "gone"."""
+        try:
+            found = self.get("read pod", self.core.read_namespaced_pod, pod, self.namespace)
+        except BackendError:
+            return "running"  # try again later; the Job's end stops the follower
+        if found is None:
+            return "gone"
+        return "done" if found.status and found.status.phase in ("Succeeded", "Failed") else "running"
 
     # wait -------------------------------------------------------------------------------------------------
 
     def wait(self, name: str, *, for_phase: str | None, timeout: float | None) -> str:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Until the Job's terminal condition (not the 1.31+ interim ones) or for_phase. A Job that disappears
+        after it was seen was cleaned up (TTL) or deleted: that is an end too, of unknown outcome."""
+        deadline = None if timeout is None else self.clock() + timeout
+        self.read_job(name)  # a clear error for a Job that never existed
         while True:
-            phase = _job_phase(self.read_job(name))
+            job = self.read_job_or_none(name)
+            if job is None:
+                self.note(f"Job {name} was deleted (TTL cleanup or a delete): treating it as finished")
+                return UNKNOWN
+            phase = _job_phase(job)
             if phase in FINISHED or phase == for_phase:
                 return phase
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and self.clock() >= deadline:
                 raise WaitTimeout(f"Job {name} is still {phase} after {timeout:g} s")
-            time.sleep(self.poll_seconds)
+            self.sleep(self.poll_seconds)
 
     # eval -------------------------------------------------------------------------------------------------
 
@@ -503,7 +596,7 @@ class K8sBackend(Backend):
         )
 
     def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None, kube_version: str | None = None) -> dict:
-        """Run trainer.evaluate as the one-device Job ``<name>-eval``, wait, and read its result line."""
+        """Run trainer.evaluate as the one-device Job ``<name>-eval``, wait, read its result line, delete it."""
         from jobctl.render import render_eval
 
         # "latest": the pod's checkpoint directory; trainer.evaluate takes its newest valid checkpoint.
@@ -516,17 +609,25 @@ class K8sBackend(Backend):
             raise BackendError("--data: the job's spec has no validation set (data.val_subpath); pass --data", 2)
         objects = render_eval(spec, target, data_dir, version)
         job_name = eval_job_name(spec.name)
+        old = self.read_job_or_none(job_name)
         self.delete_quietly("Job", self.batch.delete_namespaced_job, job_name, propagation_policy="Foreground")
         self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, config_map_name(job_name))
-        self.wait_gone([job_name])
-        self.create_owned(objects, job_name)
+        self.wait_gone([job_name], _grace(old))
+        self.admit(objects)
+        self.create_job_and_owned(objects)
         phase = self.wait(job_name, for_phase=None, timeout=None)
+        if phase == UNKNOWN:
+            raise BackendError(f"the eval Job {job_name} was deleted before jobctl read its result; run eval again")
         pods = self.pods_of(job_name)
-        text = "\n".join(self.pod_log_lines(pods[-1].metadata.name)) if pods else ""
+        text = "\n".join(self.available_log(pods[-1].metadata.name) or []) if pods else ""
         result = last_json_line(text)
         if phase != COMPLETE or result is None:
             tail = "\n".join(text.splitlines()[-15:])
-            raise BackendError(f"the eval Job {job_name} ended {phase} without a result; its log ends:\n{tail}")
+            raise BackendError(
+                f"the eval Job {job_name} ended {phase} without a result (kept for `kubectl describe job/{job_name}`;"
+                f" the next eval or `jobctl delete {spec.name}` removes it); its log ends:\n{tail}"
+            )
+        self.delete_quietly("Job", self.batch.delete_namespaced_job, job_name, propagation_policy="Background")
         return result
 
 
@@ -551,17 +652,6 @@ def _supported() -> list[str]:
     return list(SUPPORTED_KUBE_VERSIONS)
 
 
-def _iter_lines(response: Any) -> Iterator[str]:
-    buffer = b""
-    for chunk in response.stream(4096, decode_content=True):
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            yield line.decode("utf-8", "replace")
-    if buffer:
-        yield buffer.decode("utf-8", "replace")
-
-
 def _condition(job: Any, kind: str) -> Any:
     for cond in (job.status.conditions or []) if job.status else []:
         if cond.type == kind and cond.status == "True":
@@ -569,14 +659,74 @@ def _condition(job: Any, kind: str) -> Any:
     return None
 
 
+def _interim(job: Any) -> Any:
+    """The 1.31+ FailureTarget / SuccessCriteriaMet condition of a Job whose pods are still terminating."""
+    if _condition(job, "Complete") is not None or _condition(job, "Failed") is not None:
+        return None
+    return next((c for kind in INTERIM if (c := _condition(job, kind)) is not None), None)
+
+
 def _job_phase(job: Any) -> str:
     if _condition(job, "Complete") is not None:
         return COMPLETE
     if _condition(job, "Failed") is not None:
         return FAILED
-    if job.status and (job.status.active or 0) > 0:
+    # status.active excludes terminating pods: a Job with an interim condition runs until they have stopped.
+    if _interim(job) is not None or (job.status and (job.status.active or 0) > 0):
         return RUNNING
     return PENDING
+
+
+def _terminating(job: Any, pods: list[Any]) -> int:
+    """Pods still stopping: status.terminating (1.28+), else the pods not yet in a terminal phase."""
+    counted = job.status.terminating if job.status else None
+    if counted is not None:
+        return int(counted)
+    return sum(1 for p in pods if not (p.status and p.status.phase in ("Succeeded", "Failed")))
+
+
+def _grace(job: Any) -> float:
+    """The termination grace of a Job's pods (what a Foreground delete of it waits for)."""
+    from jobctl import platforms
+
+    spec = job.spec.template.spec if job is not None else None
+    seconds = spec.termination_grace_period_seconds if spec is not None else None
+    return float(platforms.TERMINATION_GRACE_SECONDS if seconds is None else seconds)
+
+
+def _event_time(event: Any) -> datetime:
+    """When an event last happened (lastTimestamp, eventTime or creation: whichever its reporter filled)."""
+    for stamp in (event.last_timestamp, event.event_time, event.first_timestamp, event.metadata.creation_timestamp):
+        if isinstance(stamp, datetime):
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def termination_message(pod: Any) -> str | None:
+    """The container's termination message (the launcher's one-line reason, or the log tail with
+    FallbackToLogsOnError): first non-empty line, trimmed."""
+    container = _container(pod)
+    for state in (container.state, container.last_state) if container is not None else ():
+        terminated = state.terminated if state is not None else None
+        if terminated is not None and terminated.message:
+            line = next((x.strip() for x in terminated.message.splitlines() if x.strip()), "")
+            return (line[:197] + "...") if len(line) > 200 else line or None
+    return None
+
+
+def _first_failure(pods: list[Any]) -> str | None:
+    """ "pod P exited C (Reason): message" of the first current pod that failed."""
+    for pod, info in zip(current(pods), current_pods(pods), strict=True):
+        if info.exit_code not in (None, 0):
+            message = termination_message(pod)
+            text = f"pod {info.name} exited {info.exit_code} ({info.reason or 'Error'})"
+            return f"{text}: {message}" if message else text
+    return None
+
+
+def _container(pod: Any) -> Any:
+    statuses = (pod.status.container_statuses or []) if pod.status else []
+    return next((s for s in statuses if s.name == CONTAINER), statuses[0] if statuses else None)
 
 
 def _pod_index(pod: Any) -> int:
@@ -606,7 +756,7 @@ def current_pods(pods: list[Any]) -> list[PodInfo]:
         index = _pod_index(pod)
         replaced = sum(1 for p in pods if _pod_index(p) == index) - 1
         status = pod.status
-        container = (status.container_statuses or [None])[0] if status else None
+        container = _container(pod)
         restarts = replaced + (container.restart_count or 0 if container else 0)
         exit_code = reason = None
         if container is not None and container.state is not None:

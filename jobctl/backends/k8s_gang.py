@@ -64,7 +64,7 @@ def set_owner(backend: K8sBackend, obj: dict[str, Any], owner: dict[str, Any]) -
 def remove(backend: K8sBackend, obj: dict[str, Any]) -> None:
     group, version, plural = CUSTOM[obj["kind"]]
     delete_fn = _api(backend).delete_namespaced_custom_object
-    backend.call_or_none(
+    backend.get(
         f"delete {obj['kind']}", delete_fn, group, version, backend.namespace, plural, obj["metadata"]["name"]
     )
 
@@ -105,7 +105,7 @@ def _kueue_reason(backend: K8sBackend, job: Any) -> str:
     queue = job.metadata.labels[KUEUE_QUEUE_LABEL]
     listing = _api(backend).list_namespaced_custom_object
     selector = f"{KUEUE_JOB_UID_LABEL}={job.metadata.uid}"
-    found = backend.call_or_none(
+    found = backend.get(
         "list Kueue Workloads", listing, group, version, backend.namespace, plural, label_selector=selector
     )
     items = (found or {}).get("items") or []
