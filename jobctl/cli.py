@@ -343,13 +343,13 @@ def warn_partial_start(spec: JobSpec) -> None:
 
 def target_version(runner: Backend) -> str:
     """The cluster's version clamped to the supported range (k8s); the oldest supported otherwise."""
-    from jobctl.backends.k8s import K8sBackend, clamp_version
-    from jobctl.render import DEFAULT_KUBE_VERSION, SUPPORTED_KUBE_VERSIONS
+    from jobctl.backends.k8s import K8sBackend
+    from jobctl.render import DEFAULT_KUBE_VERSION, resolve_kube_version
 
     if not isinstance(runner, K8sBackend):
         return DEFAULT_KUBE_VERSION
     server = runner.server_version()
-    version = clamp_version(server, list(SUPPORTED_KUBE_VERSIONS))
+    version = resolve_kube_version(server, older_as_oldest=True)
     if version != server:
         output.note(f"note: the cluster runs Kubernetes {server}; rendering for {version} (supported range)")
     return version

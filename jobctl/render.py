@@ -60,13 +60,16 @@ EVAL_SUFFIX = "-eval"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?([-+].*)?$")
 
 
-def parse_kube_version(version: str) -> tuple[int, int]:
-    """(major, minor) of a supported target; a newer server renders as the newest supported minor."""
+def parse_kube_version(version: str, *, older_as_oldest: bool = False) -> tuple[int, int]:
+    """(major, minor) of a supported target, clamped into the supported range: a newer version renders as the
+    newest supported minor; an older one is an error, or (a server's version) renders as the oldest."""
     match = _VERSION.fullmatch(version.strip())
     oldest, newest = SUPPORTED_KUBE_VERSIONS[0], SUPPORTED_KUBE_VERSIONS[-1]
     if not match:
         raise SpecError(f"kube_version: {version!r} is not a Kubernetes version such as 1.29 or v1.31.2")
     parsed = (int(match.group(1)), int(match.group(2)))
+    if parsed < _as_tuple(oldest) and older_as_oldest:
+        return _as_tuple(oldest)
     if parsed < _as_tuple(oldest):
         raise SpecError(
             f"kube_version: {version} is older than the oldest supported Kubernetes {oldest}; "
@@ -75,9 +78,9 @@ def parse_kube_version(version: str) -> tuple[int, int]:
     return min(parsed, _as_tuple(newest))
 
 
-def resolve_kube_version(version: str) -> str:
+def resolve_kube_version(version: str, *, older_as_oldest: bool = False) -> str:
     """The supported "1.N" a target version renders as (and validates against)."""
-    major, minor = parse_kube_version(version)
+    major, minor = parse_kube_version(version, older_as_oldest=older_as_oldest)
     return f"{major}.{minor}"
 
 

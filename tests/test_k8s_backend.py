@@ -14,9 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from jobctl.backends.base import COMPLETE, FAILED, BackendError, WaitTimeout
-from jobctl.backends.k8s import K8sBackend, api_client, clamp_version
+from jobctl.backends.k8s import K8sBackend, api_client
 from jobctl.backends.k8s_api import Caller
 from jobctl.cli import app
+from jobctl.render import resolve_kube_version
 from jobctl.spec import load_spec
 from tests.k8s_double import KubeDouble
 
@@ -115,9 +116,9 @@ def fake_time(double: KubeDouble, k8s: K8sBackend) -> FakeClock:
 
 def test_clamp_version_to_supported_range() -> None:
     supported = [f"1.{m}" for m in range(29, 38)]
-    assert clamp_version("1.28", supported) == "1.29"
-    assert clamp_version("1.31", supported) == "1.31"
-    assert clamp_version("1.40", supported) == "1.37"
+    assert resolve_kube_version("1.28", older_as_oldest=True) == supported[0] == "1.29"
+    assert resolve_kube_version("1.31", older_as_oldest=True) == "1.31"
+    assert resolve_kube_version("v1.40.2", older_as_oldest=True) == supported[-1] == "1.37"
 
 
 @pytest.mark.parametrize(("minor", "expected"), [("31+", "1.31"), ("27", "1.29"), ("41", "1.37")])

@@ -41,7 +41,7 @@ from jobctl.backends.base import (
 )
 from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
 from jobctl.backends.k8s_logs import LogCursor, iter_lines
-from jobctl.render import config_map_name, eval_job_name, rings_config_name
+from jobctl.render import config_map_name, eval_job_name, resolve_kube_version, rings_config_name
 from trainer.launcher.contract import Var
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from jobctl.spec import JobSpec
 
-__all__ = ["K8sBackend", "api_client", "clamp_version", "default_namespace"]
+__all__ = ["K8sBackend", "api_client", "default_namespace"]
 
 T = TypeVar("T")
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
@@ -62,27 +62,10 @@ DELETE_MARGIN_SECONDS = 120.0
 STREAM_TIMEOUT = (10.0, 600.0)  # a log stream silent this long is re-attached (progress lines come every minute)
 INTERIM = {"FailureTarget": "failing", "SuccessCriteriaMet": "succeeded"}  # 1.31+: before Failed / Complete
 _SAVED = re.compile(r"rank=0 saved (\S+)")
-_VERSION = re.compile(r"^(\d+)\.(\d+)")
 
 
 def record_name(name: str) -> str:
     return f"{name}-spec"
-
-
-def clamp_version(version: str, supported: list[str]) -> str:
-    """The server's minor version clamped into the supported range ("1.28" -> oldest, "1.40" -> newest)."""
-
-    def key(text: str) -> tuple[int, int]:
-        match = _VERSION.match(text)
-        return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-
-    ordered = sorted(supported, key=key)
-    wanted = key(version)
-    if wanted <= key(ordered[0]):
-        return ordered[0]
-    if wanted >= key(ordered[-1]):
-        return ordered[-1]
-    return next(v for v in ordered if key(v) >= wanted)
 
 
 def _note(message: str) -> None:
@@ -603,7 +586,7 @@ class K8sBackend(Backend):
         target = spec.ckpt_dir if checkpoint == "latest" else checkpoint
         if not target.startswith("/"):
             target = f"{spec.ckpt_dir}/{target}"
-        version = kube_version or clamp_version(self.server_version(), _supported())
+        version = kube_version or resolve_kube_version(self.server_version(), older_as_oldest=True)
         data_dir = data or spec.val_dir
         if data_dir is None:
             raise BackendError("--data: the job's spec has no validation set (data.val_subpath); pass --data", 2)
@@ -644,12 +627,6 @@ def quantities_as_strings(obj: Any) -> Any:
         else:
             out[key] = quantities_as_strings(value)
     return out
-
-
-def _supported() -> list[str]:
-    from jobctl.render import SUPPORTED_KUBE_VERSIONS
-
-    return list(SUPPORTED_KUBE_VERSIONS)
 
 
 def _condition(job: Any, kind: str) -> Any:

@@ -64,9 +64,7 @@ def set_owner(backend: K8sBackend, obj: dict[str, Any], owner: dict[str, Any]) -
 def remove(backend: K8sBackend, obj: dict[str, Any]) -> None:
     group, version, plural = CUSTOM[obj["kind"]]
     delete_fn = _api(backend).delete_namespaced_custom_object
-    backend.get(
-        f"delete {obj['kind']}", delete_fn, group, version, backend.namespace, plural, obj["metadata"]["name"]
-    )
+    backend.get(f"delete {obj['kind']}", delete_fn, group, version, backend.namespace, plural, obj["metadata"]["name"])
 
 
 def explain_waiting(backend: K8sBackend, job: Any) -> str | None:
