@@ -6,7 +6,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,6 @@ from tests.k8s_double import KubeDouble
 
 NS = "team-a"
 runner = CliRunner()
-
-
-@pytest.fixture
-def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeDouble]:
-    with KubeDouble(minor="31") as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("JOBCTL_BACKEND", raising=False)
-        yield server
 
 
 def backend(double: KubeDouble) -> K8sBackend:

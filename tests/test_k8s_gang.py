@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +12,6 @@ from tests.k8s_double import KubeDouble
 
 NS = "team-a"
 runner = CliRunner()
-
-
-@pytest.fixture
-def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeDouble]:
-    with KubeDouble(minor="31") as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("JOBCTL_BACKEND", raising=False)
-        yield server
 
 
 def jobctl(*args: str) -> Any:

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +231,13 @@ def submit_e2e(name: str, dataset: Path, shared: Path, epochs: int, *extra: str)
     return subprocess.Popen(cmd, env=e2e_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_a_checkpoint(job_dir: JobDir, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not job_dir.has_checkpoints() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job_dir.has_checkpoints(), (job_dir.local_dir / "pod-0.log").read_text()[-3000:]
+
+
 def evaluate(name: str, shared: Path, dataset: Path) -> dict[str, Any]:
     cmd = [*JOBCTL, "eval", name, "--backend", "local", "--shared", str(shared), "--data", str(dataset / "val")]
     result = subprocess.run([*cmd, "-o", "json"], env=e2e_env(), capture_output=True, text=True, timeout=120)
@@ -281,10 +287,7 @@ def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: P
     assert proc.returncode == 0, err
     job_dir = JobDir.of(shared, "kill")
     pod_logs = [job_dir.local_dir / f"pod-{index}.log" for index in (0, 1)]
-    deadline = time.monotonic() + 180
-    while not job_dir.has_checkpoints() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert job_dir.has_checkpoints(), pod_logs[0].read_text()[-3000:]
+    wait_for_a_checkpoint(job_dir)
     saved = job_dir.newest_checkpoint()
     assert saved is not None
     worker = re.findall(r"started rank 1 \(pid (\d+)\)", pod_logs[1].read_text())[-1]
@@ -313,9 +316,7 @@ def test_a_killed_launcher_replaces_its_pod(tmp_path: Path, dataset: Path) -> No
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     job_dir = JobDir.of(shared, "killpod")
-    deadline = time.monotonic() + 180
-    while not job_dir.has_checkpoints() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_a_checkpoint(job_dir)
     backend = LocalBackend(shared)
     launcher = next(pod["pid"] for pod in local_state(backend, "killpod")["pods"] if pod["index"] == 1)
     os.kill(int(launcher), 9)
@@ -363,26 +364,11 @@ def test_the_final_state_is_recorded_even_when_the_volume_refuses_writes_for_a_w
     assert (state["phase"], state["reason"]) == (FAILED, "BackoffLimitExceeded")
 
 
-@pytest.fixture
-def small_shared(tmp_path: Path) -> Iterator[Path]:
-    """The shared volume as a real 4 MiB tmpfs (needs mount permission; skipped otherwise)."""
-    volume = tmp_path / "shared"
-    volume.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True, text=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield volume
-    finally:
-        subprocess.run(["umount", "-l", str(volume)], check=False)
-
-
 @pytest.mark.slow
-def test_a_full_shared_volume_fails_the_job_with_the_reason(small_shared: Path, dataset: Path) -> None:
+def test_a_full_shared_volume_fails_the_job_with_the_reason(tmpfs, dataset: Path) -> None:
     """Saves fill the volume: the trainer says so in one line, the launchers restart once, then the job fails with
     the reason in `jobctl status`; nothing dies with a traceback and the earlier checkpoint stays loadable."""
+    small_shared = tmpfs("shared", "4m")
     cmd = [*JOBCTL, "submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--name", "full"]
     cmd += ["--data", str(dataset), "--shared", str(small_shared), "--max-restarts", "1", "--wait"]
     for key_value in ("arch=resnext_tiny", "image_size=32", "per_batch_size=8", "max_epoch=1000", "T_max=1000"):

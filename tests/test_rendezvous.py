@@ -7,6 +7,7 @@ import multiprocessing
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,21 +136,26 @@ def _meet(job_dir: str, index: int, pods: int, start: float, results: multiproce
     results.put((index, rendezvous.attempt, [f.pod_index for f in fragments]))
 
 
+def _race(ctx: Any, tmp_path: Path, pods: int, start: float) -> list[Any]:
+    """Every pod meets the group in its own process, all released at ``start``; their (index, attempt, seen)."""
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_meet, args=(str(tmp_path), i, pods, start, results)) for i in range(pods)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in range(pods)]
+    for proc in procs:
+        proc.join(timeout=10)
+        assert proc.exitcode == 0
+    return outcomes
+
+
 @pytest.mark.slow
 def test_concurrent_pods_converge_on_one_attempt(tmp_path) -> None:
     """Eight pod processes start at once, three times over (every round replaces the whole group)."""
     ctx = multiprocessing.get_context("fork")
     pods = 8
     for round_ in range(3):
-        results: multiprocessing.Queue = ctx.Queue()
-        start = time.time() + 0.3
-        procs = [ctx.Process(target=_meet, args=(str(tmp_path), i, pods, start, results)) for i in range(pods)]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=60) for _ in range(pods)]
-        for proc in procs:
-            proc.join(timeout=10)
-            assert proc.exitcode == 0
+        outcomes = _race(ctx, tmp_path, pods, start=time.time() + 0.3)
         attempts = {attempt for _, attempt, _ in outcomes}
         assert len(attempts) == 1, f"round {round_}: pods ended in attempts {attempts}"
         assert all(seen == list(range(pods)) for _, _, seen in outcomes)
@@ -164,13 +170,6 @@ def test_replacements_racing_a_failed_attempt_converge(tmp_path) -> None:
     for i in range(pods):
         Rendezvous(tmp_path, i).join(Fragment(i))
     Rendezvous(tmp_path, 3).mark_failed("rank 3 died")
-    results: multiprocessing.Queue = ctx.Queue()
-    start = time.time() + 0.2
-    procs = [ctx.Process(target=_meet, args=(str(tmp_path), i, pods, start, results)) for i in range(pods)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=60) for _ in range(pods)]
-    for proc in procs:
-        proc.join(timeout=10)
+    outcomes = _race(ctx, tmp_path, pods, start=time.time() + 0.2)
     assert {attempt for _, attempt, _ in outcomes} == {1}
     assert sorted(p.name for p in Path(tmp_path, "rendezvous").iterdir()) == ["attempt-0", "attempt-1"]

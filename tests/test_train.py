@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -311,24 +310,8 @@ def test_fast_cpu_convolution_is_in_effect(data: Path, tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
-@pytest.fixture
-def small_volume(tmp_path: Path) -> Iterator[Path]:
-    """A real 3 MiB tmpfs (needs root and mount permission; skipped otherwise): room for one checkpoint."""
-    volume = tmp_path / "volume"
-    volume.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(volume)], capture_output=True, text=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield volume
-    finally:
-        subprocess.run(["umount", "-l", str(volume)], check=False)
-
-
-def test_a_full_volume_is_one_error_line_and_leaves_every_checkpoint_loadable(data: Path, small_volume: Path) -> None:
-    ckpt = small_volume / "ckpt"
+def test_a_full_volume_is_one_error_line_and_leaves_every_checkpoint_loadable(data: Path, tmpfs) -> None:
+    ckpt = tmpfs("volume", "3m") / "ckpt"  # room for one checkpoint
     result = run(data, ckpt, *ENDLESS, "--ckpt_interval", "5", "--keep_checkpoint_max", "10")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
