@@ -70,7 +70,9 @@ def entries_to_keep(platform: str, entries: Iterable[str], cuda_version: str | N
     """Which top-level entries of lib/plugin/ the platform keeps; raises LayoutError if the layout is unknown."""
     entries = set(entries)
     flavours = cuda_flavours(entries)
-    gpu_entries = {GPU_COMMON} | {f"gpu{v}" for v in flavours.values()} | {GPU_PLUGIN.format(v) for v in flavours.values()}
+    gpu_entries = (
+        {GPU_COMMON} | {f"gpu{v}" for v in flavours.values()} | {GPU_PLUGIN.format(v) for v in flavours.values()}
+    )
     unknown = sorted(entries - CPU_ENTRIES - ASCEND_ENTRIES - gpu_entries)
     if unknown:
         raise LayoutError(f"unknown entries in mindspore/lib/plugin: {', '.join(unknown)} (has the wheel changed?)")
@@ -100,7 +102,7 @@ def elf_needed(path: Path) -> list[str]:
 
 
 def _dynamic_needed(data: mmap.mmap) -> list[str]:
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
     names = []
@@ -130,7 +132,9 @@ def shared_libraries(root: Path) -> dict[str, list[Path]]:
 def check_links(lib_dir: Path, removed: set[Path]) -> None:
     """Every library that stays must find the MindSpore libraries it links (those shipped in lib_dir)."""
     libraries = shared_libraries(lib_dir)
-    kept = {name: [p for p in paths if not any(p.is_relative_to(r) for r in removed)] for name, paths in libraries.items()}
+    kept = {
+        name: [p for p in paths if not any(p.is_relative_to(r) for r in removed)] for name, paths in libraries.items()
+    }
     broken = []
     for paths in kept.values():
         for path in paths:
@@ -149,7 +153,9 @@ def slim(mindspore_dir: Path, platform: str, cuda_version: str | None, dry_run: 
     keep = entries_to_keep(platform, os.listdir(plugin_dir), cuda_version)
     removed = sorted(p for p in plugin_dir.iterdir() if p.name not in keep)
     if platform != "ascend":
-        removed += [mindspore_dir / "lib" / name for name in ASCEND_ONLY_LIBS if (mindspore_dir / "lib" / name).exists()]
+        removed += [
+            mindspore_dir / "lib" / name for name in ASCEND_ONLY_LIBS if (mindspore_dir / "lib" / name).exists()
+        ]
     check_links(mindspore_dir / "lib", set(removed))
     if not dry_run:
         for path in removed:
