@@ -8,9 +8,15 @@ PLATFORM ?= cpu
 REGISTRY ?= localhost:5000
 TAG ?= 0.1.0
 IMAGE ?= resnext-jobs-$(PLATFORM):$(TAG)
+# Each platform's base image. MindSpore 2.10's GPU plugin is built for CUDA 11.6 + cuDNN 8 (the runtime flavour has
+# the libraries, no compiler); CANN 9.1.0 for MindSpore 2.10 is inferred (docker/README.md). BASE_IMAGE overrides.
+BASE_IMAGE_cpu := python:3.11-slim
+BASE_IMAGE_gpu := nvidia/cuda:11.6.2-cudnn8-runtime-ubuntu20.04
+BASE_IMAGE_ascend := ascendai/cann:9.1.0-910b-ubuntu22.04-py3.11
 BASE_IMAGE ?=
-# The Dockerfile selects its base stage by PLATFORM, which needs BuildKit (the legacy builder would build every
-# platform's stage). Point DOCKER at a client with BuildKit if the default one lacks it.
+# GPU: the image the standalone CPython 3.11 is made in (the CUDA base has none).
+PYTHON_DONOR ?= $(if $(filter gpu,$(PLATFORM)),$(BASE_IMAGE_cpu))
+# The OCI builder: docker (BuildKit with buildx, else the legacy builder), podman, buildah, or a path to one.
 DOCKER ?= docker
 SHARED ?= ./shared
 DEMO_DATA ?= ./data/synth
@@ -51,6 +57,7 @@ lint: ## ruff, mypy, hadolint
 	$(BIN)/mypy
 	$(BIN)/mypy docker/run_pods.py
 	$(BIN)/hadolint docker/Dockerfile
+	$(BIN)/mypy docker/slim_mindspore.py docker/check_mindspore.py
 
 bench: ## throughput figures (model step, input pipeline, rendering)
 	$(BIN)/python -m bench.render
@@ -60,16 +67,17 @@ bench: ## throughput figures (model step, input pipeline, rendering)
 render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples
 
-image: ## build the image for PLATFORM (cpu|gpu|ascend); BASE_IMAGE overrides the base
-	DOCKER_BUILDKIT=1 $(DOCKER) build --network host -f docker/Dockerfile --build-arg PLATFORM=$(PLATFORM) \
-		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
+image: ## build the image for PLATFORM (cpu|gpu|ascend) with DOCKER; BASE_IMAGE overrides the base
+	@test -n "$(BASE_IMAGE_$(PLATFORM))" || { echo "PLATFORM must be cpu, gpu or ascend, not '$(PLATFORM)'" >&2; exit 2; }
+	PLATFORM=$(PLATFORM) IMAGE=$(IMAGE) BASE_IMAGE=$(or $(BASE_IMAGE),$(BASE_IMAGE_$(PLATFORM))) \
+		PYTHON_DONOR=$(PYTHON_DONOR) DOCKER=$(DOCKER) bash docker/build.sh
 
 push: ## tag and push IMAGE to REGISTRY
 	$(DOCKER) tag $(IMAGE) $(REGISTRY)/$(IMAGE)
 	$(DOCKER) push $(REGISTRY)/$(IMAGE)
 
 image-smoke: ## build the CPU image and run a 2-rank job and an eval in containers
-	bash docker/smoke.sh
+	DOCKER=$(DOCKER) bash docker/smoke.sh
 
 clean: ## remove generated data, shared job directories and caches
 	rm -rf $(SHARED) ./data .pytest_cache .mypy_cache .ruff_cache

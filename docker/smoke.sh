@@ -6,8 +6,8 @@
 # else the local stand-in local/python:3.11-bookworm, else python:3.11-slim pulled by the build), SMOKE_DIR (work
 # directory; default a new one under /var/tmp, removed after a pass), SMOKE_TIMEOUT (seconds for the training job,
 # default 900).
-# Needs a Docker engine, a BuildKit-capable client (docker buildx, or a client older than 23 with DOCKER_BUILDKIT=1),
-# and python3 on the host (docker/run_pods.py uses only the standard library).
+# The build is `make image`'s (docker/build.sh): any docker client works, with or without buildx. The containers
+# run with docker. Needs a Docker engine and python3 on the host (docker/run_pods.py uses only the standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,17 +19,6 @@ STAND_IN=local/python:3.11-bookworm
 start=$(date +%s)
 stamp() { echo "== [$(($(date +%s) - start))s] $*"; }
 fail() { echo "image-smoke: FAILED: $*" >&2; exit 1; }
-
-# The docker client that builds with BuildKit; the Dockerfile selects its platform stage with FROM base-${PLATFORM}.
-build_client() {
-  local client version
-  if docker buildx version >/dev/null 2>&1; then echo docker; return; fi
-  for client in $(type -ap docker); do
-    version=$("$client" version --format '{{.Client.Version}}' 2>/dev/null || true)
-    if [ -n "$version" ] && [ "${version%%.*}" -lt 23 ]; then echo "$client"; return; fi
-  done
-  fail "no BuildKit-capable docker client: install the buildx plugin (docker-buildx), or use a docker CLI < 23"
-}
 
 # The stand-in base from local-docker.sh is imported with "/" at mode 0700, so the image's uid-1000 user could not
 # even exec python. Re-import its filesystem once (docker export omits the root entry, so "/" becomes 0755).
@@ -63,28 +52,24 @@ choose_base() {
 
 docker info >/dev/null 2>&1 || fail "no Docker engine answers; start one (here: /work/shared/tools/local-docker.sh)"
 command -v python3 >/dev/null || fail "python3 is needed on the host for docker/run_pods.py"
-client=$(build_client)
 base=$(choose_base)
 
-stamp "build $IMAGE on $base (client: $client)"
-t0=$(date +%s)
-DOCKER_BUILDKIT=1 "$client" build --network host -f docker/Dockerfile --build-arg PLATFORM=cpu \
-  --build-arg BASE_IMAGE="$base" -t "$IMAGE" .
-echo "build: $(($(date +%s) - t0)) s"
+stamp "build $IMAGE on $base"
+PLATFORM=cpu IMAGE="$IMAGE" BASE_IMAGE="$base" bash docker/build.sh
 # The image this tag replaced is dangling now; drop it (vfs keeps a full copy of every layer).
 docker image prune -f --filter label=org.opencontainers.image.title=resnext-jobs >/dev/null
 
 stamp "image checks"
-size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-echo "image size: $((size / 1000000)) MB"
 # One container for the cheap checks: with the vfs storage driver every container start copies the whole image.
 checks=$(docker run --rm --network host "$IMAGE" python -c "import os, mindspore, trainer, jobctl
-print(os.getuid(), os.environ.get('ONEDNN_MAX_CPU_ISA'), mindspore.__version__)") \
+plugins = os.listdir(os.path.join(os.path.dirname(mindspore.__file__), 'lib', 'plugin'))
+print(os.getuid(), os.environ.get('ONEDNN_MAX_CPU_ISA'), mindspore.__version__, ','.join(sorted(plugins)))") \
   || fail "the image cannot import mindspore, trainer and jobctl"
-read -r uid isa ms_version <<<"$(tail -n 1 <<<"$checks")"
-echo "uid $uid, ONEDNN_MAX_CPU_ISA=$isa, mindspore $ms_version"
+read -r uid isa ms_version plugins <<<"$(tail -n 1 <<<"$checks")"
+echo "uid $uid, ONEDNN_MAX_CPU_ISA=$isa, mindspore $ms_version, plugins: $plugins"
 [ "$uid" = 1000 ] || fail "the image runs as uid $uid, want 1000"
 [ "$isa" = AVX2 ] || fail "ONEDNN_MAX_CPU_ISA is $isa in the CPU image, want AVX2"
+[ "$plugins" = cpu,libmindspore_ops_cpu.so ] || fail "the CPU image keeps other backends: $plugins"
 set +e
 launch_out=$(docker run --rm --network host "$IMAGE" 2>&1)
 launch_code=$?
