@@ -151,7 +151,7 @@ class JobLayout:
     rendezvous_dir = property(lambda self: self.root / "rendezvous")
     local_dir = property(lambda self: self.root / "local")  # the local backend's own state
     scheduler_log = property(lambda self: self.root / "logs" / "scheduler.log")
-    failure_file = property(lambda self: self.root / "logs" / "failure.txt")
+    compile_cache_dir = property(lambda self: self.root / "compile-cache")  # MindSpore's graph cache, keyed
 
     def rank_log(self, rank: int) -> Path:
         return self.logs_dir / f"rank-{rank}.log"

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from trainer.config import ConfigError, build, load_file, parse_args
+from trainer.launcher import compile_cache
 from trainer.launcher.contract import (
     EXIT_BAD_INPUT,
     EXIT_GROUP_CHANGED,
@@ -142,7 +143,9 @@ def _start(
     record: RestartRecord,
 ) -> None:
     rendezvous, out, stop = supervisor.rendezvous, supervisor.out, supervisor.stop
-    attempt = record.trainer_env(env)
+    cache = compile_cache.cache_dir(env, command)
+    out.say(compile_cache.describe(cache))
+    attempt = {**record.trainer_env(env), **compile_cache.cache_env(cache)}
     if env.launcher == "ranktable":
         try:
             table_path, table = rendezvous.write_rank_table(fragments)
