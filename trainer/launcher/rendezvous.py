@@ -173,7 +173,7 @@ class Rendezvous:
         k = self._k(None)
         newest = self.newest()
         if newest is not None and newest > k:
-            return f"a newer attempt {newest} exists (a pod was replaced)"
+            return f"a newer attempt {newest} exists (a peer restarted or a pod was replaced)"
         failed = [i for i in self.failed_pods() if i != self.pod_index]
         if failed:
             return f"pod(s) {_names(failed)} marked attempt {k} failed: {self._reason(failed[0])}"
