@@ -86,6 +86,9 @@ def status_view(job: JobInfo) -> None:
     else:
         stdout.print("progress: no progress line yet")
     stdout.print(f"newest checkpoint: {job.checkpoint or '-'}")
+    if job.restarts or job.max_restarts is not None:
+        budget = f"/{job.max_restarts}" if job.max_restarts is not None else ""
+        stdout.print(f"restarts: {job.restarts}{budget}" + (f", last: {job.last_restart}" if job.last_restart else ""))
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("INDEX", "POD", "PHASE", "RESTARTS", "NODE", "EXIT", "REASON"):
         table.add_column(column)

@@ -639,3 +639,16 @@ def test_a_client_side_argument_error_is_not_blamed_on_the_server(double: KubeDo
     k8s = backend(double)
     with pytest.raises(BackendError, match="rejected jobctl's arguments"):
         k8s.call("read pod log", k8s.core.read_namespaced_pod_log, "p", NS, tail_lines="x")
+
+
+def test_restarts_are_read_from_the_launchers_lines() -> None:
+    from jobctl.backends.base import latest_restart
+
+    lines = [
+        "[launcher] attempt 0: all 2 pod(s) joined; world size 16",
+        "[launcher] attempt 1: all 2 pod(s) joined; world size 16; restart 1 of 3 after attempt 0: pod 1: rank 9 "
+        "exited with code 137 at step 1200",
+        "[rank 0] rank=0 epoch=1/150 step=1300/187650 loss=6.1 lr=0.01 img/s=900.0 eta=1d",
+    ]
+    assert latest_restart(lines) == (1, 3, "attempt 0: pod 1: rank 9 exited with code 137 at step 1200")
+    assert latest_restart(lines[:1]) is None

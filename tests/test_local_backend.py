@@ -305,6 +305,9 @@ def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: P
     pods = local_state(backend, "kill")["pods"]
     assert [pod["exit_codes"] for pod in pods] == [[0], [0]]  # no pod was replaced
     assert [pod["restarts"] for pod in pods] == [0, 0]
+    info = backend.status("kill")  # the group's restarts, as the launchers count them
+    assert (info.restarts, info.max_restarts) == (1, 3)
+    assert info.last_restart is not None and "rank 1 exited with code 137" in info.last_restart
     assert evaluate("kill", shared, dataset)["images"] == 40
 
 

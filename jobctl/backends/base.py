@@ -22,6 +22,7 @@ PENDING, RUNNING, COMPLETE, FAILED, UNKNOWN = "Pending", "Running", "Complete", 
 FINISHED = (COMPLETE, FAILED)
 
 _RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
+_RESTART_LINE = re.compile(r"\] attempt \d+: all \d+ pod\(s\) joined; .*; restart (\d+) of (\d+) after (.*)$")
 
 
 class BackendError(Exception):
@@ -66,7 +67,9 @@ class JobInfo:
     platform: str = ""
     devices: int = 0
     pods_total: int = 0
-    restarts: int = 0
+    restarts: int = 0  # the group's restarts (in place or with new pods), else the pods' replacements
+    max_restarts: int | None = None
+    last_restart: str | None = None  # what ended the last failed attempt
     created: str | None = None
     pods: list[PodInfo] = field(default_factory=list)
     progress: dict[str, Any] | None = None
@@ -131,6 +134,16 @@ def latest_progress(lines: Iterable[str]) -> dict[str, Any] | None:
         parsed = parse_progress(line)
         if parsed is not None and parsed.get("rank", 0) == 0:
             newest = parsed
+    return newest
+
+
+def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
+    """(restarts, budget, why) from the newest launcher line ``attempt K: ...; restart R of M after <why>``."""
+    newest = None
+    for line in lines:
+        match = _RESTART_LINE.search(line)
+        if match:
+            newest = (int(match.group(1)), int(match.group(2)), match.group(3))
     return newest
 
 

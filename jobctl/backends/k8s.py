@@ -37,6 +37,7 @@ from jobctl.backends.base import (
     keep_line,
     last_json_line,
     latest_progress,
+    latest_restart,
     spec_from_yaml,
 )
 from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
@@ -363,6 +364,9 @@ class K8sBackend(Backend):
         if newest_pod0 is not None and newest_pod0.status and newest_pod0.status.phase != "Pending":
             lines = self.available_log(newest_pod0.metadata.name, tail=400, quiet=True) or []
             info.progress = latest_progress(lines)
+            restart = latest_restart(lines)
+            if restart is not None:
+                info.restarts, info.max_restarts, info.last_restart = restart
             saved = [m.group(1) for m in map(_SAVED.search, lines) if m]
             info.checkpoint = saved[-1] if saved else None
         info.explanation = self.explain(job, info, pods)

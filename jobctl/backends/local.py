@@ -54,6 +54,8 @@ from jobctl.spec import train_config
 from trainer.files import utc_timestamp
 from trainer.imagefolder import count_images
 from trainer.launcher.contract import Var
+from trainer.launcher.rendezvous import Rendezvous
+from trainer.launcher.restarts import RestartRecord, restart_record
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
@@ -208,6 +210,7 @@ class LocalBackend(Backend):
             for p in state.get("pods", [])
         ]
         phase = self.phase(job_dir)
+        record = _restart_record(job_dir, job)
         info = JobInfo(
             name=job_dir.name,
             namespace="local",
@@ -215,7 +218,9 @@ class LocalBackend(Backend):
             platform=str(env.get(Var.FAMILY, "")),
             devices=int(env.get(Var.NUM_PODS) or 0) * int(env.get(Var.DEVICES_PER_POD) or 0),
             pods_total=int(job.get("spec", {}).get("completions", 0)) if job else 0,
-            restarts=sum(p.restarts for p in pods),
+            restarts=record.count if record else sum(p.restarts for p in pods),
+            max_restarts=int(env[Var.MAX_RESTARTS]) if env.get(Var.MAX_RESTARTS) else None,
+            last_restart=record.last if record else None,
             created=meta.get("submitted") if meta else None,
             pods=pods,
         )
@@ -368,6 +373,14 @@ def _resolve_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
     if not path.exists():
         raise BackendError(f"--checkpoint: {checkpoint} does not exist; pass latest or a .ckpt file", exit_code=2)
     return path
+
+
+def _restart_record(job_dir: JobDir, job: dict[str, Any]) -> RestartRecord | None:
+    """The group's restarts, as the launchers count them, from this submission's rendezvous directory."""
+    run_id = job.get("metadata", {}).get("uid", "") if job else ""
+    rendezvous = Rendezvous(job_dir.root, 0, run_id=run_id)
+    newest = rendezvous.newest()
+    return None if newest is None else restart_record(rendezvous, newest + 1)
 
 
 def _check_batch_fits(spec: JobSpec) -> None:
