@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
-from jobctl.backends import k8s_gang
+from jobctl.backends import k8s_gang, k8s_history
 from jobctl.backends.base import (
     COMPLETE,
     FAILED,
@@ -32,13 +32,15 @@ from jobctl.backends.base import (
     JobNotFound,
     PodInfo,
     WaitTimeout,
+    add_history_summary,
     keep_line,
     last_json_line,
     latest_progress,
     spec_from_yaml,
 )
 from jobctl.render import config_map_name, eval_job_name, rings_config_name
-from trainer.launcher.contract import Var
+from trainer.ckpt_names import BEST_NAME
+from trainer.launcher.contract import JobLayout, Var
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -347,6 +349,8 @@ class K8sBackend(Backend):
             saved = [m.group(1) for m in map(_SAVED.search, lines) if m]
             info.checkpoint = saved[-1] if saved else None
         info.explanation = self.explain(job, info, pods)
+        best_checkpoint = str(JobLayout.in_pod(name).ckpt_dir / BEST_NAME)
+        add_history_summary(info, k8s_history.history_from_pods(self, name) or [], best_checkpoint)
         return info
 
     def summary(self, job: Any) -> JobInfo:
@@ -501,6 +505,11 @@ class K8sBackend(Backend):
             f"no spec of job {name!r} in namespace {self.namespace} (neither ConfigMap {record_name(name)} nor "
             f"{config_map_name(name)}); check the name and -n"
         )
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """From pod 0's logs while its pods exist, else from the shared volume (jobctl.backends.k8s_history)."""
+        found = k8s_history.history_from_pods(self, name)
+        return found if found is not None else k8s_history.history_from_volume(self, self.load_spec(name))
 
     def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None, kube_version: str | None = None) -> dict:
         """Run trainer.evaluate as the one-device Job ``<name>-eval``, wait, and read its result line."""

@@ -31,8 +31,6 @@ MAX_GRACE_SECONDS = 30.0
 _VAR_REF = re.compile(r"\$\$|\$\((\w+)\)")
 
 
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOCALHOST, 0))
