@@ -90,9 +90,10 @@ def progress_line(job: JobInfo) -> str:
     if not progress:
         return "progress: no progress line yet"
     speed = "-" if progress.get("img_per_sec") is None else f"{progress['img_per_sec']:.1f}"
+    loss = "-" if progress.get("loss") is None else f"{progress['loss']:.4f}"  # status.json before the first step
     return (
         f"progress: epoch {progress['epoch']}/{progress['max_epoch']}  step {progress['step']}/"
-        f"{progress['total_steps']}  loss {progress['loss']:.4f}  img/s {speed}  "
+        f"{progress['total_steps']}  loss {loss}  img/s {speed}  "
         f"ETA {format_duration(progress.get('eta_seconds'))}"
     )
 
