@@ -35,11 +35,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python ## create .venv with the project and all extras (train, dev)
+install: $(BIN)/python ## create .venv with the project and all extras (train, dev; dev includes plot)
 	$(BIN)/pip install -q -e '.[train,dev]'
 	@$(BIN)/jobctl --help >/dev/null && echo "installed: $(BIN)/jobctl"
 
-demo: ## generate a small dataset, train resnext_tiny on 2 local CPU workers, evaluate it
+demo: ## generate a small dataset, train resnext_tiny on 2 local CPU workers, evaluate it, plot its curves
 	$(BIN)/python -m trainer.data synth --out $(DEMO_DATA) --classes 10 --per_class 40 --size 64 --quiet
 	$(BIN)/jobctl submit --backend local --platform cpu --devices 2 --name $(DEMO_JOB) \
 		--data $(DEMO_DATA) --shared $(SHARED) --replace --wait \
@@ -47,6 +47,8 @@ demo: ## generate a small dataset, train resnext_tiny on 2 local CPU workers, ev
 		--set max_epoch=$(DEMO_EPOCHS) --set T_max=$(DEMO_EPOCHS) --set lr=0.2 --set ckpt_interval=20 \
 		--set log_interval=4
 	$(BIN)/jobctl eval $(DEMO_JOB) --backend local --shared $(SHARED) --data $(DEMO_DATA)/val
+	@plot=$$($(BIN)/jobctl plot $(DEMO_JOB) --backend local --shared $(SHARED) -o $(SHARED)/jobs/$(DEMO_JOB)/plot.png) \
+		&& echo "training curves: $$plot"
 
 test: ## run the test suite
 	$(BIN)/python -m pytest -q

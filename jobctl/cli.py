@@ -44,6 +44,7 @@ ranktable_app = typer.Typer(help="HCCL rank tables for bare-metal Ascend runs.",
 app.add_typer(ranktable_app, name="ranktable")
 
 DEFAULT_SHARED = "./shared"
+WAIT_BAR_SECONDS = 2.0  # `jobctl wait`'s bar refresh on a terminal
 
 
 class BackendName(StrEnum):
@@ -367,9 +368,18 @@ def status(
     backend: BackendOpt = BackendName.k8s,
     shared: SharedOpt = None,
     out: OutputOpt = Format.table,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until the job ends")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="seconds between refreshes")] = 5.0,
 ) -> None:
-    """Per-rank pods, training progress and the newest checkpoint; why a job is Pending or Failed."""
-    info = make_backend(backend, namespace, context, shared).status(name)
+    """Per-rank pods, training progress, best top-1, a loss sparkline and the newest checkpoint; why a job is
+    Pending or Failed. With --watch: refreshed in place until the job ends (plain lines when not a terminal)."""
+    runner = make_backend(backend, namespace, context, shared)
+    if watch:
+        from jobctl.watch import watch_status
+
+        watch_status(lambda: runner.status(name), interval, sys.stdout, terminal=sys.stdout.isatty())
+        return
+    info = runner.status(name)
     if out is Format.table:
         output.status_view(info)
     else:
@@ -421,7 +431,13 @@ def wait(
 ) -> None:
     """Block until the job is Complete or Failed; exit 0 if it reached --for, 1 otherwise or on timeout."""
     wanted = COMPLETE if for_ is WaitFor.complete else FAILED
-    phase = make_backend(backend, namespace, context, shared).wait(name, for_phase=wanted, timeout=timeout)
+    runner = make_backend(backend, namespace, context, shared)
+    if sys.stderr.isatty():  # a person is watching: a bar of the training steps
+        from jobctl.watch import wait_with_bar
+
+        phase = wait_with_bar(lambda: runner.status(name), wanted, WAIT_BAR_SECONDS, timeout, sys.stderr)
+    else:
+        phase = runner.wait(name, for_phase=wanted, timeout=timeout)
     output.note(f"job {name}: {phase}")
     if phase != wanted:
         raise typer.Exit(1)
@@ -465,6 +481,36 @@ def eval_(
         output.eval_view(result)
     else:
         output.dump(result, out)
+
+
+@app.command()
+@fail_cleanly
+def plot(
+    name: str,
+    destination: Annotated[Path | None, typer.Option("--output", "-o", help="PNG file (default: NAME.png)")] = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    backend: BackendOpt = BackendName.k8s,
+    shared: SharedOpt = None,
+) -> None:
+    """One PNG of a job's training curves (loss, learning rate, throughput, validation top-1/top-5 against the
+    global step, restarts marked) from its metrics history; prints the file's path."""
+    from jobctl.backends.base import JobNotFound
+    from jobctl.plot import plot_history, require_matplotlib, title_of
+    from jobctl.spec import train_config
+
+    require_matplotlib()  # before any work: the missing extra is the first thing to say
+    runner = make_backend(backend, namespace, context, shared)
+    records = runner.history(name)
+    if not records:
+        raise BackendError(f"job {name} has no metrics history yet (metrics.jsonl); its trainer has not started")
+    try:
+        spec: JobSpec | None = runner.load_spec(name)
+    except JobNotFound:
+        spec = None
+    title = title_of(records, name, train_config(spec).arch if spec else None, spec.devices if spec else None)
+    path = plot_history(records, title, destination or Path(f"{name}.png"))
+    print(path.resolve())
 
 
 # Rank tables -------------------------------------------------------------------------------------------------

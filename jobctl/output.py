@@ -9,8 +9,9 @@ from enum import StrEnum
 from typing import Any
 
 import yaml
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from jobctl.backends.base import JobInfo
 
@@ -70,25 +71,54 @@ def job_table(jobs: list[JobInfo]) -> None:
     stdout.print(table)
 
 
-def status_view(job: JobInfo) -> None:
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value, scaled between the smallest and the largest."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARK_BLOCKS[round((v - low) / span * (len(SPARK_BLOCKS) - 1))] for v in values)
+
+
+def progress_line(job: JobInfo) -> str:
     from trainer.progress import format_duration
 
-    stdout.print(f"[bold]{job.name}[/bold]  namespace {job.namespace}  [bold]{job.phase}[/bold]", end="")
-    stdout.print(f"  {job.platform or '-'}  {job.devices} devices in {job.pods_total} pod(s)  age {age(job.created)}")
     progress = job.progress
-    if progress:
-        speed = "-" if progress.get("img_per_sec") is None else f"{progress['img_per_sec']:.1f}"
-        stdout.print(
-            f"progress: epoch {progress['epoch']}/{progress['max_epoch']}  step {progress['step']}/"
-            f"{progress['total_steps']}  loss {progress['loss']:.4f}  img/s {speed}  "
-            f"ETA {format_duration(progress.get('eta_seconds'))}"
-        )
-    else:
-        stdout.print("progress: no progress line yet")
-    stdout.print(f"newest checkpoint: {job.checkpoint or '-'}")
-    if job.restarts or job.max_restarts is not None:
-        budget = f"/{job.max_restarts}" if job.max_restarts is not None else ""
-        stdout.print(f"restarts: {job.restarts}{budget}" + (f", last: {job.last_restart}" if job.last_restart else ""))
+    if not progress:
+        return "progress: no progress line yet"
+    speed = "-" if progress.get("img_per_sec") is None else f"{progress['img_per_sec']:.1f}"
+    loss = "-" if progress.get("loss") is None else f"{progress['loss']:.4f}"  # status.json before the first step
+    return (
+        f"progress: epoch {progress['epoch']}/{progress['max_epoch']}  step {progress['step']}/"
+        f"{progress['total_steps']}  loss {loss}  img/s {speed}  "
+        f"ETA {format_duration(progress.get('eta_seconds'))}"
+    )
+
+
+def history_lines(job: JobInfo) -> list[str]:
+    """Best top-1 (and its checkpoint), the loss sparkline and the restarts."""
+    lines = []
+    if job.best:
+        where = f"  {job.best['checkpoint']}" if job.best.get("checkpoint") else ""
+        lines.append(f"best top-1: {job.best['top1'] * 100:.2f}% at step {job.best['step']}{where}")
+    if job.loss_trend:
+        trend = job.loss_trend
+        lines.append(f"loss: {sparkline(trend)}  {trend[0]:.4f} -> {trend[-1]:.4f} (last {len(trend)} lines)")
+    budget = f"/{job.max_restarts}" if job.max_restarts is not None else ""
+    lines.append(f"restarts: {job.restarts}{budget}" + (f", last: {job.last_restart}" if job.last_restart else ""))
+    return lines
+
+
+def status_renderable(job: JobInfo) -> RenderableType:
+    head = Text.from_markup(
+        f"[bold]{job.name}[/bold]  namespace {job.namespace}  [bold]{job.phase}[/bold]  {job.platform or '-'}  "
+        f"{job.devices} devices in {job.pods_total} pod(s)  age {age(job.created)}"
+    )
+    lines: list[RenderableType] = [head, Text(progress_line(job)), *map(Text, history_lines(job))]
+    lines.append(Text(f"newest checkpoint: {job.checkpoint or '-'}"))
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("INDEX", "POD", "PHASE", "RESTARTS", "NODE", "EXIT", "REASON"):
         table.add_column(column)
@@ -97,9 +127,24 @@ def status_view(job: JobInfo) -> None:
         table.add_row(
             str(pod.index), pod.name, pod.phase, str(pod.restarts), pod.node or "-", exit_code, pod.reason or "-"
         )
-    stdout.print(table)
+    lines.append(table)
     if job.explanation:
-        stdout.print(f"why: {job.explanation}")
+        lines.append(Text(f"why: {job.explanation}"))
+    return Group(*lines)
+
+
+def status_view(job: JobInfo) -> None:
+    stdout.print(status_renderable(job))
+
+
+def status_summary(job: JobInfo) -> str:
+    """One plain line per refresh of `status --watch` when stdout is not a terminal."""
+    best = f"  best top-1 {job.best['top1'] * 100:.2f}%" if job.best else ""
+    return f"{utc_clock()} {job.name} {job.phase}  {progress_line(job).removeprefix('progress: ')}{best}"
+
+
+def utc_clock() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%SZ")
 
 
 def eval_view(result: dict[str, Any]) -> None:

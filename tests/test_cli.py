@@ -231,3 +231,18 @@ def test_ranktable_bad_input(tmp_path: Path) -> None:
     assert_bad_input(same_ips, "HCCL refuses duplicate device IPs")
     (tmp_path / "broken.json").write_text("{not json")
     assert_bad_input(jobctl("ranktable", "merge", str(tmp_path / "broken.json")), "broken.json")
+
+
+def test_plot_of_an_unknown_local_job_is_a_clean_error(tmp_path: Path) -> None:
+    result = jobctl("plot", "nope", "--backend", "local", "--shared", str(tmp_path))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no job directory for 'nope'" in result.stderr
+
+
+def test_plot_before_the_first_progress_line_says_so(tmp_path: Path) -> None:
+    job_dir = tmp_path / "jobs" / "early"
+    job_dir.mkdir(parents=True)
+    (job_dir / "metrics.jsonl").write_text('{"kind":"start","step":0,"epoch":0,"restarts":0}\n')
+    result = jobctl("plot", "early", "--backend", "local", "--shared", str(tmp_path), "-o", str(tmp_path / "p.png"))
+    assert result.exit_code == 1 and "no training progress" in result.stderr
+    assert not (tmp_path / "p.png").exists()

@@ -108,10 +108,12 @@ def test_learns_generated_data(trained: tuple[Path, subprocess.CompletedProcess[
     names = sorted(p.name for p in ckpt.iterdir())
     assert names == [
         "best.ckpt",
+        "metrics.jsonl",  # run by hand (no JOBCTL_JOB_DIR): the history sits next to status.json
         "resnext_tiny-2_50.ckpt",
         "resnext_tiny-3_75.ckpt",
         "resnext_tiny-4_100.ckpt",
         "status.json",
+        "tensorboard",
     ]
     tops = [float(m) for m in re.findall(r"validation top1=([\d.]+)", result.stdout)]
     assert len(tops) == 4 and max(tops) == pytest.approx(status["best"]["top1"], abs=1e-4)
@@ -151,10 +153,12 @@ def test_corrupt_newest_checkpoint_is_reported_and_skipped(
     names = sorted(p.name for p in ckpt.iterdir())
     assert names == [
         "best.ckpt",
+        "metrics.jsonl",
         "resnext_tiny-3_75.ckpt",
         "resnext_tiny-4_100.ckpt",
         "resnext_tiny-4_100.ckpt.corrupt",
         "status.json",
+        "tensorboard",
     ], names
 
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from trainer.bars import progress_bar
 from trainer.imagefolder import EXTENSIONS, class_dirs, image_names
 
 log = logging.getLogger(__name__)
@@ -372,6 +373,7 @@ def write_synthetic(
     val_per_class: int = 10,
     seed: int = 1,
     quality: int = 90,
+    on_image: Callable[[], None] | None = None,
 ) -> Path:
     """Write ``out/train/<class>/*.JPEG`` and ``out/val/<class>/*.JPEG`` (deterministic for a seed).
 
@@ -400,6 +402,8 @@ def write_synthetic(
                     rng = np.random.default_rng([seed, split_id, c, i])
                     pixels = synth_image(c, num_classes, width, height, rng)
                     Image.fromarray(pixels).save(class_dir / f"{class_dir.name}_{i:05d}.JPEG", quality=quality)
+                    if on_image is not None:
+                        on_image()
         meta = {"classes": num_classes, "per_class": per_class, "val_per_class": val_per_class, "seed": seed}
         (tmp / "synth.json").write_text(json.dumps({**meta, "width": width, "height": height}) + "\n")
         if root.exists():
@@ -421,10 +425,18 @@ def _synth_command(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    total = args.classes * (args.per_class + args.val_per_class)
     try:
-        root = write_synthetic(
-            args.out, args.classes, args.per_class, args.size, val_per_class=args.val_per_class, seed=args.seed
-        )
+        with progress_bar("writing images", total, enabled=not args.quiet) as advance:
+            root = write_synthetic(
+                args.out,
+                args.classes,
+                args.per_class,
+                args.size,
+                val_per_class=args.val_per_class,
+                seed=args.seed,
+                on_image=advance,
+            )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

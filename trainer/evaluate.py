@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.bars import progress_bar
 from trainer.ckpt_files import set_aside
 from trainer.config import ConfigError, TrainConfig, build
 from trainer.cpu import apply_cpu_fast_path
@@ -84,7 +85,8 @@ def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, g
         classes=classes,
     )
     start = time.perf_counter()
-    result = score(net, dataset, group_size)
+    with progress_bar(f"scoring {ckpt.path.name}", dataset.get_dataset_size(), enabled=rank == 0) as advance:
+        result = score(net, dataset, group_size, on_batch=advance)
     seconds = time.perf_counter() - start
     return {
         "checkpoint": str(ckpt.path),

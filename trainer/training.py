@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -32,7 +33,9 @@ from trainer.checkpoint import Checkpoint
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
+from trainer.launcher.contract import Var
 from trainer.loss import LabelSmoothingCrossEntropy
+from trainer.metrics import History, TensorBoard, format_validation, history_paths, log_record_line, restarts_from_env
 from trainer.model import build_model
 from trainer.progress import ThroughputMeter, format_progress, read_status, write_status
 from trainer.schedule import learning_rates
@@ -59,11 +62,14 @@ def train(cfg: TrainConfig) -> str:
     run = build_run(cfg, rank=rank, group_size=group_size)
     start_step = resume(run)
     status = open_status(run, start_step=start_step)
+    status.history = open_history(run, start_step=start_step)
     try:
         return train_loop(run, status, start_step=start_step)
     except Exception:
         status.mark_failed()
         raise
+    finally:
+        status.history.close()
 
 
 # 1. Build the run ----------------------------------------------------------------------------------------------
@@ -287,6 +293,7 @@ class Status:
         self.fields: dict[str, Any] = {"loss": None, "lr": None, "img_per_sec": None, "eta_seconds": None}
         self.fields.update({"checkpoint": None, "best": None}, **static)
         self.written = 0.0
+        self.history = History(None)  # rank 0's metrics history (open_history)
 
     def update(self, **fields: Any) -> None:
         """A change of state, checkpoint or best: written at once."""
@@ -328,6 +335,31 @@ def open_status(run: Run, start_step: int) -> Status:
     previous = read_status(run.ckpt_dir / STATUS_FILE) if found is not None else None
     status.update(best=previous.get("best") if previous else None, checkpoint=str(found.path) if found else None)
     return status
+
+
+def open_history(run: Run, start_step: int) -> History:
+    """Rank 0 appends to metrics.jsonl and TensorBoard files (trainer.metrics), starting with this attempt's
+    record, which it also logs: on a cluster `jobctl plot` rebuilds the history from rank 0's log."""
+    if run.rank != 0:
+        return History(None)
+    metrics_file, tensorboard_dir = history_paths(run.cfg.ckpt_path)
+    tensorboard = TensorBoard(tensorboard_dir) if TensorBoard.available() else None
+    if tensorboard is None:
+        run.log("note: tensorboardX is not installed, so no TensorBoard files (pip install 'resnext-jobs[train]')")
+    history = History(metrics_file, tensorboard, restarts=restarts_from_env(), flush_seconds=STATUS_SECONDS)
+    found = run.inputs.resume
+    record = history.attempt(
+        start_step,
+        epoch=start_step // run.steps_per_epoch,
+        checkpoint=str(found.path) if found else None,
+        last_failure=os.environ.get(Var.LAST_FAILURE) or None,
+        arch=run.cfg.arch,
+        rank_size=run.group_size,
+        total_steps=run.total_steps,
+        max_epoch=run.cfg.max_epoch,
+    )
+    run.log(log_record_line(record))
+    return history
 
 
 # 4. The loop ---------------------------------------------------------------------------------------------------
@@ -434,6 +466,8 @@ class ProgressReport:
             )
             log(line)
             self.last_line = time.monotonic()
+            speed = meter.img_per_sec
+            self.status.history.train(step, epoch, loss=loss, lr=lr, img_per_sec=speed, eta_seconds=eta)
 
 
 def describe_run(run: Run, start_step: int, stepper: Stepper) -> str:
@@ -476,10 +510,8 @@ def validate(run: Run, status: Status, epoch: int, step: int) -> None:
     run.net.set_train(False)
     result = score(run.net, run.val_dataset, run.group_size)
     run.net.set_train(True)
-    run.log(
-        f"epoch={epoch}/{run.cfg.max_epoch} step={step}/{run.total_steps} validation "
-        f"top1={result['top1']:.4f} top5={result['top5']:.4f} images={result['images']}"
-    )
+    run.log(format_validation(epoch, run.cfg.max_epoch, step, run.total_steps, result))
+    status.history.validation(step, epoch, result)
     best = status.fields.get("best")
     if run.rank == 0 and (best is None or result["top1"] > best["top1"]):
         path = ckpt.save(run.train_net, run.ckpt_dir / ckpt.BEST_NAME, dict(run.meta(epoch, step), **result))

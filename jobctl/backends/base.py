@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 PENDING, RUNNING, COMPLETE, FAILED, UNKNOWN = "Pending", "Running", "Complete", "Failed", "Unknown"
 FINISHED = (COMPLETE, FAILED)
 
+LOSS_TREND_POINTS = 40  # losses in status's sparkline
 _RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
 _RESTART_LINE = re.compile(r"\] attempt \d+: all \d+ pod\(s\) joined; .*; restart (\d+) of (\d+) after (.*)$")
 
@@ -75,6 +76,8 @@ class JobInfo:
     progress: dict[str, Any] | None = None
     checkpoint: str | None = None
     explanation: str | None = None
+    best: dict[str, Any] | None = None  # {"top1", "step", "checkpoint"}: the best validation so far
+    loss_trend: list[float] = field(default_factory=list)  # the newest training losses of the history, oldest first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +117,10 @@ class Backend(ABC):
     def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None) -> dict[str, Any]:
         """Run trainer.evaluate on a checkpoint of the job; returns its JSON result (top1, top5, ...)."""
 
+    @abstractmethod
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The job's metrics history records (trainer.metrics), in the order written; [] when there are none yet."""
+
 
 def rank_of_line(line: str) -> int | None:
     """The global rank a launcher output line belongs to (its ``[rank N] `` prefix), if any."""
@@ -145,6 +152,17 @@ def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
         if match:
             newest = (int(match.group(1)), int(match.group(2)), match.group(3))
     return newest
+
+
+def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_checkpoint: str | None) -> None:
+    """The best validation and the newest losses of ``records`` into ``info`` (status shows them)."""
+    from trainer.metrics import best_validation, effective
+
+    kept = effective(records)
+    best = best_validation(kept)
+    if best is not None:
+        info.best = {"top1": best["top1"], "step": best["step"], "checkpoint": best_checkpoint}
+    info.loss_trend = [float(r["loss"]) for r in kept if r["kind"] == "train"][-LOSS_TREND_POINTS:]
 
 
 def last_json_line(text: str) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
-from jobctl.backends import k8s_gang
+from jobctl.backends import k8s_gang, k8s_history
 from jobctl.backends.base import (
     COMPLETE,
     FAILED,
@@ -34,6 +34,7 @@ from jobctl.backends.base import (
     JobNotFound,
     PodInfo,
     WaitTimeout,
+    add_history_summary,
     keep_line,
     last_json_line,
     latest_progress,
@@ -43,7 +44,8 @@ from jobctl.backends.base import (
 from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
 from jobctl.backends.k8s_logs import LogCursor, iter_lines
 from jobctl.render import config_map_name, eval_job_name, resolve_kube_version, rings_config_name
-from trainer.launcher.contract import Var
+from trainer.ckpt_names import BEST_NAME
+from trainer.launcher.contract import JobLayout, Var
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -370,6 +372,8 @@ class K8sBackend(Backend):
             saved = [m.group(1) for m in map(_SAVED.search, lines) if m]
             info.checkpoint = saved[-1] if saved else None
         info.explanation = self.explain(job, info, pods)
+        best_checkpoint = str(JobLayout.in_pod(name).ckpt_dir / BEST_NAME)
+        add_history_summary(info, k8s_history.history_from_pods(self, name) or [], best_checkpoint)
         return info
 
     def summary(self, job: Any) -> JobInfo:
@@ -581,6 +585,11 @@ class K8sBackend(Backend):
             f"no spec of job {name!r} in namespace {self.namespace} (neither ConfigMap {record_name(name)} nor "
             f"{config_map_name(name)}); check the name and -n"
         )
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """From pod 0's logs while its pods exist, else from the shared volume (jobctl.backends.k8s_history)."""
+        found = k8s_history.history_from_pods(self, name)
+        return found if found is not None else k8s_history.history_from_volume(self, self.load_spec(name))
 
     def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None, kube_version: str | None = None) -> dict:
         """Run trainer.evaluate as the one-device Job ``<name>-eval``, wait, read its result line, delete it."""

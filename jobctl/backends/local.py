@@ -34,6 +34,7 @@ from jobctl.backends.base import (
     JobNotFound,
     PodInfo,
     WaitTimeout,
+    add_history_summary,
     keep_line,
     last_json_line,
     latest_progress,
@@ -56,6 +57,7 @@ from trainer.imagefolder import count_images
 from trainer.launcher.contract import Var
 from trainer.launcher.rendezvous import Rendezvous
 from trainer.launcher.restarts import RestartRecord, restart_record
+from trainer.metrics import read_history
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
@@ -235,6 +237,8 @@ class LocalBackend(Backend):
             info.progress = latest_progress(lines)
         newest = job_dir.newest_checkpoint()
         info.checkpoint = str(newest.path) if newest else None
+        best = (status or {}).get("best") or {}
+        add_history_summary(info, read_history(job_dir.metrics_file), best.get("checkpoint"))
         if phase == FAILED:
             info.explanation = f"{state.get('reason')}: {state.get('message')}"
         elif phase == UNKNOWN:
@@ -302,6 +306,12 @@ class LocalBackend(Backend):
                 f"no job directory with a spec.yaml for {name!r} under {self.shared}/jobs; check the name and --shared"
             ) from None
         return spec_from_yaml(text, str(spec_file))
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        job_dir = self.job_dir(name)  # kept after `jobctl delete`: the history is still there
+        if not job_dir.exists():
+            raise JobNotFound(f"no job directory for {name!r} under {self.shared}/jobs; check the name and --shared")
+        return read_history(job_dir.metrics_file)
 
     def evaluate(self, spec: JobSpec, checkpoint: str, data: str | None) -> dict[str, Any]:
         job_dir = self.job_dir(spec.name)

@@ -1,0 +1,91 @@
+"""A Kubernetes job's metrics history (for `jobctl plot` and `jobctl status`).
+
+While pod 0's pods exist, the history is rebuilt from their logs (rank 0's progress and validation lines and its
+``metrics {json}`` attempt lines: trainer.metrics.history_from_log), oldest pod first. Once the Job is cleaned up,
+a one-pod Job ``<name>-metrics`` prints ``<job dir>/metrics.jsonl`` from the shared volume, reaching it the way
+``jobctl eval``'s Job does (same volumes, node selector and tolerations; no accelerator, a tenth of a core).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from jobctl.backends.base import COMPLETE, BackendError
+from trainer.launcher.contract import JobLayout
+from trainer.metrics import history_from_log, parse_records
+
+if TYPE_CHECKING:
+    from jobctl.backends.k8s import K8sBackend
+    from jobctl.spec import JobSpec
+
+READER_SUFFIX = "-metrics"
+READER_TTL_SECONDS = 600
+READER_RESOURCES = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
+_STARTED = ("Running", "Succeeded", "Failed")
+
+
+def reader_job_name(name: str) -> str:
+    return f"{name}{READER_SUFFIX}"
+
+
+def history_from_pods(backend: K8sBackend, name: str) -> list[dict[str, Any]] | None:
+    """The history in the logs of every pod of index 0 (replacements included); None when there are none."""
+    from jobctl.backends.k8s import _pod_index
+
+    pods = [p for p in backend.pods_of(name) if _pod_index(p) == 0 and p.status and p.status.phase in _STARTED]
+    if not pods:
+        return None
+    # A pod that failed before its container ran has no log (the kubelet answers 400): it adds nothing.
+    lines = [line for pod in pods for line in backend.available_log(pod.metadata.name, quiet=True) or []]
+    return history_from_log(lines)
+
+
+def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
+    """The eval Job of ``spec`` turned into a one-shot `cat` of metrics.jsonl on the shared volume."""
+    from jobctl.render import render_eval
+
+    (job,) = copy.deepcopy(render_eval(spec, spec.ckpt_dir, spec.val_dir or "/data", kube_version))
+    name = reader_job_name(spec.name)
+    job["metadata"]["name"] = name
+    labels = {**job["metadata"]["labels"], "app.kubernetes.io/component": "metrics"}
+    job["metadata"]["labels"] = labels
+    job["spec"]["template"]["metadata"]["labels"] = dict(labels)
+    job["spec"].update(ttlSecondsAfterFinished=READER_TTL_SECONDS, backoffLimit=0)  # a missing file stays missing
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    shared = [m for m in container["volumeMounts"] if m["name"] == "shared"]
+    container.update(
+        command=["cat", str(JobLayout.in_pod(spec.name).metrics_file)],
+        env=[],
+        resources=READER_RESOURCES,
+        volumeMounts=[{**m, "readOnly": True} for m in shared],
+    )
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] == "shared"]
+    return job
+
+
+def history_from_volume(backend: K8sBackend, spec: JobSpec) -> list[dict[str, Any]]:
+    """Run the reader Job, wait for it, parse its log, delete it."""
+    from jobctl.backends.k8s import _grace
+    from jobctl.render import resolve_kube_version
+
+    name = reader_job_name(spec.name)
+    job = reader_job(spec, resolve_kube_version(backend.server_version(), older_as_oldest=True))
+    old = backend.read_job_or_none(name)
+    backend.delete_quietly("Job", backend.batch.delete_namespaced_job, name, propagation_policy="Foreground")
+    backend.wait_gone([name], _grace(old))
+    backend.create_job_and_owned([job])
+    try:
+        phase = backend.wait(name, for_phase=None, timeout=None)
+        pods = backend.pods_of(name)
+        lines = backend.pod_log_lines(pods[-1].metadata.name) if pods else []
+    finally:
+        backend.delete_quietly("Job", backend.batch.delete_namespaced_job, name, propagation_policy="Background")
+    if phase != COMPLETE:
+        tail = "\n".join(lines[-5:])
+        raise BackendError(
+            f"job {spec.name}: its pods are gone and the Job {name} could not read "
+            f"{JobLayout.in_pod(spec.name).metrics_file} from the shared volume ({phase}):\n{tail}"
+        )
+    return parse_records(lines)
