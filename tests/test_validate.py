@@ -97,10 +97,10 @@ def test_role_grants_what_the_backend_uses() -> None:
     assert grants == {
         ("batch", "jobs"): {"create", "get", "list", "delete"},
         ("batch", "jobs/finalizers"): {"update"},
-        ("", "pods"): {"get", "list"},
+        ("", "pods"): {"create", "get", "list"},  # create: only as a server-side dry run (pod admission at submit)
         ("", "pods/log"): {"get"},
-        ("", "services"): {"create", "get", "delete", "patch"},
-        ("", "configmaps"): {"create", "get", "delete", "patch"},
+        ("", "services"): {"create", "get", "delete"},
+        ("", "configmaps"): {"create", "get", "delete"},
         ("", "events"): {"list"},
         ("scheduling.volcano.sh", "podgroups"): {"create", "get", "delete", "patch"},
         ("kueue.x-k8s.io", "workloads"): {"list"},
