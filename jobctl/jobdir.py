@@ -83,7 +83,6 @@ class JobDir(JobLayout):
         return dict(sorted(logs.items()))
 
 
-
 def list_job_dirs(shared: str | Path) -> list[JobDir]:
     jobs = Path(shared).resolve() / "jobs"
     if not jobs.is_dir():

@@ -107,13 +107,14 @@ def test_submit_creates_objects_and_owner_references(double: KubeDouble) -> None
     assert double.names("jobs", NS) == ["rx"]
     assert double.names("services", NS) == ["rx"]
     assert double.names("configmaps", NS) == ["rx-config", "rx-spec"]
+    assert double.names("networkpolicies", NS) == ["rx"]
     creates = double.calls("POST")
     dry = [c for c in creates if c["query"].get("dryRun") == "All"]
     real = [c for c in creates if "dryRun" not in c["query"]]
-    assert len(dry) == 3 and creates.index(dry[-1]) < creates.index(real[0]), "dry run of every object first"
+    assert len(dry) == 4 and creates.index(dry[-1]) < creates.index(real[0]), "dry run of every object first"
     job = double.get("jobs", NS, "rx")
     assert job is not None and job["spec"]["completions"] == 2 and job["spec"]["completionMode"] == "Indexed"
-    for plural, name in (("services", "rx"), ("configmaps", "rx-config")):
+    for plural, name in (("services", "rx"), ("configmaps", "rx-config"), ("networkpolicies", "rx")):
         obj = double.get(plural, NS, name)
         assert obj is not None
         assert obj["metadata"]["ownerReferences"] == [

@@ -1,7 +1,7 @@
 """The Kubernetes backend: the official `kubernetes` client against any cluster, no operator or CRD.
 
-Objects jobctl creates for job ``<name>``: the rendered ConfigMap ``<name>-config``, Service ``<name>`` and
-Indexed Job ``<name>`` (the first two then owned by the Job, so its deletion or TTL cleanup cascades), plus
+Objects jobctl creates for job ``<name>``: the rendered ConfigMap ``<name>-config``, Service ``<name>``,
+NetworkPolicy ``<name>`` and Indexed Job ``<name>`` (the others then owned by the Job, so its deletion or TTL cleanup cascades), plus
 ``<name>-spec``: a ConfigMap holding the resolved spec that is NOT owned by the Job. It outlives TTL cleanup so
 ``jobctl eval`` can still build an eval Job, and it tells ``submit`` that the name was used before (the job
 directory on the shared volume, with its checkpoints, is not reachable from a laptop). ``jobctl delete`` removes it.
@@ -37,7 +37,7 @@ from jobctl.backends.base import (
     latest_progress,
     spec_from_yaml,
 )
-from jobctl.render import config_map_name, eval_job_name, rings_config_name
+from jobctl.render import JOB_NAME_LABEL, config_map_name, eval_job_name, rings_config_name
 from trainer.launcher.contract import Var
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobctl"}
 CONTAINER = "trainer"
@@ -107,6 +106,7 @@ class K8sBackend(Backend):
         self.poll_seconds = poll_seconds
         self.core = k8s.CoreV1Api(client)
         self.batch = k8s.BatchV1Api(client)
+        self.networking = k8s.NetworkingV1Api(client)
         self.version_api = k8s.VersionApi(client)
 
     # plumbing ---------------------------------------------------------------------------------------------
@@ -230,6 +230,7 @@ class K8sBackend(Backend):
         creators: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
             "Job": self.batch.create_namespaced_job,
         }
         if kind not in creators:
@@ -244,6 +245,7 @@ class K8sBackend(Backend):
             return k8s_gang.set_owner(self, obj, owner)
         patch = {"metadata": {"ownerReferences": [owner]}}
         patcher = {"ConfigMap": self.core.patch_namespaced_config_map, "Service": self.core.patch_namespaced_service}
+        patcher["NetworkPolicy"] = self.networking.patch_namespaced_network_policy
         self.call(
             f"set the owner of {kind} {name}",
             patcher[kind],
@@ -261,6 +263,7 @@ class K8sBackend(Backend):
         deleters: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.delete_namespaced_config_map,
             "Service": self.core.delete_namespaced_service,
+            "NetworkPolicy": self.networking.delete_namespaced_network_policy,
             "Job": self.batch.delete_namespaced_job,
         }
         with contextlib.suppress(BackendError):
@@ -296,6 +299,8 @@ class K8sBackend(Backend):
         for cm in maps:
             deleted |= self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, cm)
         deleted |= self.delete_quietly("Service", self.core.delete_namespaced_service, name)
+        for policy in (name, eval_job_name(name)):
+            self.delete_quietly("NetworkPolicy", self.networking.delete_namespaced_network_policy, policy)
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
         if wait:
@@ -518,6 +523,7 @@ class K8sBackend(Backend):
         job_name = eval_job_name(spec.name)
         self.delete_quietly("Job", self.batch.delete_namespaced_job, job_name, propagation_policy="Foreground")
         self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, config_map_name(job_name))
+        self.delete_quietly("NetworkPolicy", self.networking.delete_namespaced_network_policy, job_name)
         self.wait_gone([job_name])
         self.create_owned(objects, job_name)
         phase = self.wait(job_name, for_phase=None, timeout=None)
