@@ -1,10 +1,11 @@
 """The Kubernetes backend: the official `kubernetes` client against any cluster, no operator or CRD.
 
 Objects jobctl creates for job ``<name>``: the rendered ConfigMap ``<name>-config``, Service ``<name>``,
-NetworkPolicy ``<name>`` and Indexed Job ``<name>`` (the others then owned by the Job, so its deletion or TTL cleanup cascades), plus
-``<name>-spec``: a ConfigMap holding the resolved spec that is NOT owned by the Job. It outlives TTL cleanup so
-``jobctl eval`` can still build an eval Job, and it tells ``submit`` that the name was used before (the job
-directory on the shared volume, with its checkpoints, is not reachable from a laptop). ``jobctl delete`` removes it.
+NetworkPolicy ``<name>`` and Indexed Job ``<name>`` (the others then owned by the Job, so its deletion or TTL
+cleanup cascades), plus ``<name>-spec``: a ConfigMap holding the resolved spec that is NOT owned by the Job. It
+outlives TTL cleanup so ``jobctl eval`` can still build an eval Job, and it tells ``submit`` that the name was used
+before (the job directory on the shared volume, with its checkpoints, is not reachable from a laptop). ``jobctl
+delete`` removes it.
 """
 
 from __future__ import annotations
