@@ -63,7 +63,7 @@ def normalized_path(value: str, field: str) -> str:
     parts = value.split("/")
     if not value.startswith("/") or value == "/" or ".." in parts or any(c in value for c in "\n\0"):
         raise ValueError(f"{field} {short_repr(value)} must be an absolute path other than / without '..'")
-    return posixpath.normpath(value)
+    return "/" + posixpath.normpath(value).lstrip("/")  # normpath keeps a leading //
 
 
 def check_host_path(value: str) -> str:
@@ -83,14 +83,17 @@ def host_path_roots(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
     raw = environ.get(HOST_PATH_ROOTS_ENV, "").strip()
     if not raw:
         return DEFAULT_HOST_PATH_ROOTS
-    return tuple(posixpath.normpath(p) for p in raw.split(os.pathsep) if p.strip())
+    return tuple(normalized_path(p.strip(), HOST_PATH_ROOTS_ENV) for p in raw.split(os.pathsep) if p.strip())
 
 
 def check_cluster_host_paths(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> None:
     """The k8s backend: data/shared host paths only under the allowed roots; SpecError otherwise."""
     from jobctl.spec import SpecError
 
-    roots = host_path_roots(environ)
+    try:
+        roots = host_path_roots(environ)
+    except ValueError as exc:
+        raise SpecError(f"${HOST_PATH_ROOTS_ENV}: {exc}") from None
     for field, volume in (("data", spec.data), ("shared", spec.shared)):
         path = volume.host_path
         if path is None or any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots):
