@@ -110,8 +110,12 @@ def local_secret_dir(secret: str) -> Path:
     return folder
 
 
-def _secret_value(secret: str, key: str) -> str:
-    path = local_secret_dir(secret) / key
+def _secret_value(secret: str, key: str, env_name: str = "") -> str:
+    try:
+        folder = local_secret_dir(secret)
+    except BackendError as exc:
+        raise BackendError(f"env {env_name}: {exc.message}" if env_name else exc.message, exc.exit_code) from None
+    path = folder / key
     try:
         return path.read_text().rstrip("\n")
     except OSError as exc:
@@ -205,7 +209,7 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
                 env[var["name"]] = _field_value(field_path, index, pod_name, namespace, job_uid)
             elif "secretKeyRef" in var.get("valueFrom", {}):
                 ref = var["valueFrom"]["secretKeyRef"]
-                env[var["name"]] = _secret_value(ref["name"], ref["key"])
+                env[var["name"]] = _secret_value(ref["name"], ref["key"], var["name"])
             elif "configMapKeyRef" in var.get("valueFrom", {}):
                 ref = var["valueFrom"]["configMapKeyRef"]
                 env[var["name"]] = config_maps.get(ref["name"], {}).get(ref["key"], "")
