@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# checkov and Trivy (pyproject's `scan` group) live apart: checkov's pins clash with the dev tools'.
+SCAN_VENV ?= .venv-scan
 PLATFORM ?= cpu
 REGISTRY ?= localhost:5000
 TAG ?= 0.1.0
@@ -26,7 +28,7 @@ DEMO_EPOCHS ?= 4
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install demo test lint bench image push render image-smoke clean
+.PHONY: help install scan-tools demo test lint scan bench image push render image-smoke clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,9 +37,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python ## create .venv with the project and all extras (train, dev; dev includes plot)
+install: $(BIN)/python scan-tools ## create .venv with the project and all extras (train, dev; dev includes plot), and .venv-scan
 	$(BIN)/pip install -q -e '.[train,dev]'
 	@$(BIN)/jobctl --help >/dev/null && echo "installed: $(BIN)/jobctl"
+
+scan-tools: $(SCAN_VENV)/bin/checkov ## the pinned manifest scanners (checkov, Trivy) in .venv-scan
+
+$(SCAN_VENV)/bin/checkov: pyproject.toml
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install -q --upgrade pip
+	$(SCAN_VENV)/bin/pip install -q --group scan
+	@touch $@
 
 demo: ## generate a small dataset, train resnext_tiny on 2 local CPU workers, evaluate it, plot its curves
 	$(BIN)/python -m trainer.data synth --out $(DEMO_DATA) --classes 10 --per_class 40 --size 64 --quiet
@@ -53,13 +63,16 @@ demo: ## generate a small dataset, train resnext_tiny on 2 local CPU workers, ev
 test: ## run the test suite
 	$(BIN)/python -m pytest -q
 
-lint: ## ruff, mypy, hadolint
+lint: scan ## ruff, mypy, hadolint, and the manifest scan
 	$(BIN)/ruff check trainer jobctl tests bench docker
 	$(BIN)/ruff format --check trainer jobctl tests bench docker
 	$(BIN)/mypy
 	$(BIN)/mypy docker/run_pods.py
 	$(BIN)/hadolint docker/Dockerfile
 	$(BIN)/mypy docker/slim_mindspore.py docker/check_mindspore.py
+
+scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
+	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
 bench: ## throughput figures (model step, input pipeline, rendering)
 	$(BIN)/python -m bench.render

@@ -109,12 +109,12 @@ def make_backend(backend: BackendName, namespace: str | None, context: str | Non
     return K8sBackend(client, namespace or default_namespace(context, platforms.DEFAULT_NAMESPACE))
 
 
-def key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+def key_values(items: list[str] | None, flag: str, example: str = "NCCL_DEBUG=INFO") -> dict[str, str]:
     values = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise bad_input(f"{flag} {item!r} is not KEY=VALUE; write e.g. {flag} NCCL_DEBUG=INFO")
+            raise bad_input(f"{flag} {item!r} is not KEY=VALUE; write e.g. {flag} {example}")
         values[key] = value
     return values
 
@@ -135,10 +135,12 @@ def volume_flags(field: str, value: str | None, backend: BackendName, flag: str)
 
 def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
     """The validated spec from the job options; with the local backend the volumes are directories here."""
+    from jobctl import security
     from jobctl.spec import load_spec
 
-    values: dict[str, str | int] = job.spec_fields()
+    values: dict[str, Any] = job.spec_fields()
     values.update({f"env.{k}": v for k, v in key_values(job.env, "--env").items()})
+    values.update(secret_flags(job))
     values.update(volume_flags("data", job.data, backend, "--data"))
     shared = job.shared or DEFAULT_SHARED if backend is BackendName.local else job.shared
     values.update(volume_flags("shared", shared, backend, "--shared"))
@@ -152,7 +154,21 @@ def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
         train = Path(spec.data.host_path) / spec.data.train_subpath
         if not train.is_dir():
             raise bad_input(f"--data: {spec.data.host_path} has no {spec.data.train_subpath}/ folder of class folders")
+    else:
+        security.check_cluster_host_paths(spec)
     return spec
+
+
+def secret_flags(job: JobOptions) -> dict[str, Any]:
+    """--secret-env, --env-from-secret, --secret-volume as spec fields (added to the file's)."""
+    values: dict[str, Any] = {}
+    refs = key_values(job.secret_env, "--secret-env", "WANDB_API_KEY=wandb/api-key")
+    values.update({f"secret_env.{name}": ref for name, ref in refs.items()})
+    if job.env_from_secret:
+        values["env_from_secrets"] = list(job.env_from_secret)
+    if job.secret_volume:
+        values["secret_volumes"] = key_values(job.secret_volume, "--secret-volume", "tls=/var/run/secrets/tls")
+    return values
 
 
 def render_checked(spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
@@ -190,6 +206,15 @@ PerNodeOpt = Annotated[int | None, typer.Option("--devices-per-node", help="devi
 ImageOpt = Annotated[str | None, typer.Option("--image", help="container image (default: make image's)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="trainer key KEY=VALUE (repeatable)")]
 EnvOpt = Annotated[list[str] | None, typer.Option("--env", help="extra env K=V for the pods (repeatable)")]
+SecretEnvOpt = Annotated[
+    list[str] | None, typer.Option("--secret-env", help="env NAME=SECRET/KEY from a Secret (secretKeyRef; repeatable)")
+]
+EnvFromSecretOpt = Annotated[
+    list[str] | None, typer.Option("--env-from-secret", help="every key of Secret NAME as env (envFrom; repeatable)")
+]
+SecretVolumeOpt = Annotated[
+    list[str] | None, typer.Option("--secret-volume", help="Secret NAME=/path as read-only files (repeatable)")
+]
 DataOpt = Annotated[
     str | None, typer.Option("--data", help="dataset root (train/, val/): k8s PVC name or node path; local dir")
 ]
@@ -227,6 +252,9 @@ class JobOptions:
     image: ImageOpt = None
     set_: SetOpt = None
     env: EnvOpt = None
+    secret_env: SecretEnvOpt = None
+    env_from_secret: EnvFromSecretOpt = None
+    secret_volume: SecretVolumeOpt = None
     data: DataOpt = None
     shared: SharedOpt = None
     queue: QueueOpt = None
@@ -285,7 +313,7 @@ def render(
 
     spec = build_spec(job, BackendName.k8s)
     objects = render_checked(spec, kube_version or DEFAULT_KUBE_VERSION)
-    warn_partial_start(spec)
+    print_warnings(spec)
     print_objects(objects, out)
 
 
@@ -308,7 +336,7 @@ def submit(
 
     spec = build_spec(job, backend)
     if backend is BackendName.k8s:
-        warn_partial_start(spec)
+        print_warnings(spec)
     if dry_run:
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
         return
@@ -333,13 +361,15 @@ def submit(
             raise typer.Exit(1)
 
 
-def warn_partial_start(spec: JobSpec) -> None:
-    """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices."""
+def print_warnings(spec: JobSpec) -> None:
+    """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices; and
+    what is unsafe on a shared cluster (a moving image tag, a credential in plain env)."""
     from jobctl.render import gang_warning
+    from jobctl.security import spec_warnings
 
-    warning = gang_warning(spec)
-    if warning:
-        output.note(warning)
+    for warning in [gang_warning(spec), *spec_warnings(spec)]:
+        if warning:
+            output.note(warning)
 
 
 def target_version(runner: Backend) -> str:

@@ -40,8 +40,11 @@ IMAGE_TAG = "0.1.0"
 IMAGE_REPOSITORY = "resnext-jobs-{platform}"
 REGISTRY_ENV = "JOBCTL_REGISTRY"
 
-# Defaults of the PVCs k8s/ creates, and its namespace.
+# Defaults of the PVCs k8s/ creates, and its namespaces: GPU and CPU jobs run where Pod Security enforces
+# "restricted"; Ascend jobs, which need the five read-only driver hostPaths below, in a namespace of their own
+# (k8s/namespace.yaml says what each one admits).
 DEFAULT_NAMESPACE = "mindspore-jobs"
+ASCEND_NAMESPACE = "mindspore-jobs-ascend"
 DEFAULT_DATA_CLAIM = "imagenet"
 DEFAULT_SHARED_CLAIM = "jobctl-shared"
 
@@ -78,6 +81,10 @@ class PlatformInfo:
     podinfo_volume: bool = False
     launchers: tuple[Launcher, ...] = ("msrun",)
     default_launcher: Launcher = "msrun"
+    # The namespace a spec of this family defaults to (its Pod Security level is k8s/namespace.yaml's).
+    namespace: str = DEFAULT_NAMESPACE
+    # Only CPU pods may run as root (spec allow_root): the device runtimes' users own the devices.
+    root_allowed: bool = False
 
     @property
     def trainer_platform(self) -> TrainerPlatform:
@@ -103,6 +110,8 @@ ASCEND = PlatformInfo(
         # HCCL's socket timeout defaults to 120 s (EI0006 on slow starts); the rendezvous may take minutes.
         ("HCCL_CONNECT_TIMEOUT", "600"),
         ("HCCL_EXEC_TIMEOUT", "1800"),
+        # HCCL's own IP allow-list needs every peer's IP before the pods exist; the job's NetworkPolicy (only
+        # its own pods may connect) takes its place.
         ("HCCL_WHITELIST_DISABLE", "1"),
         ("GLOG_v", "2"),
     ),
@@ -118,6 +127,7 @@ ASCEND = PlatformInfo(
     podinfo_volume=True,
     launchers=("ranktable", "msrun", "controller"),
     default_launcher="ranktable",
+    namespace=ASCEND_NAMESPACE,
 )
 
 GPU = PlatformInfo(
@@ -143,6 +153,7 @@ CPU = PlatformInfo(
         # A GPU-less pod running on a GPU node would otherwise see every GPU (NVIDIA device plugin README).
         ("NVIDIA_VISIBLE_DEVICES", "void"),
     ),
+    root_allowed=True,
 )
 
 PLATFORM_INFO: dict[str, PlatformInfo] = {p.name: p for p in (ASCEND, GPU, CPU)}

@@ -1,8 +1,10 @@
 """JobSpec -> Kubernetes objects (pure: no I/O, no cluster).
 
 A training job is an Indexed batch/v1 Job (one pod per node, pod `i` runs `trainer.launch` for its devices), a
-headless Service giving pod 0 a stable DNS name before it is ready, and a ConfigMap with the trainer config and
-the resolved spec. The Kubernetes backend makes the Service and ConfigMaps owned by the Job once it exists.
+headless Service giving pod 0 a stable DNS name before it is ready, a ConfigMap with the trainer config and the
+resolved spec, and a NetworkPolicy admitting only the job's own pods. The Kubernetes backend makes them owned by
+the Job once it exists. Pods mount only their job's folder of the shared volume (subPath jobs/<name>, at the
+contract's /shared/jobs/<name>), and Secrets only by reference (secretKeyRef, envFrom, secret volumes).
 
 Version gating (fields are used only from the Kubernetes minor where they are GA):
 - podFailurePolicy (GA 1.31, on by default since 1.26): always. Exit 2 (bad config) fails the Job, exit 75 (the
@@ -30,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from jobctl import platforms
+from jobctl import platforms, security
 from jobctl.platforms import PlatformInfo, platform_info
 from jobctl.spec import QUANTITY, JobSpec, SpecError, parse_quantity, train_config
 from trainer.launcher import contract
@@ -55,6 +57,11 @@ VOLCANO_SCHEDULER = "volcano"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 PODGROUP_API_VERSION = "scheduling.volcano.sh/v1beta1"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+# The Job controller sets it on every pod of a Job (and overwrites it in a Job's template): another job cannot claim
+# to be this one's pods by copying its labels.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+NETWORK_POLICY_API_VERSION = "networking.k8s.io/v1"
+DNS_PORT = 53
 EVAL_SUFFIX = "-eval"
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?([-+].*)?$")
@@ -158,9 +165,17 @@ def _metadata(spec: JobSpec, name: str, object_labels: dict[str, str]) -> dict[s
 
 
 def _user_env(spec: JobSpec, info: PlatformInfo) -> list[dict[str, Any]]:
-    """Platform presets (HCCL/NCCL), overridden by the spec's env."""
+    """Platform presets (HCCL/NCCL), overridden by the spec's env; then the Secret references (never values)."""
     merged = {**dict(info.env), **spec.env}
-    return [{"name": k, "value": v} for k, v in merged.items()]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in merged.items()]
+    for name, ref in spec.secret_env.items():
+        secret, key = security.parse_secret_ref(name, ref)
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    return env
+
+
+def _env_from(spec: JobSpec) -> dict[str, Any]:
+    return {"envFrom": [{"secretRef": {"name": s}} for s in spec.env_from_secrets]} if spec.env_from_secrets else {}
 
 
 def pod_env(spec: JobSpec) -> contract.PodEnv:
@@ -224,10 +239,11 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         if spec.data.claim
         else {"hostPath": {"path": spec.data.host_path, "type": "Directory"}}
     )
+    # Pods mount only their job's folder of it (subPath); a node folder must exist (the admin creates it).
     shared: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": spec.shared.claim}}
         if spec.shared.claim
-        else {"hostPath": {"path": spec.shared.host_path, "type": "DirectoryOrCreate"}}
+        else {"hostPath": {"path": spec.shared.host_path, "type": "Directory"}}
     )
     volumes: list[dict[str, Any]] = (
         [{"name": "config", "configMap": {"name": config_map_name(spec.name)}}] if training else []
@@ -243,15 +259,40 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
     if training and spec.launcher == "controller":
         volumes.append({"name": "ranktable", "configMap": {"name": rings_config_name(spec.name)}})
     volumes += [{"name": h.name, "hostPath": {"path": h.path, "type": h.kind}} for h in info.host_paths]
+    # Secret files: readable by the pod's group (fsGroup) only, or by anyone in the one container without a uid.
+    mode = 0o440 if spec.run_as_user is not None else 0o444
+    volumes += [
+        {"name": _secret_volume_name(i), "secret": {"secretName": secret, "defaultMode": mode}}
+        for i, secret in enumerate(spec.secret_volumes)
+    ]
     return volumes
+
+
+def _secret_volume_name(index: int) -> str:
+    return f"secret-{index}"
+
+
+def _job_subpath(spec: JobSpec) -> str:
+    """The job's folder inside the shared volume (jobs/<name>): the contract's job dir relative to /shared."""
+    return str(Path(spec.job_dir).relative_to(contract.SHARED_MOUNT))
+
+
+def _shared_mounts(spec: JobSpec, *, training: bool) -> list[dict[str, Any]]:
+    """Only the job's own folder, at the contract's path; eval pods read it and write only its eval/."""
+    job = {"name": "shared", "mountPath": spec.job_dir, "subPath": _job_subpath(spec)}
+    if training:
+        return [job]
+    evals = contract.JobLayout.in_pod(spec.name).eval_dir
+    eval_mount = {"name": "shared", "mountPath": str(evals), "subPath": f"{_job_subpath(spec)}/{evals.name}"}
+    return [{**job, "readOnly": True}, eval_mount]
 
 
 def _mounts(spec: JobSpec, info: PlatformInfo, *, training: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
     if training:
         mounts.append({"name": "config", "mountPath": contract.CONFIG_MOUNT, "readOnly": True})
+    mounts += _shared_mounts(spec, training=training)
     mounts += [
-        {"name": "shared", "mountPath": contract.SHARED_MOUNT},
         {"name": "data", "mountPath": contract.DATA_MOUNT, "readOnly": True},
         {"name": "shm", "mountPath": contract.SHM_MOUNT},
     ]
@@ -260,17 +301,22 @@ def _mounts(spec: JobSpec, info: PlatformInfo, *, training: bool) -> list[dict[s
     if training and spec.launcher == "controller":
         mounts.append({"name": "ranktable", "mountPath": contract.CONTROLLER_RANKTABLE_MOUNT, "readOnly": True})
     mounts += [{"name": h.name, "mountPath": h.path, "readOnly": True} for h in info.host_paths]
+    mounts += [
+        {"name": _secret_volume_name(i), "mountPath": path, "readOnly": True}
+        for i, path in enumerate(spec.secret_volumes.values())
+    ]
     return mounts
 
 
 def _pod_security(spec: JobSpec) -> dict[str, Any]:
-    """Non-root with a fixed uid/gid where the device runtime allows it (Ascend: HwHiAiUser, uid 1000)."""
+    """Non-root with a fixed uid/gid (Ascend: HwHiAiUser, uid 1000); without a uid the kubelet still refuses an
+    image that runs as root. Only a CPU spec with allow_root may run as root."""
     context: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     uid = spec.run_as_user
     if uid is not None:
         context.update(runAsUser=uid, runAsGroup=uid, fsGroup=uid, fsGroupChangePolicy="OnRootMismatch")
-        if uid != 0:
-            context["runAsNonRoot"] = True
+    if not spec.allow_root:
+        context["runAsNonRoot"] = True
     return context
 
 
@@ -374,7 +420,9 @@ def _job(
         body["suspend"] = True
     if spec.ttl_seconds_after_finished is not None:
         body["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    template_metadata: dict[str, Any] = {"labels": pod_labels}
+    # The label the Job controller sets anyway (the API refuses another value): written out, the job's NetworkPolicy
+    # visibly selects these pods.
+    template_metadata: dict[str, Any] = {"labels": {**pod_labels, JOB_NAME_LABEL: name}}
     if pod_annotations:
         template_metadata["annotations"] = pod_annotations
     body["template"] = {"metadata": template_metadata, "spec": pod}
@@ -382,6 +430,34 @@ def _job(
 
 
 # Objects --------------------------------------------------------------------------------------------------------
+
+
+def network_policy(spec: JobSpec, job_name: str, component: str, *, peers: bool) -> dict[str, Any]:
+    """Ingress to the Job's pods only from the same Job's pods (every port: the launcher's, the scheduler's and
+    the collectives'), or from nothing (`peers` false: eval pods). Egress stays open unless the spec lists
+    egress_cidrs: then the Job's own pods, DNS and those networks."""
+
+    def own() -> dict[str, Any]:  # fresh dicts: shared ones would become YAML anchors
+        return {"matchLabels": {**selector_labels(spec, component), JOB_NAME_LABEL: job_name}}
+
+    body: dict[str, Any] = {
+        "podSelector": own(),
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": own()}]}] if peers else [],
+    }
+    if spec.egress_cidrs is not None:
+        body["policyTypes"].append("Egress")
+        egress: list[dict[str, Any]] = [{"to": [{"podSelector": own()}]}] if peers else []
+        egress.append({"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]})
+        if spec.egress_cidrs:
+            egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in spec.egress_cidrs]})
+        body["egress"] = egress
+    return {
+        "apiVersion": NETWORK_POLICY_API_VERSION,
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(spec, job_name, labels(spec, component)),
+        "spec": body,
+    }
 
 
 def _train_yaml(values: dict[str, Any]) -> str:
@@ -397,6 +473,7 @@ def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["python", "-m", contract.LAUNCHER_MODULE],
         "env": pod_env(spec).to_container_env() + _user_env(spec, info),
+        **_env_from(spec),
         "ports": [{"name": platforms.MASTER_PORT_NAME, "containerPort": contract.MASTER_PORT, "protocol": "TCP"}],
         "resources": _resources(spec, info, _training_size(spec)),
         # The launcher writes why it failed to the termination-message file; the log's tail if it could not.
@@ -407,7 +484,8 @@ def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
 
 
 def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict[str, Any]]:
-    """The objects of a training job, in creation order: ConfigMap(s), Service, PodGroup (volcano), Job."""
+    """The objects of a training job, in creation order: ConfigMap(s), Service, NetworkPolicy, PodGroup (volcano),
+    Job."""
     version = parse_kube_version(kube_version)
     info = platform_info(spec.platform)
     common = labels(spec)
@@ -450,6 +528,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
     )
     container = _trainer_container(spec, info)
     pod = _pod_spec(spec, info, container, str(spec.shm_size), training=True)
+    objects.append(network_policy(spec, spec.name, "trainer", peers=True))
     if spec.scheduler == "volcano":
         objects.append(pod_group(spec, {**common, **ring}, container["resources"]["requests"]))
     job = _job(spec, spec.name, {**common, **ring}, {**common, **ring}, pod, _pod_annotations(spec))
@@ -501,7 +580,7 @@ def _times(quantity: object, factor: int) -> str:
 # Evaluation -----------------------------------------------------------------------------------------------------
 
 
-def _in_pod_path(value: str | None, field: str) -> str:
+def _in_pod_path(value: str | None, field: str, job_dir: str) -> str:
     if not value:
         raise SpecError(
             f"{field}: no in-pod path given (a spec with data.val_subpath null has no default evaluation folder); "
@@ -510,7 +589,13 @@ def _in_pod_path(value: str | None, field: str) -> str:
     if not value.startswith("/") or ".." in value.split("/") or any(c.isspace() for c in value):
         raise SpecError(
             f"{field}: {value!r} must be an absolute path inside the pod without '..' or spaces, "
-            f"e.g. {contract.SHARED_MOUNT}/jobs/<name>/ckpt or {contract.DATA_MOUNT}/val"
+            f"e.g. {job_dir}/ckpt or {contract.DATA_MOUNT}/val"
+        )
+    # The eval pod sees only its job's folder of the shared volume and the dataset.
+    if not any(value == root or value.startswith(root + "/") for root in (job_dir, contract.DATA_MOUNT)):
+        raise SpecError(
+            f"{field}: {value!r} is outside what the eval pod mounts ({job_dir} and {contract.DATA_MOUNT}); pods "
+            "see only their own job's folder of the shared volume: pass a path under one of them"
         )
     return value
 
@@ -524,8 +609,8 @@ def render_eval(
     and writes it next to the checkpoint and as `<job dir>/eval/<checkpoint stem>.json`.
     """
     parse_kube_version(kube_version)
-    checkpoint = _in_pod_path(checkpoint, "checkpoint")
-    data_dir = _in_pod_path(data_dir, "data_dir")
+    checkpoint = _in_pod_path(checkpoint, "checkpoint", spec.job_dir)
+    data_dir = _in_pod_path(data_dir, "data_dir", spec.job_dir)
     info = platform_info(spec.platform)
     size = _eval_size(spec, info)
     eval_labels = labels(spec, "eval")
@@ -537,6 +622,7 @@ def render_eval(
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["python", "-m", contract.EVALUATE_MODULE, *evaluate],
         "env": _user_env(spec, info),
+        **_env_from(spec),
         "resources": _resources(spec, info, size),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _mounts(spec, info, training=False),
@@ -553,7 +639,7 @@ def render_eval(
     }
     # No TTL: its result is read from the pod's log, which TTL cleanup could remove first; jobctl deletes it.
     job["spec"].pop("ttlSecondsAfterFinished", None)
-    return [job]
+    return [network_policy(spec, job["metadata"]["name"], "eval", peers=False), job]
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from jobctl import platforms, strict_yaml
+from jobctl import platforms, security, strict_yaml
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.strict_yaml import short_repr
 from trainer import config as trainer_config
@@ -124,12 +124,15 @@ def _check_dns_subdomain(value: str, what: str) -> str:
 
 
 def _check_host_path(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = value.split("/")
-    if not value.startswith("/") or value == "/" or ".." in parts or any(c in value for c in "\n\0"):
-        raise ValueError(f"host_path {short_repr(value)} must be an absolute path other than / without '..'")
-    return value
+    return None if value is None else security.check_host_path(value)
+
+
+def _check_env_names(names: Mapping[str, str], field: str) -> None:
+    for key in names:
+        if not ENV_NAME.fullmatch(key):
+            raise ValueError(f"{short_repr(key)} is not an environment variable name (letters, digits, '_')")
+        if key.startswith(platforms.RESERVED_ENV_PREFIXES) or key in platforms.RESERVED_ENV_NAMES:
+            raise ValueError(f"{key} is set by jobctl or the device plugin; remove it from {field}")
 
 
 class _Strict(BaseModel):
@@ -233,7 +236,8 @@ class JobSpec(_Strict):
     """A training job. Optional fields left unset are resolved (platform defaults) when the spec is validated."""
 
     name: str
-    namespace: str = platforms.DEFAULT_NAMESPACE
+    # Default: the platform's (Ascend jobs run in a namespace of their own; see k8s/namespace.yaml).
+    namespace: str | None = None
     platform: PlatformName
     devices: int = Field(1, ge=1, le=MAX_DEVICES)
     devices_per_node: int | None = Field(None, ge=1)
@@ -257,12 +261,20 @@ class JobSpec(_Strict):
     max_restarts: int = Field(3, ge=0, le=1000)
     ttl_seconds_after_finished: int | None = Field(7 * 24 * 3600, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
+    # Credentials by reference only: the values stay in Secrets, never in a rendered object or spec.yaml.
+    secret_env: dict[str, str] = Field(default_factory=dict)  # NAME: SECRET/KEY (secretKeyRef)
+    env_from_secrets: list[str] = Field(default_factory=list)  # every key of each Secret as env (envFrom)
+    secret_volumes: dict[str, str] = Field(default_factory=dict)  # SECRET: /mount/path (read-only files)
     image_pull_secrets: list[str] = Field(default_factory=list)
+    # Egress stays open unless narrowed to these networks (plus the job's own pods and DNS).
+    egress_cidrs: list[str] | None = None
     launcher: Launcher | None = None
     rendezvous_timeout: int = Field(600, ge=10, le=86400)
     stall_timeout: int = Field(1800, ge=60, le=7 * 86400)
     # The container's uid (Ascend images run as HwHiAiUser, uid 1000); null keeps the image's user.
     run_as_user: int | None = Field(1000, ge=0)
+    # run_as_user 0 (or an image running as root) is refused unless this is true, and only CPU pods may.
+    allow_root: bool = False
     train: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("accelerator", mode="before")
@@ -288,7 +300,9 @@ class JobSpec(_Strict):
 
     @field_validator("namespace")
     @classmethod
-    def _dns_label(cls, value: str) -> str:
+    def _dns_label(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not DNS_1123_LABEL.fullmatch(value) or len(value) > MAX_DNS_LABEL:
             raise ValueError(
                 f"{short_repr(value)} is not a namespace name (lowercase letters, digits and '-', at most 63)"
@@ -337,6 +351,30 @@ class JobSpec(_Strict):
             _check_dns_subdomain(item, "secret name")
         return value
 
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_env_names(value, "secret_env")
+        for name, ref in value.items():
+            security.parse_secret_ref(name, ref)
+        return value
+
+    @field_validator("env_from_secrets")
+    @classmethod
+    def _env_from(cls, value: list[str]) -> list[str]:
+        security.check_secret_names(value, "env_from_secrets")
+        return value
+
+    @field_validator("secret_volumes")
+    @classmethod
+    def _secret_volumes(cls, value: dict[str, str]) -> dict[str, str]:
+        return security.check_secret_volumes(value)
+
+    @field_validator("egress_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        return security.check_cidrs(value)
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_scalars(cls, value: object) -> object:
@@ -348,11 +386,7 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not ENV_NAME.fullmatch(key):
-                raise ValueError(f"{short_repr(key)} is not an environment variable name (letters, digits, '_')")
-            if key.startswith(platforms.RESERVED_ENV_PREFIXES) or key in platforms.RESERVED_ENV_NAMES:
-                raise ValueError(f"{key} is set by jobctl or the device plugin; remove it from env")
+        _check_env_names(value, "env")
         return value
 
     @field_validator("train", mode="before")
@@ -378,6 +412,12 @@ class JobSpec(_Strict):
             )
         self._resolve_devices()
         self._resolve_scheduling()
+        self._check_user()
+        if self.namespace is None:
+            self.namespace = info.namespace
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"env and secret_env both set {', '.join(both)}; keep the Secret reference only")
         if self.launcher is None:
             self.launcher = info.default_launcher
         elif self.launcher not in info.launchers:
@@ -436,6 +476,18 @@ class JobSpec(_Strict):
         if self.topology is None and self.accel.default_topology and self.devices > self.per_pod:
             # A3: keep a multi-node job inside one super pod where the nodes say which one they are in.
             self.topology = Topology(key=self.accel.default_topology, mode="preferred")
+
+    def _check_user(self) -> None:
+        if self.allow_root and not platform_info(self.platform).root_allowed:
+            raise ValueError(
+                f"allow_root: {self.platform} pods never run as root (the device runtime's user owns the devices); "
+                "drop allow_root and keep run_as_user 1000"
+            )
+        if self.run_as_user == 0 and not self.allow_root:
+            raise ValueError(
+                "run_as_user: 0 runs the trainer as root, which a shared cluster refuses; keep the default 1000, or "
+                "on CPU set allow_root: true (only namespaces that admit root pods will run it)"
+            )
 
     def _check_name_length(self) -> None:
         suffixes = (f"-{self.pods - 1}", "-eval")
@@ -686,8 +738,8 @@ def _merge_flags(base: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, An
             nested = merged.get(head)
             nested = dict(nested) if isinstance(nested, Mapping) else {}
             merged[head] = _merge_flags(nested, {rest: value})
-        elif key == "train" and isinstance(value, Mapping) and isinstance(merged.get("train"), Mapping):
-            merged["train"] = {**merged["train"], **value}
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):  # train, secret_volumes
+            merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return merged

@@ -3,10 +3,10 @@
 
 Endpoints (exactly those jobctl uses):
 - ``GET /version``;
-- namespaced ``configmaps``, ``services``, ``pods``, ``events`` (core/v1), ``jobs`` (batch/v1), ``podgroups``
-  (scheduling.volcano.sh/v1beta1) and ``workloads`` (kueue.x-k8s.io/v1beta1): create (with ``dryRun=All``:
-  admitted but not stored), read, list (``labelSelector`` / ``fieldSelector`` as ``key=value`` equalities), JSON
-  merge patch, delete;
+- namespaced ``configmaps``, ``services``, ``pods``, ``events`` (core/v1), ``jobs`` (batch/v1), ``networkpolicies``
+  (networking.k8s.io/v1), ``podgroups`` (scheduling.volcano.sh/v1beta1) and ``workloads`` (kueue.x-k8s.io/v1beta1):
+  create (with ``dryRun=All``: admitted but not stored), read, list (``labelSelector`` / ``fieldSelector`` as
+  ``key=value`` equalities), JSON merge patch, delete;
 - ``pods/<name>/log`` with ``tailLines``, ``timestamps``, ``sinceSeconds``/``sinceTime`` and ``follow``.
 
 Real behaviour each part models, and where it is documented:
@@ -65,9 +65,9 @@ import yaml
 
 KINDS = {"configmaps": "ConfigMap", "services": "Service", "pods": "Pod", "events": "Event", "jobs": "Job"}
 # Custom resources jobctl uses with --scheduler volcano|kueue (served as plainly as the built-in kinds).
-KINDS |= {"podgroups": "PodGroup", "workloads": "Workload"}
+KINDS |= {"podgroups": "PodGroup", "workloads": "Workload", "networkpolicies": "NetworkPolicy"}
 _PATH = re.compile(
-    r"^/(?:api/v1|apis/batch/v1|apis/scheduling\.volcano\.sh/v1beta1|apis/kueue\.x-k8s\.io/v1beta1)"
+    r"^/(?:api/v1|apis/batch/v1|apis/networking\.k8s\.io/v1|apis/scheduling\.volcano\.sh/v1beta1|apis/kueue\.x-k8s\.io/v1beta1)"
     r"/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(?:/(log))?$"
 )
 TOKEN = "not-a-secret"

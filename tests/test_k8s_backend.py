@@ -78,7 +78,7 @@ def add_pod(
     return name
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> None:
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60) -> None:
     """Wait for an event (never a fixed sleep), with a generous deadline."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -131,17 +131,22 @@ def test_submit_creates_objects_and_owner_references(double: KubeDouble) -> None
     assert double.names("jobs", NS) == ["rx"]
     assert double.names("services", NS) == ["rx"]
     assert double.names("configmaps", NS) == ["rx-config", "rx-spec"]
+    assert double.names("networkpolicies", NS) == ["rx"]
     creates = double.calls("POST")
     dry = [c for c in creates if c["query"].get("dryRun") == "All"]
     real = [c for c in creates if "dryRun" not in c["query"]]
-    assert len(dry) == 4 and creates.index(dry[-1]) < creates.index(real[0]), "dry run of every object first"
+    assert len(dry) == 5 and creates.index(dry[-1]) < creates.index(real[0]), "dry run of every object first"
     assert dry[-1]["path"].endswith("/pods"), "and of a Pod from the Job's template, for pod admission"
-    assert [c["path"].rsplit("/", 1)[-1] for c in real] == ["configmaps", "jobs", "configmaps", "services"]
+    created = [c["path"].rsplit("/", 1)[-1] for c in real]
+    assert created == ["configmaps", "networkpolicies", "jobs", "configmaps", "services"]
     assert real[0]["body"]["metadata"]["name"] == "rx-spec", "the spec record first: a crash leaves the name used"
-    assert double.calls("PATCH") == [], "owners set at creation, never patched in later"
+    patched = [c["path"].rsplit("/", 2)[-2] for c in double.calls("PATCH")]
+    assert patched == ["networkpolicies"], (
+        "only the NetworkPolicy, which must exist before the pods, gets its owner later"
+    )
     job = double.get("jobs", NS, "rx")
     assert job is not None and job["spec"]["completions"] == 2 and job["spec"]["completionMode"] == "Indexed"
-    for plural, name in (("services", "rx"), ("configmaps", "rx-config")):
+    for plural, name in (("services", "rx"), ("configmaps", "rx-config"), ("networkpolicies", "rx")):
         obj = double.get(plural, NS, name)
         assert obj is not None
         assert obj["metadata"]["ownerReferences"] == [

@@ -91,7 +91,7 @@ SIZES = [
 def test_job_service_configmap(platform: str, devices: int, pods: int, per_pod: int) -> None:
     spec = make(platform, devices)
     objects = by_kind(render(spec))
-    assert set(objects) == {"ConfigMap/rx-config", "Service/rx", "Job/rx"}
+    assert set(objects) == {"ConfigMap/rx-config", "Service/rx", "NetworkPolicy/rx", "Job/rx"}
     job = objects["Job/rx"]
     body = job["spec"]
     assert body["completionMode"] == "Indexed"
@@ -229,7 +229,10 @@ def test_cpu_pod() -> None:
 @pytest.mark.parametrize("platform", ["ascend", "gpu", "cpu"])
 def test_hardening_and_common_mounts(platform: str) -> None:
     spec = make(platform, 8 if platform != "cpu" else 2)
-    for job in (by_kind(render(spec))["Job/rx"], render_eval(spec, "/shared/jobs/rx/ckpt", "/data/val")[0]):
+    for job in (
+        by_kind(render(spec))["Job/rx"],
+        by_kind(render_eval(spec, "/shared/jobs/rx/ckpt", "/data/val"))["Job/rx-eval"],
+    ):
         pod = pod_of(job)
         security = pod["securityContext"]
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -242,7 +245,8 @@ def test_hardening_and_common_mounts(platform: str) -> None:
         assert all(m["readOnly"] for m in mounts.values() if volumes[m["name"]].get("hostPath"))
         assert mounts["/data"]["readOnly"] is True
         assert volumes[mounts["/data"]["name"]]["persistentVolumeClaim"] == {"claimName": "imagenet", "readOnly": True}
-        assert volumes[mounts["/shared"]["name"]]["persistentVolumeClaim"] == {"claimName": "jobctl-shared"}
+        assert volumes[mounts["/shared/jobs/rx"]["name"]]["persistentVolumeClaim"] == {"claimName": "jobctl-shared"}
+        assert mounts["/shared/jobs/rx"]["subPath"] == "jobs/rx" and "/shared" not in mounts
         shm = volumes[mounts["/dev/shm"]["name"]]["emptyDir"]
         assert shm["medium"] == "Memory" and shm["sizeLimit"]
 
@@ -262,8 +266,9 @@ def test_host_path_volumes_and_root() -> None:
     job = by_kind(render(spec))["Job/rx"]
     volumes = volumes_of(job)
     assert volumes["data"]["hostPath"] == {"path": "/datasets/imagenet", "type": "Directory"}
-    assert volumes["shared"]["hostPath"] == {"path": "/srv/shared", "type": "DirectoryOrCreate"}
-    assert pod_of(job)["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert volumes["shared"]["hostPath"] == {"path": "/srv/shared", "type": "Directory"}
+    # Without a uid the kubelet still refuses an image that runs as root.
+    assert pod_of(job)["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True}
 
 
 def test_scheduling_fields() -> None:
@@ -348,7 +353,8 @@ def test_to_yaml_round_trips() -> None:
 
 def test_eval_job() -> None:
     spec = make("ascend", 16, queue="q", node_selector={"accelerator": "huawei-Ascend910"})
-    (job,) = render_eval(spec, "/shared/jobs/rx/ckpt/resnext-3_100.ckpt", "/data/val", "1.34")
+    policy, job = render_eval(spec, "/shared/jobs/rx/ckpt/resnext-3_100.ckpt", "/data/val", "1.34")
+    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["name"] == "rx-eval"
     assert job["metadata"]["name"] == "rx-eval"
     labels = job["metadata"]["labels"]
     assert labels["app.kubernetes.io/component"] == "eval" and labels["app.kubernetes.io/instance"] == "rx"
@@ -379,13 +385,15 @@ def test_eval_job() -> None:
         "host-arch": "huawei-arm",
         "accelerator-type": "module-910b-8",
     }
-    assert {"/shared", "/data", "/dev/shm", "/usr/local/Ascend/driver"} <= mounts_of(job).keys()
+    assert {"/shared/jobs/rx", "/shared/jobs/rx/eval", "/data", "/dev/shm", "/usr/local/Ascend/driver"} <= mounts_of(
+        job
+    ).keys()
     assert "/etc/jobctl" not in mounts_of(job)
     assert job["spec"]["suspend"] is True
 
 
 def test_eval_sizes_never_exceed_the_training_pod() -> None:
-    (job,) = render_eval(make("cpu", 2, cpu="1", memory="3Gi", shm_size="1Gi"), "/shared/x", "/data/val")
+    _, job = render_eval(make("cpu", 2, cpu="1", memory="3Gi", shm_size="1Gi"), "/shared/jobs/rx/ckpt", "/data/val")
     resources = container_of(job)["resources"]
     assert (resources["requests"]["cpu"], resources["limits"]["memory"]) == ("1", "3Gi")
 
@@ -395,7 +403,10 @@ def test_eval_sizes_never_exceed_the_training_pod() -> None:
     [
         ("ckpt/x.ckpt", "/data/val", "checkpoint"),
         ("/shared/../etc", "/data/val", "checkpoint"),
-        ("/s", None, "data_dir"),
+        ("/shared/jobs/rx/ckpt", None, "data_dir"),
+        # the eval pod sees only its job's folder and the dataset
+        ("/shared/jobs/other/ckpt/x.ckpt", "/data/val", "checkpoint"),
+        ("/shared/jobs/rx/ckpt", "/shared/jobs/other/val", "data_dir"),
     ],
 )
 def test_eval_bad_paths(checkpoint: str, data_dir: str | None, field: str) -> None:

@@ -43,7 +43,11 @@ def test_submit_with_two_flags_is_complete(monkeypatch: pytest.MonkeyPatch) -> N
     spec = load_spec(None, {"devices": 8, "platform": "ascend"}, [])
     assert re.fullmatch(r"resnext-ascend-[a-z0-9]{6}", spec.name)
     assert spec.image == "resnext-jobs-ascend:0.1.0"
-    assert (spec.namespace, spec.data.claim, spec.shared.claim) == ("mindspore-jobs", "imagenet", "jobctl-shared")
+    assert (spec.namespace, spec.data.claim, spec.shared.claim) == (
+        "mindspore-jobs-ascend",
+        "imagenet",
+        "jobctl-shared",
+    )
     assert (spec.devices_per_node, spec.pods, spec.launcher) == (8, 1, "ranktable")
     assert (spec.data_dir, spec.val_dir, spec.ckpt_dir) == (
         "/data/train",
@@ -222,7 +226,7 @@ def test_unknown_fields_are_listed_together_with_a_few_known_ones() -> None:
         spec_of(**{f"bogus{i}": i for i in range(40)})
     text = str(err.value)
     assert text.startswith("invalid job spec: bogus0, bogus1, bogus2, bogus3, bogus4, bogus5, …: unknown fields;")
-    assert "known fields: name, namespace, platform, devices, devices_per_node, accelerator, … (all 28 in" in text
+    assert "known fields: name, namespace, platform, devices, devices_per_node, accelerator, … (all 33 in" in text
     assert "README.md" in text and "bogus39" not in text and len(text) < 300
 
 

@@ -73,6 +73,8 @@ def test_k8s_manifests_validate_strictly(version: str) -> None:
     assert {name for name, _ in found} >= {"namespace.yaml", "pvc-shared.yaml", "rbac.yaml", "examples/gpu-8.yaml"}
     assert any(doc["kind"] == "PodGroup" for _, doc in found), "an example renders a Volcano gang"
     for name, doc in found:
+        if doc["kind"].startswith("ValidatingAdmissionPolicy") and version < "1.30":
+            continue  # admissionregistration.k8s.io/v1 from 1.30 (k8s/pod-policy.yaml says what 1.29 needs)
         try:
             validate_object(doc, version, CUSTOM)
         except ManifestError as exc:
@@ -84,13 +86,24 @@ def test_kustomization_lists_every_base_manifest() -> None:
     base = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert sorted(kustomization["resources"]) == sorted(base)
     kinds = {doc["kind"] for name, doc in manifests() if not name.startswith("examples/")}
-    assert kinds == {"Namespace", "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding"}
-    namespaces = {doc["metadata"].get("name" if doc["kind"] == "Namespace" else "namespace") for _, doc in manifests()}
-    assert namespaces == {"mindspore-jobs"}
+    assert kinds == {"Namespace", "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding"} | {
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    admission = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")  # cluster-scoped
+    namespaces = {
+        doc["metadata"].get("name" if doc["kind"] == "Namespace" else "namespace")
+        for _, doc in manifests()
+        if doc["kind"] not in admission
+    }
+    assert namespaces == {"mindspore-jobs", "mindspore-jobs-ascend"}
 
 
 def test_role_grants_what_the_backend_uses() -> None:
-    role = next(doc for _, doc in manifests() if doc["kind"] == "Role")
+    roles = [doc for _, doc in manifests() if doc["kind"] == "Role"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"mindspore-jobs", "mindspore-jobs-ascend"}
+    assert roles[0]["rules"] == roles[1]["rules"]
+    role = roles[0]
     grants = {
         (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
     }
@@ -99,8 +112,9 @@ def test_role_grants_what_the_backend_uses() -> None:
         ("batch", "jobs/finalizers"): {"update"},
         ("", "pods"): {"create", "get", "list"},  # create: only as a server-side dry run (pod admission at submit)
         ("", "pods/log"): {"get"},
-        ("", "services"): {"create", "get", "delete"},
+        ("", "services"): {"create", "delete"},
         ("", "configmaps"): {"create", "get", "delete"},
+        ("networking.k8s.io", "networkpolicies"): {"create", "delete", "patch"},
         ("", "events"): {"list"},
         ("scheduling.volcano.sh", "podgroups"): {"create", "get", "delete", "patch"},
         ("kueue.x-k8s.io", "workloads"): {"list"},

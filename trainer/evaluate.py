@@ -11,6 +11,7 @@ and renamed so nothing chooses it again. Exit 2 on bad input, 1 when the volume 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -158,7 +159,13 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
 def write_result(result: dict[str, Any], checkpoint: Path, output_dir: str | None) -> None:
     """``<checkpoint>.eval.json`` next to it and, with ``output_dir`` (a job's eval/), ``<stem>.json`` there."""
     text = json.dumps(result, indent=2) + "\n"
-    write_atomic(f"{checkpoint}.eval.json", text)
+    try:
+        write_atomic(f"{checkpoint}.eval.json", text)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not output_dir:
+            raise
+        # An eval Job mounts the job's checkpoints read-only: the copy in output_dir is the one that counts.
+        _report(f"note: cannot write {checkpoint}.eval.json ({exc.strerror}); the result is in {output_dir}")
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         write_atomic(Path(output_dir) / f"{checkpoint.stem}.json", text)

@@ -3,10 +3,12 @@
 Objects jobctl creates for job ``<name>``, in this order: ``<name>-spec``, a ConfigMap holding the resolved spec
 that is NOT owned by the Job (written first: it outlives TTL cleanup so ``jobctl eval`` can still build an eval
 Job, and it tells a later ``submit`` that the name was used, even after a crash mid-submit; the job directory on
-the shared volume, with its checkpoints, is not reachable from a laptop); the Indexed Job ``<name>``; then the
-rendered ConfigMap ``<name>-config`` and Service ``<name>``, owned by the Job from their creation so that its
-deletion or TTL cleanup cascades (its pods wait for the ConfigMap volume: the kubelet retries the mount).
-An interrupted submit (error or Ctrl-C) deletes what it created. ``jobctl delete`` removes all of it.
+the shared volume, with its checkpoints, is not reachable from a laptop); the NetworkPolicy ``<name>`` (and the
+PodGroup with ``scheduler: volcano``), which must exist before the first pod, owned by the Job right after it is
+created; the Indexed Job ``<name>``; then the rendered ConfigMap ``<name>-config`` and Service ``<name>``, owned by
+the Job from their creation so that its deletion or TTL cleanup cascades (its pods wait for the ConfigMap volume:
+the kubelet retries the mount). An interrupted submit (error or Ctrl-C) deletes what it created. ``jobctl
+delete`` removes all of it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from jobctl.backends.base import (
 )
 from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
 from jobctl.backends.k8s_logs import LogCursor, iter_lines
-from jobctl.render import config_map_name, eval_job_name, resolve_kube_version, rings_config_name
+from jobctl.render import JOB_NAME_LABEL, config_map_name, eval_job_name, resolve_kube_version, rings_config_name
 from trainer.ckpt_names import BEST_NAME
 from trainer.launcher.contract import JobLayout, Var
 
@@ -56,7 +58,6 @@ __all__ = ["K8sBackend", "api_client", "default_namespace"]
 
 T = TypeVar("T")
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobctl"}
 CONTAINER = "trainer"
@@ -101,6 +102,7 @@ class K8sBackend(Backend):
         self.stream_timeout: Any = STREAM_TIMEOUT
         self.core = k8s.CoreV1Api(client)
         self.batch = k8s.BatchV1Api(client)
+        self.networking = k8s.NetworkingV1Api(client)
         self.version_api = k8s.VersionApi(client)
 
     # plumbing ---------------------------------------------------------------------------------------------
@@ -196,13 +198,14 @@ class K8sBackend(Backend):
     def create_job_and_owned(self, objects: list[dict[str, Any]]) -> None:
         """Create the Job, then the other objects owned by it from the start. All or nothing, also on Ctrl-C."""
         job = next(o for o in objects if o["kind"] == "Job")
-        # Volcano looks for the PodGroup when the Job's first pod arrives: it exists first, owned right after.
-        gangs = [o for o in objects if o["kind"] in k8s_gang.CUSTOM]
+        # Before the Job, owned right after: Volcano looks for the PodGroup when the first pod arrives, and no pod
+        # may run before its NetworkPolicy exists.
+        first = [o for o in objects if o["kind"] in (*k8s_gang.CUSTOM, "NetworkPolicy")]
         created: list[dict[str, Any]] = []
         try:
-            for gang in gangs:
-                self.create(gang)
-                created.append(gang)
+            for early in first:
+                self.create(early)
+                created.append(early)
             result = self.create(job)
             created.append(job)
             owner = {
@@ -212,10 +215,10 @@ class K8sBackend(Backend):
                 "uid": result.metadata.uid,
                 "blockOwnerDeletion": True,
             }
-            for gang in gangs:
-                self.set_owner(gang, owner)
+            for early in first:
+                self.set_owner(early, owner)
             for obj in objects:
-                if obj is not job and obj not in gangs:
+                if obj is not job and obj not in first:
                     owned = {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner]}}
                     self.create(owned)
                     created.append(owned)
@@ -233,6 +236,7 @@ class K8sBackend(Backend):
         creators: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
             "Job": self.batch.create_namespaced_job,
         }
         if kind not in creators:
@@ -255,8 +259,19 @@ class K8sBackend(Backend):
             ) from None
 
     def set_owner(self, obj: dict[str, Any], owner: dict[str, Any]) -> None:
-        """Only for objects that must exist before their owner (a PodGroup before its Job's first pod)."""
-        k8s_gang.set_owner(self, obj, owner)
+        """Only for objects that must exist before their owner: a PodGroup before its Job's first pod (Volcano looks
+        for it then), the NetworkPolicy so that no pod of the job runs unprotected."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind in k8s_gang.CUSTOM:
+            return k8s_gang.set_owner(self, obj, owner)
+        self.call(
+            f"set the owner of {kind} {name}",
+            self.networking.patch_namespaced_network_policy,
+            name,
+            self.namespace,
+            {"metadata": {"ownerReferences": [owner]}},
+            _content_type="application/merge-patch+json",
+        )
 
     def remove(self, obj: dict[str, Any]) -> None:
         if obj["kind"] in k8s_gang.CUSTOM:
@@ -266,6 +281,7 @@ class K8sBackend(Backend):
         deleters: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.delete_namespaced_config_map,
             "Service": self.core.delete_namespaced_service,
+            "NetworkPolicy": self.networking.delete_namespaced_network_policy,
             "Job": self.batch.delete_namespaced_job,
         }
         with contextlib.suppress(BackendError):
@@ -303,6 +319,8 @@ class K8sBackend(Backend):
         for cm in maps:
             deleted |= self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, cm)
         deleted |= self.delete_quietly("Service", self.core.delete_namespaced_service, name)
+        for policy in (name, eval_job_name(name)):
+            self.delete_quietly("NetworkPolicy", self.networking.delete_namespaced_network_policy, policy)
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
         if wait:
@@ -608,6 +626,7 @@ class K8sBackend(Backend):
         old = self.read_job_or_none(job_name)
         self.delete_quietly("Job", self.batch.delete_namespaced_job, job_name, propagation_policy="Foreground")
         self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, config_map_name(job_name))
+        self.delete_quietly("NetworkPolicy", self.networking.delete_namespaced_network_policy, job_name)
         self.wait_gone([job_name], _grace(old))
         self.admit(objects)
         self.create_job_and_owned(objects)

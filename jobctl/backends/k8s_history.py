@@ -45,7 +45,8 @@ def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
     """The eval Job of ``spec`` turned into a one-shot `cat` of metrics.jsonl on the shared volume."""
     from jobctl.render import render_eval
 
-    (job,) = copy.deepcopy(render_eval(spec, spec.ckpt_dir, spec.val_dir or "/data", kube_version))
+    rendered = copy.deepcopy(render_eval(spec, spec.ckpt_dir, spec.val_dir or "/data", kube_version))
+    job = next(o for o in rendered if o["kind"] == "Job")  # its NetworkPolicy is the eval Job's: not needed here
     name = reader_job_name(spec.name)
     job["metadata"]["name"] = name
     labels = {**job["metadata"]["labels"], "app.kubernetes.io/component": "metrics"}
@@ -54,7 +55,8 @@ def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
     job["spec"].update(ttlSecondsAfterFinished=READER_TTL_SECONDS, backoffLimit=0)  # a missing file stays missing
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    shared = [m for m in container["volumeMounts"] if m["name"] == "shared"]
+    job_dir = str(JobLayout.in_pod(spec.name).root)  # the job's own folder of the shared volume, nothing else
+    shared = [m for m in container["volumeMounts"] if m["name"] == "shared" and m["mountPath"] == job_dir]
     container.update(
         command=["cat", str(JobLayout.in_pod(spec.name).metrics_file)],
         env=[],

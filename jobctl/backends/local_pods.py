@@ -2,12 +2,15 @@
 
 Each index becomes a PodPlan: the container's command, its env with downward-API fields mapped to local values
 (JOB_COMPLETION_INDEX, POD_NAME ``<job>-<i>``, POD_IP/NODE_IP 127.0.0.1, the Job's uid) and volume mount paths
-mapped to local directories. FailureRules reads the Job's ``podFailurePolicy``/``backoffLimit`` so a replacement
+mapped to local directories (a subPath is a folder of the volume's directory; Secrets come from
+$JOBCTL_LOCAL_SECRETS/<secret>/<key>; NetworkPolicies are not emulated: local pods share this machine's network).
+FailureRules reads the Job's ``podFailurePolicy``/``backoffLimit`` so a replacement
 pod is started under the same rules Kubernetes would apply.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sys
@@ -29,6 +32,9 @@ RESTART_DELAY_SECONDS = 1.0
 # Local processes need not wait Kubernetes' 30 s default before SIGKILL; the trainer saves at the next step.
 MAX_GRACE_SECONDS = 30.0
 _VAR_REF = re.compile(r"\$\$|\$\((\w+)\)")
+# Kubernetes Secrets are not reachable locally: a pod's secretKeyRef, envFrom secretRef and secret volumes read
+# <this folder>/<secret>/<key> files instead (the layout a mounted Secret has).
+LOCAL_SECRETS_ENV = "JOBCTL_LOCAL_SECRETS"
 
 
 def free_port() -> int:
@@ -73,6 +79,8 @@ def _volume_dirs(pod_spec: dict[str, Any], objects: list[dict[str, Any]], local:
         elif "persistentVolumeClaim" in volume:
             # Only the shared volume can be a claim locally; the data volume is a host path (--data).
             dirs[name] = shared
+        elif "secret" in volume:
+            dirs[name] = local_secret_dir(volume["secret"]["secretName"])
         elif "configMap" in volume:
             data = config_maps.get(volume["configMap"]["name"], {})
             target = local / "volumes" / name
@@ -86,6 +94,37 @@ def _volume_dirs(pod_spec: dict[str, Any], objects: list[dict[str, Any]], local:
             dirs[name] = local / "volumes" / name
             dirs[name].mkdir(parents=True, exist_ok=True)
     return dirs
+
+
+def local_secret_dir(secret: str) -> Path:
+    """The local stand-in of a Secret: $JOBCTL_LOCAL_SECRETS/<secret>/ (BackendError, exit 2, without it)."""
+    root = os.environ.get(LOCAL_SECRETS_ENV, "").strip()
+    folder = Path(root).expanduser() / secret if root else None
+    if folder is None or not folder.is_dir():
+        where = f"{folder} is not a folder" if folder else f"{LOCAL_SECRETS_ENV} is not set"
+        raise BackendError(
+            f"the job uses Secret {secret!r}, which the local backend cannot read from a cluster ({where}); set "
+            f"{LOCAL_SECRETS_ENV}=DIR with one file per key in DIR/{secret}/ (the layout of a mounted Secret)",
+            exit_code=2,
+        )
+    return folder
+
+
+def _secret_value(secret: str, key: str, env_name: str = "") -> str:
+    try:
+        folder = local_secret_dir(secret)
+    except BackendError as exc:
+        raise BackendError(f"env {env_name}: {exc.message}" if env_name else exc.message, exc.exit_code) from None
+    path = folder / key
+    try:
+        return path.read_text().rstrip("\n")
+    except OSError as exc:
+        raise BackendError(f"Secret {secret!r} key {key!r}: cannot read {path}: {exc.strerror}", exit_code=2) from None
+
+
+def _secret_env(secret: str) -> dict[str, str]:
+    files = sorted(p for p in local_secret_dir(secret).iterdir() if p.is_file() and not p.name.startswith("."))
+    return {p.name: _secret_value(secret, p.name) for p in files}
 
 
 def _mount_map(container: dict[str, Any], volume_dirs: dict[str, Path]) -> list[tuple[str, str]]:
@@ -160,12 +199,17 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
         env: dict[str, str] = {Var.POD_INDEX: str(index)}
         for source in container.get("envFrom", []):
             env.update(config_maps.get(source.get("configMapRef", {}).get("name", ""), {}))
+            if "secretRef" in source:
+                env.update(_secret_env(source["secretRef"]["name"]))
         for var in container.get("env", []):
             if "value" in var:
                 env[var["name"]] = map_path(_expand(str(var["value"]), env), mounts)
             elif "fieldRef" in var.get("valueFrom", {}):
                 field_path = var["valueFrom"]["fieldRef"]["fieldPath"]
                 env[var["name"]] = _field_value(field_path, index, pod_name, namespace, job_uid)
+            elif "secretKeyRef" in var.get("valueFrom", {}):
+                ref = var["valueFrom"]["secretKeyRef"]
+                env[var["name"]] = _secret_value(ref["name"], ref["key"], var["name"])
             elif "configMapKeyRef" in var.get("valueFrom", {}):
                 ref = var["valueFrom"]["configMapKeyRef"]
                 env[var["name"]] = config_maps.get(ref["name"], {}).get(ref["key"], "")
