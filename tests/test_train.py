@@ -106,6 +106,7 @@ def test_learns_generated_data(trained: tuple[Path, subprocess.CompletedProcess[
     assert status["step"] == status["total_steps"] == 4 * STEPS_PER_EPOCH
     assert status["best"]["top1"] >= 0.3, status  # 3x chance on 10 classes
     assert status["img_per_sec"] > 0 and status["rank_size"] == 1
+    assert status["restarts"] == {"count": 0, "max": None, "last": None}  # not started by a launcher
     names = sorted(p.name for p in ckpt.iterdir())
     assert names == [
         "best.ckpt",
@@ -258,6 +259,21 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(data: Path, tmp_path:
     stop = steps.pop()
     assert (ckpt / f"resnext_tiny-{-(-stop // 12)}_{stop}.ckpt").is_file()  # 12 steps per epoch on 2 ranks
     assert sched_code in (0, 143)
+
+
+def test_status_reports_the_restarts_the_launcher_passes(data: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    failure = "rank 1 exited with code 137"
+    restarts = {"JOBCTL_RESTARTS": "2", "JOBCTL_MAX_RESTARTS": "5", "JOBCTL_LAST_FAILURE": failure}
+    proc = start(data, ckpt, "--max_steps", "2", **restarts)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    status = read_status(ckpt / "status.json")
+    assert status is not None and status["restarts"] == {"count": 2, "max": 5, "last": failure}
+    bad = start(data, tmp_path / "bad", "--max_steps", "2", JOBCTL_RESTARTS="two")
+    output, _ = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and "error: JOBCTL_RESTARTS='two' is not a whole number" in output, output[-3000:]
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_input_exits_2_and_writes_nothing(
