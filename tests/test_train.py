@@ -276,6 +276,21 @@ def test_status_reports_the_restarts_the_launcher_passes(data: Path, tmp_path: P
     assert not (tmp_path / "bad").exists()
 
 
+def test_the_compile_cache_is_reused_by_a_rerun_and_never_by_another_graph(data: Path, tmp_path: Path) -> None:
+    # MindSpore alone would load the 10-class graph into the 12-class run (and fail in ApplyMomentum).
+    cache = {"MS_COMPILER_CACHE_ENABLE": "1", "MS_COMPILER_CACHE_PATH": str(tmp_path / "cache")}
+    outputs = []
+    for name, classes in (("a", "10"), ("b", "10"), ("c", "12")):
+        proc = start(data, tmp_path / name, "--max_steps", "2", "--num_classes", classes, **cache)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, output[-3000:]
+        outputs.append(output)
+    used = [re.findall(r"compile cache (\S+): (reusing|empty)", out)[0] for out in outputs]
+    assert [how for _, how in used] == ["empty", "reusing", "empty"]
+    assert used[0][0] == used[1][0] != used[2][0]
+    assert all(Path(path).parent == tmp_path / "cache" for path, _ in used)
+
+
 def test_bad_input_exits_2_and_writes_nothing(
     trained: tuple[Path, subprocess.CompletedProcess[str]], data: Path, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from mindspore import nn
 
 from trainer import checkpoint as ckpt
+from trainer import compile_cache
 from trainer.async_save import BackgroundSaver
 from trainer.checkpoint import Checkpoint
 from trainer.config import ConfigError, TrainConfig
@@ -60,6 +61,7 @@ def train(cfg: TrainConfig) -> str:
         return "completed"
     ms.set_seed(cfg.seed)  # identical on every rank: identical initial weights
     run = build_run(cfg, rank=rank, group_size=group_size)
+    use_compile_cache(run)
     start_step = resume(run)
     status = open_status(run, start_step=start_step)
     saving = Checkpointer(run, status)
@@ -239,6 +241,21 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
         amp_level=amp_level,
         scale_manager=scale_manager,
     )
+
+
+def use_compile_cache(run: Run) -> None:
+    """When the launcher enables MindSpore's compile cache, scope it to this graph (see trainer.compile_cache)."""
+    identity = dict(
+        compile_cache.config_identity(run.cfg.flat()),
+        mindspore=ms.__version__,
+        num_classes=run.inputs.num_classes,
+        group_size=run.group_size,
+        lr_steps=len(run.lrs),
+    )
+    path = compile_cache.scope(os.environ, identity)
+    if path is not None:
+        found = compile_cache.holds_a_graph(path)
+        run.log(f"compile cache {path}: {'reusing the graph there' if found else 'empty; the graph is saved there'}")
 
 
 def loss_scaling(cfg: TrainConfig, amp_level: str) -> tuple[Any, float]:
