@@ -54,6 +54,7 @@ def log(message: str) -> None:
 
 def train(cfg: TrainConfig) -> str:
     """One run of ``cfg``; returns the final state, ``completed`` or ``stopped`` (after SIGTERM)."""
+    log(f"trainer pid {os.getpid()}: MindSpore loaded")  # recovery timing: the process start ends here
     ms.set_context(mode=ms.GRAPH_MODE)
     rank, group_size = init_distributed(cfg)
     if group_size == 0:  # the dynamic-cluster scheduler: init() returned after the workers finished
