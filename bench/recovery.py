@@ -36,6 +36,7 @@ from typing import Any
 
 from trainer.compile_cache import ENABLE_VAR, PATH_VAR
 from trainer.launcher.contract import JobLayout
+from trainer.progress import parse_progress
 
 BIN = Path(sys.executable).parent
 JOB = "recovery-bench"
@@ -116,7 +117,9 @@ def victim_pid(path: str, layout: JobLayout, follower: Follower) -> int:
     return int(started[-1][1])
 
 
-def recover(path: str, layout: JobLayout, follower: Follower, cached: bool, timeout: float) -> dict[str, Any]:
+def recover(
+    path: str, layout: JobLayout, follower: Follower, cached: bool, timeout: float, show_timeline: bool
+) -> dict[str, Any]:
     """Kill, then time the phases up to the first progress line of the resumed attempt."""
     follower.wait_for(r"\[rank 0\] .*step=\d+/", timeout)  # training (again)
     follower.wait_for(r"saved \S+\.ckpt", timeout)  # a checkpoint to resume from
@@ -131,6 +134,10 @@ def recover(path: str, layout: JobLayout, follower: Follower, cached: bool, time
     resumed = follower.wait_for(r"resuming from \S+ at step", timeout, after=killed)
     progress = follower.wait_for(r"\[rank \d\] rank=\d epoch=", timeout, after=resumed[0])
     lines = follower.lines
+    if show_timeline:
+        for stamp, pod, line in lines:
+            if stamp <= progress[0] and not parse_progress(line):
+                print(f"    {stamp - killed:7.2f} s  pod {pod}  {line[:150]}")
     return {"path": path, "cache": cached, **phases(lines, killed, detected[0], progress)}
 
 
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
     parser.add_argument("--paths", default="pod,in-place", help="comma-separated: pod, in-place")
     parser.add_argument("--repeat", type=int, default=1, help="kills per path and cache setting")
+    parser.add_argument("--timeline", action="store_true", help="print each recovery's log lines, timed")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for _ in range(args.repeat):
                     for cached in (False, True):
-                        runs.append(recover(path, layout, follower, cached, args.timeout))
+                        runs.append(recover(path, layout, follower, cached, args.timeout, args.timeline))
                         print(json.dumps(runs[-1]), flush=True)
             finally:
                 subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])

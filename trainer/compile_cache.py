@@ -55,6 +55,7 @@ def config_identity(flat_config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat_config.items() if k not in OUTSIDE_THE_GRAPH}
 
 
-def holds_a_graph(path: Path) -> bool:
-    """Whether a run already left a compiled graph there (MindSpore writes ``rank_<id>/graph_cache/*.mindir``)."""
-    return any(path.glob("rank_*/graph_cache/*.mindir"))
+def holds_a_graph(path: Path, rank: int) -> bool:
+    """Whether an earlier run left ``rank``'s compiled graph there (MindSpore writes
+    ``rank_<rank>/graph_cache/*.mindir``)."""
+    return any((path / f"rank_{rank}" / "graph_cache").glob("*.mindir"))

@@ -255,7 +255,7 @@ def use_compile_cache(run: Run) -> None:
     )
     path = compile_cache.scope(os.environ, identity)
     if path is not None:
-        found = compile_cache.holds_a_graph(path)
+        found = compile_cache.holds_a_graph(path, run.rank)
         run.log(f"compile cache {path}: {'reusing the graph there' if found else 'empty; the graph is saved there'}")
 
 
