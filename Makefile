@@ -52,10 +52,12 @@ lint: ## ruff, mypy, hadolint
 	$(BIN)/mypy docker/run_pods.py
 	$(BIN)/hadolint docker/Dockerfile
 
-bench: ## throughput figures (model step, input pipeline, rendering)
+bench: ## throughput figures (model step, input pipeline, rendering), checkpoint stall, recovery time
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.checkpoint_stall
+	$(BIN)/python -m bench.recovery
 
 render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples

@@ -11,7 +11,8 @@ Each path runs twice in one job: without the compile cache (the bench empties ``
 kill) and with it (the cache the first recovery left). If the launcher does not enable MindSpore's compile cache
 itself, the bench enables it for the job's processes through their env (``MS_COMPILER_CACHE_*``); the trainer's
 ``compile cache ...: reusing|empty`` line says what the resumed attempt actually did. The total is split into:
-detection (kill -> the first launcher/jobctl line), rendezvous (-> the last ``all N pod(s) joined``), process
+detection (kill -> the first launcher/jobctl line), stopping the survivors (-> the last launcher ``exit N``
+before the new attempt), rendezvous (-> the last ``all N pod(s) joined``), process
 start (-> the trainer's ``MindSpore loaded`` line: spawn, interpreter, imports), set-up (cluster, data, model),
 checkpoint load and graph compile (the trainer's own figures) and the first step (-> its progress line). The
 machine may be shared with other work: repeat (``--repeat``) to see the spread. Last line: one JSON object.
@@ -44,7 +45,16 @@ POLL = 0.02
 TRAIN = ["arch=resnext_tiny", "image_size=32", "per_batch_size=16", "max_epoch=1000", "T_max=2", "lr=0.1"]
 TRAIN += ["log_interval=1", "ckpt_interval=5", "num_parallel_workers=1"]
 CACHE_DIR = "compile-cache"
-PHASES = ("detection", "rendezvous", "process_start", "setup", "checkpoint_load", "graph_compile", "first_step")
+PHASES = (
+    "detection",
+    "stop_survivors",
+    "rendezvous",
+    "process_start",
+    "setup",
+    "checkpoint_load",
+    "graph_compile",
+    "first_step",
+)
 
 
 @dataclass
@@ -152,6 +162,7 @@ def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, 
 
     rank = progress[1]
     joined = last(r"\[launcher\] attempt \d+: all \d+ pod\(s\) joined", progress[0]) or detected
+    stopped = max(detected, last(r"\[launcher\] exit \d+$", joined) or detected)  # the survivors are down
     up = last(rf"\[rank {rank}\] trainer pid \d+: MindSpore loaded", progress[0]) or joined
     resumed = last(rf"\[rank {rank}\] rank=\d loaded checkpoint in", progress[0]) or up
     compiled = last(rf"\[rank {rank}\] rank=\d compiled the train graph in", progress[0]) or resumed
@@ -161,7 +172,8 @@ def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, 
     return {
         "total": progress[0] - killed,
         "detection": detected - killed,
-        "rendezvous": joined - detected,
+        "stop_survivors": stopped - detected,
+        "rendezvous": joined - stopped,
         "process_start": up - joined,
         "setup": resumed - up - load,
         "checkpoint_load": load,
