@@ -79,10 +79,20 @@ class Snapshot:
         return [{"name": name, "data": ms.Tensor.from_numpy(array)} for name, array in self.arrays]
 
 
-def snapshot(cell: nn.Cell) -> Snapshot:
+def snapshot(cell: nn.Cell, reuse: Snapshot | None = None) -> Snapshot:
     """Copy ``cell``'s parameters to host memory. Call it at a step boundary: on CPU ``asnumpy`` is a view of the
-    live buffer the next step updates in place, hence the copy."""
-    return Snapshot([(param.name, param.asnumpy().copy()) for _, param in cell.parameters_and_names()])
+    live buffer the next step updates in place, hence the copy. ``reuse``, an earlier snapshot of the same cell
+    whose write is done, is overwritten in place: fresh pages cost ~1.6 s per 668 MB here, a copy into touched
+    ones 0.2 s."""
+    params = [(param.name, param.asnumpy()) for _, param in cell.parameters_and_names()]
+    same = reuse is not None and [(n, a.shape, a.dtype) for n, a in reuse.arrays] == [
+        (n, a.shape, a.dtype) for n, a in params
+    ]
+    if reuse is None or not same:
+        return Snapshot([(name, array.copy()) for name, array in params])
+    for (_, target), (_, source) in zip(reuse.arrays, params, strict=True):
+        np.copyto(target, source)
+    return reuse
 
 
 def save(source: nn.Cell | Snapshot, path: str | Path, meta: dict[str, Any]) -> Path:

@@ -526,6 +526,7 @@ class Checkpointer:
         self.saver = BackgroundSaver(background=run.cfg.async_save, log=run.log)
         best = status.fields.get("best")
         self.best_top1: float | None = best["top1"] if best else None  # also counts a best.ckpt still being written
+        self.buffer: ckpt.Snapshot | None = None  # host memory reused by every snapshot
 
     def check(self) -> None:
         self.saver.check()
@@ -559,7 +560,9 @@ class Checkpointer:
     def _save(self, what: str, path: Path, meta: dict[str, Any], done: Callable[[Path], None]) -> None:
         self.saver.wait(reason=f"{what} is due")  # first: never two snapshots in memory
         began = time.perf_counter()
-        source = ckpt.snapshot(self.run.train_net) if self.saver.background else self.run.train_net
+        source: nn.Cell | ckpt.Snapshot = self.run.train_net
+        if self.saver.background:  # the previous write is done (waited above): its buffer is free again
+            source = self.buffer = ckpt.snapshot(self.run.train_net, reuse=self.buffer)
         copied = time.perf_counter() - began
 
         def write() -> None:
