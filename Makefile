@@ -74,10 +74,12 @@ lint: scan ## ruff, mypy, hadolint, and the manifest scan
 scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
 	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
-bench: ## throughput figures (model step, input pipeline, rendering)
+bench: ## throughput figures (model step, input pipeline, rendering), checkpoint stall, recovery time
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.checkpoint_stall
+	$(BIN)/python -m bench.recovery
 
 render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples

@@ -199,3 +199,25 @@ def test_unreadable_and_foreign_files(tmp_path: Path) -> None:
     ms.save_checkpoint(small_net(), str(foreign))
     with pytest.raises(ckpt.CheckpointError, match="no trainer metadata"):
         ckpt.load(foreign)
+
+
+def test_a_snapshot_is_a_copy_taken_at_the_boundary_and_its_buffer_is_reused(tmp_path: Path) -> None:
+    net, _ = train_net(2)
+    snap = ckpt.snapshot(net)
+    at_two = {name: array.copy() for name, array in snap.arrays}
+    steps_more(net, 2)  # the live parameters move on; the snapshot does not
+    assert any(not np.array_equal(at_two[p.name], p.asnumpy()) for p in net.trainable_params())
+    path = ckpt.save(snap, tmp_path / "resnext_tiny-1_2.ckpt", meta(2))
+    loaded = ckpt.load(path)
+    for name, array in at_two.items():
+        np.testing.assert_array_equal(loaded.params[name].asnumpy(), array)
+    assert int(loaded.params["global_step"].asnumpy()[0]) == 2
+    again = ckpt.snapshot(net, reuse=snap)
+    assert again is snap and int(dict(again.arrays)["global_step"][0]) == 4
+
+
+def steps_more(step_cell: nn.Cell, steps: int) -> None:
+    x = ms.Tensor(np.random.default_rng(1).random((2, 3, 8, 8), dtype=np.float32))
+    y = ms.Tensor(np.array([1, 0], np.int32))
+    for _ in range(steps):
+        step_cell(x, y)

@@ -1,38 +1,35 @@
-"""The launcher's compile-cache key: the same graph inputs share a cache, any change gets a fresh one."""
+"""trainer.compile_cache: MindSpore's compile cache scoped to the graph's identity (pure)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-from trainer.launcher import compile_cache
-from trainer.launcher.contract import PodEnv
+from trainer.compile_cache import ENABLE_VAR, PATH_VAR, config_identity, graph_key, holds_a_graph, scope
 
 
-def make_env(tmp_path: Path, config: str = "arch: resnext_tiny\n") -> PodEnv:
-    (tmp_path / "train.yaml").write_text(config)
-    return PodEnv(
-        job_name="c", family="cpu", launcher="msrun", num_pods=2, devices_per_pod=1, master_addr="x",
-        job_dir=tmp_path / "job", data_dir="/data/train", train_config=tmp_path / "train.yaml",
-    )  # fmt: skip
+def test_scope_points_the_cache_at_a_directory_per_graph(tmp_path: Path) -> None:
+    env = {ENABLE_VAR: "1", PATH_VAR: str(tmp_path)}
+    first = scope(env, {"arch": "resnext_tiny", "num_classes": 10})
+    assert first is not None and first.parent == tmp_path and env[PATH_VAR] == str(first)
+    again = scope({ENABLE_VAR: "1", PATH_VAR: str(tmp_path)}, {"num_classes": 10, "arch": "resnext_tiny"})
+    other = scope({ENABLE_VAR: "1", PATH_VAR: str(tmp_path)}, {"arch": "resnext_tiny", "num_classes": 12})
+    assert again == first and other != first
+    assert not holds_a_graph(first, rank=0)
+    (first / "rank_0" / "graph_cache").mkdir(parents=True)
+    (first / "rank_0" / "graph_cache" / "compile_cache_0.mindir").write_bytes(b"x")
+    assert holds_a_graph(first, rank=0) and not holds_a_graph(first, rank=1)
 
 
-def test_the_key_follows_what_the_graph_depends_on(tmp_path) -> None:
-    env = make_env(tmp_path)
-    command = ["python", "-m", "trainer.train", "--platform", "CPU", "--is_distributed"]
-    first = compile_cache.cache_dir(env, command)
-    assert first.parent == env.layout.compile_cache_dir
-    assert compile_cache.cache_dir(replace(env, pod_index=1), command) == first  # every pod, every restart
-    assert compile_cache.cache_dir(replace(env, num_pods=4), command) != first  # another world size
-    assert compile_cache.cache_dir(env, [*command, "--per_batch_size", "8"]) != first  # other flags
-    changed = make_env(tmp_path, "arch: resnext_tiny\nimage_size: 64\n")
-    assert compile_cache.cache_dir(changed, command) != first  # another config
+def test_off_unless_enabled_with_a_path() -> None:
+    for env in ({}, {ENABLE_VAR: "1"}, {ENABLE_VAR: "0", PATH_VAR: "/c"}, {PATH_VAR: "/c"}):
+        before = dict(env)
+        assert scope(env, {}) is None and env == before
 
 
-def test_the_log_line_says_whether_it_is_reused(tmp_path) -> None:
-    path = tmp_path / "cache"
-    assert compile_cache.describe(path).endswith("empty, the first compile fills it")
-    (path / "rank_0" / "graph_cache").mkdir(parents=True)
-    (path / "rank_0" / "graph_cache" / "compile_cache_0.mindir").write_bytes(b"x")
-    assert "reusing 1 cached file(s)" in compile_cache.describe(path)
-    assert compile_cache.cache_env(path) == {"MS_COMPILER_CACHE_ENABLE": "1", "MS_COMPILER_CACHE_PATH": str(path)}
+def test_the_key_covers_the_trainer_source_but_not_paths_or_logging(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text("width = 1\n")
+    key = graph_key({"a": 1}, source_dir=tmp_path)
+    (tmp_path / "model.py").write_text("width = 2\n")
+    assert graph_key({"a": 1}, source_dir=tmp_path) != key
+    flat = {"arch": "x", "image_size": 32, "ckpt_path": "/a", "log_interval": 5, "max_steps": 3, "lr": 0.1}
+    assert config_identity(flat) == {"arch": "x", "image_size": 32, "lr": 0.1}

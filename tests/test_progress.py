@@ -16,6 +16,7 @@ from trainer.progress import (
     parse_duration,
     parse_progress,
     read_status,
+    restarts_from_env,
     write_status,
 )
 
@@ -100,3 +101,12 @@ def test_paused_time_is_not_training_time(monkeypatch) -> None:
         pass
     meter.step_done(8, now=26.0)  # 6 s of training after the 20 s pause
     assert meter.img_per_sec == pytest.approx(8 / 6.0)
+
+
+def test_restarts_come_from_the_launcher_env() -> None:
+    assert restarts_from_env({}) == {"count": 0, "max": None, "last": None}
+    env = {"JOBCTL_RESTARTS": "3", "JOBCTL_MAX_RESTARTS": "10", "JOBCTL_LAST_FAILURE": " rank 5 exited with code 137 "}
+    assert restarts_from_env(env) == {"count": 3, "max": 10, "last": "rank 5 exited with code 137"}
+    assert restarts_from_env({"JOBCTL_MAX_RESTARTS": "0", "JOBCTL_LAST_FAILURE": ""})["max"] == 0
+    with pytest.raises(ValueError, match=r"JOBCTL_MAX_RESTARTS='-1' is not a whole number"):
+        restarts_from_env({"JOBCTL_MAX_RESTARTS": "-1"})

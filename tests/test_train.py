@@ -105,6 +105,7 @@ def test_learns_generated_data(trained: tuple[Path, subprocess.CompletedProcess[
     assert status["step"] == status["total_steps"] == 4 * STEPS_PER_EPOCH
     assert status["best"]["top1"] >= 0.3, status  # 3x chance on 10 classes
     assert status["img_per_sec"] > 0 and status["rank_size"] == 1
+    assert status["restarts"] == {"count": 0, "max": None, "last": None}  # not started by a launcher
     names = sorted(p.name for p in ckpt.iterdir())
     assert names == [
         "best.ckpt",
@@ -261,6 +262,36 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(data: Path, tmp_path:
     stop = steps.pop()
     assert (ckpt / f"resnext_tiny-{-(-stop // 12)}_{stop}.ckpt").is_file()  # 12 steps per epoch on 2 ranks
     assert sched_code in (0, 143)
+
+
+def test_status_reports_the_restarts_the_launcher_passes(data: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    failure = "rank 1 exited with code 137"
+    restarts = {"JOBCTL_RESTARTS": "2", "JOBCTL_MAX_RESTARTS": "5", "JOBCTL_LAST_FAILURE": failure}
+    proc = start(data, ckpt, "--max_steps", "2", **restarts)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    status = read_status(ckpt / "status.json")
+    assert status is not None and status["restarts"] == {"count": 2, "max": 5, "last": failure}
+    bad = start(data, tmp_path / "bad", "--max_steps", "2", JOBCTL_RESTARTS="two")
+    output, _ = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and "error: JOBCTL_RESTARTS='two' is not a whole number" in output, output[-3000:]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_compile_cache_is_reused_by_a_rerun_and_never_by_another_graph(data: Path, tmp_path: Path) -> None:
+    # MindSpore alone would load the 10-class graph into the 12-class run (and fail in ApplyMomentum).
+    cache = {"MS_COMPILER_CACHE_ENABLE": "1", "MS_COMPILER_CACHE_PATH": str(tmp_path / "cache")}
+    outputs = []
+    for name, classes in (("a", "10"), ("b", "10"), ("c", "12")):
+        proc = start(data, tmp_path / name, "--max_steps", "2", "--num_classes", classes, **cache)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, output[-3000:]
+        outputs.append(output)
+    used = [re.findall(r"compile cache (\S+): (reusing|empty)", out)[0] for out in outputs]
+    assert [how for _, how in used] == ["empty", "reusing", "empty"]
+    assert used[0][0] == used[1][0] != used[2][0]
+    assert all(Path(path).parent == tmp_path / "cache" for path, _ in used)
 
 
 def test_bad_input_exits_2_and_writes_nothing(

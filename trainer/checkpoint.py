@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mindspore as ms
+import numpy as np
 from mindspore import log as ms_log
 from mindspore import nn
 
@@ -28,7 +29,7 @@ from trainer.ckpt_names import BEST_NAME, checkpoint_name
 from trainer.files import DiskFullError, fsync_dir, is_disk_full
 
 __all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "CorruptCheckpointError", "checkpoint_name"]
-__all__ += ["list_checkpoints"]
+__all__ += ["Snapshot", "list_checkpoints"]
 
 META_KEY = "trainer_meta"
 TEMP_PREFIX = ".tmp-"
@@ -62,18 +63,53 @@ class Checkpoint:
         return int(self.meta["epoch"])
 
 
-def save(cell: nn.Cell, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``cell``'s parameters and ``meta`` atomically: temp file in the same directory, fsync, rename.
+@dataclass(frozen=True)
+class Snapshot:
+    """Host copies of every parameter of a cell (weights, BN statistics, moments, global_step) taken at one step
+    boundary: what a background save writes while training goes on."""
+
+    arrays: list[tuple[str, np.ndarray]] = field(repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for _, array in self.arrays)
+
+    def save_list(self) -> list[dict[str, Any]]:
+        """``mindspore.save_checkpoint``'s list form; the tensors share the snapshot's memory (no second copy)."""
+        return [{"name": name, "data": ms.Tensor.from_numpy(array)} for name, array in self.arrays]
+
+
+def snapshot(cell: nn.Cell, reuse: Snapshot | None = None) -> Snapshot:
+    """Copy ``cell``'s parameters to host memory. Call it at a step boundary: on CPU ``asnumpy`` is a view of the
+    live buffer the next step updates in place, hence the copy. ``reuse``, an earlier snapshot of the same cell
+    whose write is done, is overwritten in place: fresh pages cost ~1.6 s per 668 MB here, a copy into touched
+    ones 0.2 s."""
+    params = [(param.name, param.asnumpy()) for _, param in cell.parameters_and_names()]
+    same = reuse is not None and [(n, a.shape, a.dtype) for n, a in reuse.arrays] == [
+        (n, a.shape, a.dtype) for n, a in params
+    ]
+    if reuse is None or not same:
+        return Snapshot([(name, array.copy()) for name, array in params])
+    for (_, target), (_, source) in zip(reuse.arrays, params, strict=True):
+        np.copyto(target, source)
+    return reuse
+
+
+def save(source: nn.Cell | Snapshot, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the parameters of ``source`` (a cell, or a :class:`Snapshot` of one) and ``meta`` atomically: temp
+    file in the same directory, fsync, rename.
 
     MindSpore writes ``.tmp-<pid>-<name>.tmp`` and renames it to our ``.tmp-<pid>-<name>.ckpt``; both are removed
-    if anything fails. Out of space or quota raises :class:`DiskFullError` naming the directory and checkpoint."""
+    if anything fails. Out of space or quota raises :class:`DiskFullError` naming the directory and checkpoint.
+    Safe on a background thread: nothing here touches the training network when ``source`` is a snapshot."""
     target = Path(path)
     tmp = target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")  # ends in .ckpt so MindSpore keeps the name
     record = dict(meta, format_version=FORMAT_VERSION)
     append = {"epoch_num": int(meta["epoch"]), "step_num": int(meta["step"]), META_KEY: json.dumps(record)}
     try:
         with _own_failure_report():
-            ms.save_checkpoint(cell, str(tmp), append_dict=append, crc_check=True)
+            saved = source.save_list() if isinstance(source, Snapshot) else source
+            ms.save_checkpoint(saved, str(tmp), append_dict=append, crc_check=True)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

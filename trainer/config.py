@@ -93,6 +93,9 @@ class TrainConfig(BaseModel):
     # Checkpoints, validation, logging.
     ckpt_interval: int | None = Field(None, ge=1, description="steps; None: once per epoch")
     keep_checkpoint_max: int = Field(5, ge=1)
+    async_save: bool = Field(
+        True, description="write checkpoints on a background thread from a copy taken at the step boundary"
+    )
     is_save_on_master: bool = True
     eval_interval: int = Field(1, ge=1, description="epochs between validations when val_dir is set")
     log_interval: int = Field(100, ge=1, description="steps between progress lines (and at least one a minute)")

@@ -66,12 +66,6 @@ def parse_validation(line: str) -> dict[str, Any] | None:
     }
 
 
-def restarts_from_env(environ: Mapping[str, str] = os.environ) -> int:
-    """The launcher's restart count (JOBCTL_RESTARTS); 0 when run by hand."""
-    value = environ.get(Var.RESTARTS, "0").strip()
-    return int(value) if value.isdigit() else 0
-
-
 def history_paths(ckpt_path: str | Path, environ: Mapping[str, str] = os.environ) -> tuple[Path, Path]:
     """(metrics.jsonl, tensorboard/) of the job directory the launcher names (JOBCTL_JOB_DIR); a trainer run by
     hand keeps them in its checkpoint directory, next to status.json."""

@@ -5,7 +5,8 @@ One progress line per ``log_interval`` steps, built by :func:`format_progress` a
 
     rank=0 epoch=3/150 step=1200/187650 loss=4.1234 lr=0.049000 img/s=196.3 eta=1d02h03m
 
-and ``status.json`` in the checkpoint directory, rewritten atomically by :func:`write_status`.
+and ``status.json`` in the checkpoint directory, rewritten atomically by :func:`write_status`; its ``restarts``
+field comes from the launcher's env (:func:`restarts_from_env`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from trainer.files import utc_timestamp, write_atomic
+from trainer.launcher.contract import Var
 
 STATES = ("starting", "running", "completed", "failed", "stopped")
 UNKNOWN = "-"  # shown for img/s and ETA until a steady-state step has been timed
@@ -152,6 +154,22 @@ def write_status(path: str | Path, **fields: Any) -> dict[str, Any]:
     record["updated"] = utc_timestamp()
     write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def restarts_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """status.json's ``restarts``: ``{"count", "max", "last"}`` from the env the launcher gives every trainer
+    (unset: count 0, max and last null). ValueError naming the variable when a number is not one."""
+
+    def whole(name: str) -> int | None:
+        raw = environ.get(name, "").strip()
+        if not raw:
+            return None
+        if not raw.isdigit():
+            raise ValueError(f"{name}={raw!r} is not a whole number >= 0; it is set by trainer.launch, unset it")
+        return int(raw)
+
+    last = environ.get(Var.LAST_FAILURE, "").strip()
+    return {"count": whole(Var.RESTARTS) or 0, "max": whole(Var.MAX_RESTARTS), "last": last or None}
 
 
 def read_status(path: str | Path) -> dict[str, Any] | None:

@@ -5,8 +5,8 @@
 2. :func:`resume`         restore the newest valid checkpoint, or initialise from ``--pretrained``
 3. :func:`open_status`    rank 0 prepares the checkpoint directory and ``status.json``
 4. :func:`train_loop`     steps (or sink chunks) that log progress, then, when due,
-5. :func:`save_checkpoint` and :func:`validate`
-6. :func:`stop_run` on an agreed SIGTERM, else :func:`finish_run`
+5. :class:`Checkpointer` (a snapshot at the step boundary, written in the background) and :func:`validate`
+6. :func:`stop_run` on an agreed SIGTERM, else :func:`finish_run`; both wait for the save in flight
 
 MindSpore is imported at module level: import this module only after ``trainer.cpu.apply_cpu_fast_path``.
 """
@@ -17,8 +17,9 @@ import contextlib
 import math
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -29,15 +30,17 @@ import numpy as np
 from mindspore import nn
 
 from trainer import checkpoint as ckpt
+from trainer import compile_cache
+from trainer.async_save import BackgroundSaver
 from trainer.checkpoint import Checkpoint
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
 from trainer.launcher.contract import Var
 from trainer.loss import LabelSmoothingCrossEntropy
-from trainer.metrics import History, TensorBoard, format_validation, history_paths, log_record_line, restarts_from_env
+from trainer.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
 from trainer.model import build_model
-from trainer.progress import ThroughputMeter, format_progress, read_status, write_status
+from trainer.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
 from trainer.schedule import learning_rates
 from trainer.scoring import score
 
@@ -53,6 +56,7 @@ def log(message: str) -> None:
 
 def train(cfg: TrainConfig) -> str:
     """One run of ``cfg``; returns the final state, ``completed`` or ``stopped`` (after SIGTERM)."""
+    log(f"trainer pid {os.getpid()}: MindSpore loaded")  # recovery timing: the process start ends here
     ms.set_context(mode=ms.GRAPH_MODE)
     rank, group_size = init_distributed(cfg)
     if group_size == 0:  # the dynamic-cluster scheduler: init() returned after the workers finished
@@ -60,12 +64,15 @@ def train(cfg: TrainConfig) -> str:
         return "completed"
     ms.set_seed(cfg.seed)  # identical on every rank: identical initial weights
     run = build_run(cfg, rank=rank, group_size=group_size)
+    use_compile_cache(run)
     start_step = resume(run)
     status = open_status(run, start_step=start_step)
     status.history = open_history(run, start_step=start_step)
+    saving = Checkpointer(run, status)
     try:
-        return train_loop(run, status, start_step=start_step)
+        return train_loop(run, status, saving, start_step=start_step)
     except Exception:
+        saving.close()  # a save in flight still ends cleanly: renamed into place, or its temporary removed
         status.mark_failed()
         raise
     finally:
@@ -83,6 +90,8 @@ class Inputs:
     num_classes: int
     resume: Checkpoint | None
     pretrained: Checkpoint | None
+    restarts: dict[str, Any]  # status.json's "restarts", from the launcher's env
+    read_seconds: float = 0.0  # reading and CRC-checking the checkpoint to resume from
 
 
 @dataclass
@@ -151,14 +160,22 @@ def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
         )
     if cfg.val_dir and list_classes(cfg.val_dir) != classes:
         raise ConfigError(f"val_dir {cfg.val_dir} has other class folders than data_dir {cfg.data_dir}")
+    try:
+        restarts = restarts_from_env(os.environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    began = time.perf_counter()
     found = ckpt.newest_valid(cfg.ckpt_path, log=lambda m: log(f"rank={rank} {m}"), set_aside_bad=rank == 0)
+    read_seconds = time.perf_counter() - began
     if found is not None:
         ckpt.check_matches(found, cfg.arch, classes, "checkpoint")
     pretrained = None
     if found is None and cfg.pretrained:
         pretrained = ckpt.load(cfg.pretrained)
         ckpt.check_matches(pretrained, cfg.arch, None, "--pretrained checkpoint")
-    return Inputs(classes=classes, num_classes=num_classes, resume=found, pretrained=pretrained)
+    return Inputs(
+        classes, num_classes, resume=found, pretrained=pretrained, restarts=restarts, read_seconds=read_seconds
+    )
 
 
 def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
@@ -232,6 +249,21 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
     )
 
 
+def use_compile_cache(run: Run) -> None:
+    """When the launcher enables MindSpore's compile cache, scope it to this graph (see trainer.compile_cache)."""
+    identity = dict(
+        compile_cache.config_identity(run.cfg.flat()),
+        mindspore=ms.__version__,
+        num_classes=run.inputs.num_classes,
+        group_size=run.group_size,
+        lr_steps=len(run.lrs),
+    )
+    path = compile_cache.scope(os.environ, identity)
+    if path is not None:
+        found = compile_cache.holds_a_graph(path, run.rank)
+        run.log(f"compile cache {path}: {'reusing the graph there' if found else 'empty; the graph is saved there'}")
+
+
 def loss_scaling(cfg: TrainConfig, amp_level: str) -> tuple[Any, float]:
     """The loss-scale manager (None for fp32) and the scale the optimizer divides gradients by."""
     if amp_level == "O0" and not cfg.is_dynamic_loss_scale:
@@ -265,9 +297,13 @@ def resume(run: Run) -> int:
     start_step = 0
     found, pretrained = run.inputs.resume, run.inputs.pretrained
     if found is not None:
+        began = time.perf_counter()
         ckpt.restore_training_state(run.train_net, found)
+        restore = time.perf_counter() - began
         start_step = found.step
         run.log(f"resuming from {found.path} at step {start_step} (epoch {found.epoch})")
+        read = run.inputs.read_seconds
+        run.log(f"loaded checkpoint in {read + restore:.2f} s (read {read:.2f} s, restore {restore:.2f} s)")
         if found.meta.get("steps_per_epoch") != run.steps_per_epoch:
             run.log(f"note: {run.steps_per_epoch} steps/epoch now, {found.meta.get('steps_per_epoch')} before")
         global_step = int(run.optimizer.global_step.asnumpy()[0])
@@ -286,7 +322,8 @@ def resume(run: Run) -> int:
 
 
 class Status:
-    """status.json on rank 0 (other ranks keep the fields only); fields per docs/INTERFACES.md."""
+    """status.json on rank 0 (other ranks keep the fields only); fields per docs/INTERFACES.md. The training
+    thread and the checkpoint writer both update it, so each update is one locked step."""
 
     def __init__(self, path: Path, enabled: bool, **static: Any) -> None:
         self.path, self.enabled = path, enabled
@@ -294,19 +331,22 @@ class Status:
         self.fields.update({"checkpoint": None, "best": None}, **static)
         self.written = 0.0
         self.history = History(None)  # rank 0's metrics history (open_history)
+        self.lock = threading.RLock()
 
     def update(self, **fields: Any) -> None:
         """A change of state, checkpoint or best: written at once."""
-        self.fields.update(fields)
-        if self.enabled:
-            write_status(self.path, **self.fields)
-            self.written = time.monotonic()
+        with self.lock:
+            self.fields.update(fields)
+            if self.enabled:
+                write_status(self.path, **self.fields)
+                self.written = time.monotonic()
 
     def progress(self, **fields: Any) -> None:
         """Step, loss, speed: kept, and written when the last write is STATUS_SECONDS old."""
-        self.fields.update(fields)
-        if time.monotonic() - self.written >= STATUS_SECONDS:
-            self.update()
+        with self.lock:
+            self.fields.update(fields)
+            if time.monotonic() - self.written >= STATUS_SECONDS:
+                self.update()
 
     def mark_failed(self) -> None:
         """Best effort on the way out: the volume may be the reason for the failure."""
@@ -330,6 +370,7 @@ def open_status(run: Run, start_step: int) -> Status:
         step=start_step,
         total_steps=run.total_steps,
         rank_size=run.group_size,
+        restarts=run.inputs.restarts,
     )
     found = run.inputs.resume
     previous = read_status(run.ckpt_dir / STATUS_FILE) if found is not None else None
@@ -346,7 +387,7 @@ def open_history(run: Run, start_step: int) -> History:
     tensorboard = TensorBoard(tensorboard_dir) if TensorBoard.available() else None
     if tensorboard is None:
         run.log("note: tensorboardX is not installed, so no TensorBoard files (pip install 'resnext-jobs[train]')")
-    history = History(metrics_file, tensorboard, restarts=restarts_from_env(), flush_seconds=STATUS_SECONDS)
+    history = History(metrics_file, tensorboard, restarts=run.inputs.restarts["count"], flush_seconds=STATUS_SECONDS)
     found = run.inputs.resume
     record = history.attempt(
         start_step,
@@ -365,7 +406,7 @@ def open_history(run: Run, start_step: int) -> History:
 # 4. The loop ---------------------------------------------------------------------------------------------------
 
 
-def train_loop(run: Run, status: Status, start_step: int) -> str:
+def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) -> str:
     """One step (or one sink chunk) at a time, so every rank can agree to stop at the same step."""
     stop = StopRequest()
     stepper = Stepper(run)
@@ -379,16 +420,17 @@ def train_loop(run: Run, status: Status, start_step: int) -> str:
         n = min(stepper.chunk, run.total_steps - step)
         loss = stepper.run_steps(n)
         step += n
+        saving.check()  # a background save that failed ends the run here, as a synchronous one would have
         progress.steps_done(epoch=epoch, step=step, count=n, loss=loss)
         if checkpoint_due(run, step=step, count=n):
-            save_checkpoint(run, status, step=step)
+            saving.save_step(step)
             saved_step = step
         if run.val_dataset is not None and step % run.steps_per_epoch == 0 and epoch % run.cfg.eval_interval == 0:
             with progress.meter.paused():
-                validate(run, status, epoch=epoch, step=step)
+                validate(run, saving, epoch=epoch, step=step)
         if all_reduce_max(int(stop.requested), run.group_size):
-            return stop_run(run, status, epoch=epoch, step=step, saved=saved_step == step)
-    return finish_run(run, status, step=step, saved=saved_step == step)
+            return stop_run(run, status, saving, epoch=epoch, step=step, saved=saved_step == step)
+    return finish_run(run, status, saving, step=step, saved=saved_step == step)
 
 
 class StopRequest:
@@ -406,22 +448,37 @@ class Stepper:
     """Runs training steps: a device-side chunk of ``chunk`` steps in sink mode, else one batch at a time."""
 
     def __init__(self, run: Run) -> None:
-        self.train_net, self.dataset = run.train_net, run.dataset
+        self.train_net, self.dataset, self.log = run.train_net, run.dataset, run.log
         self.chunk = sink_chunk(run.steps_per_epoch) if run.cfg.effective_sink() else 1
         self.sink: Any = ms.data_sink(run.train_net, run.dataset, sink_size=self.chunk) if self.chunk > 1 else None
         self.batches = None if self.sink else endless(run.dataset)
+        self.compiled = False
 
     def run_steps(self, count: int) -> float:
         """``count`` steps; the loss of the last one."""
         if self.sink is not None and count == self.chunk:
-            return float(self.sink().asnumpy())
+            began = time.perf_counter()
+            loss = float(self.sink().asnumpy())
+            if not self.compiled:  # the sink graph compiles inside its first call
+                self.log(f"ran the first sink chunk (graph compile included) in {time.perf_counter() - began:.2f} s")
+                self.compiled = True
+            return loss
         if self.batches is None:  # a short tail in sink mode (max_steps): finish it step by step
             self.batches = endless(self.dataset)
         loss = 0.0
         for _ in range(count):
             images, labels = next(self.batches)
+            if not self.compiled:
+                self.compile(images, labels)
             loss = float(self.train_net(images, labels).asnumpy())
         return loss
+
+    def compile(self, images: Any, labels: Any) -> None:
+        """Compile the step graph on its own (the call after it reuses it), so recovery time can be split up."""
+        began = time.perf_counter()
+        self.train_net.compile(images, labels)
+        self.log(f"compiled the train graph in {time.perf_counter() - began:.2f} s")
+        self.compiled = True
 
 
 def sink_chunk(steps_per_epoch: int) -> int:
@@ -492,50 +549,104 @@ def checkpoint_due(run: Run, step: int, count: int) -> bool:
     return due or step == run.total_steps
 
 
-def save_checkpoint(run: Run, status: Status, step: int) -> None:
-    """``<arch>-<epoch>_<step>.ckpt`` (ranks that save), then keep only the newest ``keep_checkpoint_max``."""
-    if not run.writes_checkpoints:
-        return
-    epoch = math.ceil(step / run.steps_per_epoch)
-    name = ckpt.checkpoint_name(run.cfg.arch, epoch, step, run.file_rank)
-    path = ckpt.save(run.train_net, run.ckpt_dir / name, run.meta(epoch, step))
-    ckpt.prune(run.ckpt_dir, run.cfg.keep_checkpoint_max, run.file_rank, saved=path, log=run.log)
-    run.log(f"saved {path}")
-    status.update(checkpoint=str(path))
+class Checkpointer:
+    """Step checkpoints and best.ckpt of the ranks that save. With ``async_save`` the parameters are copied to host
+    memory at the step boundary and written (temporary, fsync, rename, prune) on the writer thread while training
+    goes on; at most one write is in flight. status.json names a checkpoint only once it is in place."""
+
+    def __init__(self, run: Run, status: Status) -> None:
+        self.run, self.status = run, status
+        self.saver = BackgroundSaver(background=run.cfg.async_save, log=run.log)
+        best = status.fields.get("best")
+        self.best_top1: float | None = best["top1"] if best else None  # also counts a best.ckpt still being written
+        self.buffer: ckpt.Snapshot | None = None  # host memory reused by every snapshot
+
+    def check(self) -> None:
+        self.saver.check()
+
+    def save_step(self, step: int) -> None:
+        """``<arch>-<epoch>_<step>.ckpt``, then keep only the newest ``keep_checkpoint_max``."""
+        run = self.run
+        if not run.writes_checkpoints:
+            return
+        epoch = math.ceil(step / run.steps_per_epoch)
+        path = run.ckpt_dir / ckpt.checkpoint_name(run.cfg.arch, epoch, step, run.file_rank)
+
+        def done(saved: Path) -> None:
+            ckpt.prune(run.ckpt_dir, run.cfg.keep_checkpoint_max, run.file_rank, saved=saved, log=run.log)
+            self.status.update(checkpoint=str(saved))
+
+        self._save(f"the checkpoint of step {step}", path, run.meta(epoch, step), done)
+
+    def save_best(self, epoch: int, step: int, result: dict[str, Any]) -> None:
+        """best.ckpt on rank 0 when ``result`` beats the best so far (of this run and the one it resumed)."""
+        if self.run.rank != 0 or (self.best_top1 is not None and result["top1"] <= self.best_top1):
+            return
+        self.best_top1 = result["top1"]
+
+        def done(saved: Path) -> None:
+            self.status.update(best={"top1": result["top1"], "checkpoint": str(saved)})
+
+        meta = dict(self.run.meta(epoch, step), **result)
+        self._save(f"{ckpt.BEST_NAME} of step {step}", self.run.ckpt_dir / ckpt.BEST_NAME, meta, done)
+
+    def _save(self, what: str, path: Path, meta: dict[str, Any], done: Callable[[Path], None]) -> None:
+        self.saver.wait(reason=f"{what} is due")  # first: never two snapshots in memory
+        began = time.perf_counter()
+        source: nn.Cell | ckpt.Snapshot = self.run.train_net
+        if self.saver.background:  # the previous write is done (waited above): its buffer is free again
+            source = self.buffer = ckpt.snapshot(self.run.train_net, reuse=self.buffer)
+        copied = time.perf_counter() - began
+
+        def write() -> None:
+            began = time.perf_counter()
+            saved = ckpt.save(source, path, meta)
+            done(saved)
+            size = saved.stat().st_size / 1e6
+            how = f"in the background, after a {copied:.2f} s copy" if self.saver.background else "synchronously"
+            self.run.log(f"saved {saved} ({size:.1f} MB in {time.perf_counter() - began:.2f} s, {how})")
+
+        self.saver.start(what, write)
+
+    def finish(self) -> None:
+        """Before the run ends: the save in flight is in place (or its failure raised)."""
+        self.saver.wait()
+
+    def close(self) -> None:
+        self.saver.close()
 
 
-def validate(run: Run, status: Status, epoch: int, step: int) -> None:
+def validate(run: Run, saving: Checkpointer, epoch: int, step: int) -> None:
     """Top-1/top-5 on the validation split (all ranks); rank 0 keeps the best as best.ckpt."""
     assert run.val_dataset is not None
     run.net.set_train(False)
     result = score(run.net, run.val_dataset, run.group_size)
     run.net.set_train(True)
     run.log(format_validation(epoch, run.cfg.max_epoch, step, run.total_steps, result))
-    status.history.validation(step, epoch, result)
-    best = status.fields.get("best")
-    if run.rank == 0 and (best is None or result["top1"] > best["top1"]):
-        path = ckpt.save(run.train_net, run.ckpt_dir / ckpt.BEST_NAME, dict(run.meta(epoch, step), **result))
-        status.update(best={"top1": result["top1"], "checkpoint": str(path)})
+    saving.status.history.validation(step, epoch, result)
+    saving.save_best(epoch, step, result)
 
 
 # 6. Stop -------------------------------------------------------------------------------------------------------
 
 
-def stop_run(run: Run, status: Status, epoch: int, step: int, saved: bool) -> str:
-    """Every rank agreed on SIGTERM at ``step``: save it (if not yet) and stop."""
+def stop_run(run: Run, status: Status, saving: Checkpointer, epoch: int, step: int, saved: bool) -> str:
+    """Every rank agreed on SIGTERM at ``step``: save it (if not yet), wait until it is in place, and stop."""
     run.log(f"SIGTERM: stopping at step {step}")
     if not saved:
-        save_checkpoint(run, status, step=step)
+        saving.save_step(step)
+    saving.finish()
     status.update(state="stopped", epoch=epoch, step=step)
     return "stopped"
 
 
-def finish_run(run: Run, status: Status, step: int, saved: bool) -> str:
-    """The last step: validate a partial last epoch (max_steps), save, and mark the run completed."""
+def finish_run(run: Run, status: Status, saving: Checkpointer, step: int, saved: bool) -> str:
+    """The last step: validate a partial last epoch (max_steps), save, wait for the writes, mark it completed."""
     if run.val_dataset is not None and step % run.steps_per_epoch != 0:
-        validate(run, status, epoch=math.ceil(step / run.steps_per_epoch), step=step)
+        validate(run, saving, epoch=math.ceil(step / run.steps_per_epoch), step=step)
     if not saved:
-        save_checkpoint(run, status, step=step)
+        saving.save_step(step)
+    saving.finish()
     status.update(state="completed", step=step, eta_seconds=0)
     run.log(f"done: {step} steps")
     return "completed"

@@ -151,7 +151,7 @@ class JobLayout:
     rendezvous_dir = property(lambda self: self.root / "rendezvous")
     local_dir = property(lambda self: self.root / "local")  # the local backend's own state
     scheduler_log = property(lambda self: self.root / "logs" / "scheduler.log")
-    compile_cache_dir = property(lambda self: self.root / "compile-cache")  # MindSpore's graph cache, keyed
+    compile_cache_dir = property(lambda self: self.root / "compile-cache")  # graph-<key>/: trainer.compile_cache
     metrics_file = property(lambda self: self.root / "metrics.jsonl")  # rank 0's metrics history (trainer.metrics)
     tensorboard_dir = property(lambda self: self.root / "tensorboard")  # rank 0's TensorBoard event files
 

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from trainer import compile_cache
 from trainer.config import ConfigError, build, load_file, parse_args
-from trainer.launcher import compile_cache
 from trainer.launcher.contract import (
     EXIT_BAD_INPUT,
     EXIT_GROUP_CHANGED,
@@ -143,9 +143,7 @@ def _start(
     record: RestartRecord,
 ) -> None:
     rendezvous, out, stop = supervisor.rendezvous, supervisor.out, supervisor.stop
-    cache = compile_cache.cache_dir(env, command)
-    out.say(compile_cache.describe(cache))
-    attempt = {**record.trainer_env(env), **compile_cache.cache_env(cache)}
+    attempt = {**record.trainer_env(env), **_compile_cache_env(env)}
     if env.launcher == "ranktable":
         try:
             table_path, table = rendezvous.write_rank_table(fragments)
@@ -164,6 +162,14 @@ def _start(
         sched_ip = _marking_failures(rendezvous, env, lambda: wait_for_scheduler(env, rendezvous, stop, deadline))
         out.say(f"scheduler {env.master_addr} ({sched_ip}:{env.master_port}) answers")
         supervisor.start(msrun_processes(env, command, sched_ip, attempt))
+
+
+def _compile_cache_env(env: PodEnv) -> dict[str, str]:
+    """MindSpore's graph cache on the shared volume, for restarts and resubmissions; each trainer scopes it to its
+    graph (trainer.compile_cache). A job's own MS_COMPILER_CACHE_* env (spec env) wins."""
+    if compile_cache.ENABLE_VAR in os.environ:
+        return {}
+    return {compile_cache.ENABLE_VAR: "1", compile_cache.PATH_VAR: str(env.layout.compile_cache_dir)}
 
 
 def launch(env: PodEnv, rendezvous: Rendezvous, command: list[str], out: Output, stop: StopSignal) -> tuple[int, str]:
