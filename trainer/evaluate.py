@@ -69,6 +69,7 @@ def resolve(target: str, every: bool) -> list[Path]:
 def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, group_size: int) -> dict[str, Any]:
     from trainer.checkpoint import CheckpointError, load_weights
     from trainer.data import create_eval_dataset, list_classes
+    from trainer.fold_bn import fold_batchnorm
     from trainer.model import build_model
     from trainer.train import data_workers
 
@@ -85,6 +86,7 @@ def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, g
     if missing:
         raise CheckpointError(f"checkpoint {ckpt.path} lacks weights for {', '.join(missing[:5])}")
     net.set_train(False)
+    net = fold_batchnorm(net)  # exact in fp32 up to rounding; no BN in the inference graph
     resize = meta.get("config", {}).get("eval_resize", "square")
     dataset = create_eval_dataset(
         data_dir,
