@@ -52,10 +52,10 @@ lint: ## ruff, mypy, hadolint
 	$(BIN)/mypy docker/run_pods.py
 	$(BIN)/hadolint docker/Dockerfile
 
-bench: ## throughput figures (model step, input pipeline, rendering)
+bench: ## throughput figures (rendering, input pipeline, MindSpore vs PyTorch on CPU: needs the bench extra)
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.cpu_speed
 
 render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples

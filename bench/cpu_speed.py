@@ -7,9 +7,10 @@ the machine slows every variant alike:
   ``resnext101_64x4d``, random weights, SGD momentum, label-smoothing loss);
 - evaluation, batch 8 and 32: ``trainer.evaluate``'s scoring pass (eval pipeline, BN-folded net, top-k), a bare
   MindSpore forward (BN folded), the same without folding (``--no-fold-variant``), PyTorch channels_last.
-Prints img/s (median [min-max]), each ratio to PyTorch, the share of the compute ceiling (``--peak_gflops`` over
-FLOPs per image) and, as the last line, one JSON object. PyTorch comes from the bench-only extra
-(``pip install -e '.[bench]'``); without it the PyTorch rows are skipped and the output says so.
+Prints img/s (median [min-max]), each ratio to PyTorch (median [min-max] of the per-round ratios), the share of
+the compute ceiling (``--peak_gflops`` over FLOPs per image) and, as the last line, one JSON object. PyTorch comes
+from the bench-only extra (``pip install -e '.[bench]'``); without it the PyTorch rows are skipped and the output
+says so. ``--variant NAME=JSON`` adds MindSpore workers with other ``trainer.cpu.CpuTuning`` settings (A/B).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.workers import ARCH, CLASSES, SIZE
+from trainer.cpu import CpuTuning
 from trainer.progress import read_status
 
 TRAIN_BATCH = 8
@@ -120,24 +122,29 @@ def report(title: str, figures: dict[str, list[float]], gflop_per_image: float, 
     print(f"{title} (ceiling {ceiling:.2f} img/s = {peak:.0f} GFLOP/s / {gflop_per_image:.1f} GFLOP per image)")
     out: dict[str, Any] = {}
     for name, runs in figures.items():
-        row = summary(runs)
-        row["vs_pytorch"] = row["median"] / torch_median if torch_median else None
+        row: dict[str, Any] = summary(runs)
         row["ceiling_share"] = row["median"] / ceiling
-        ratio = f"{row['vs_pytorch']:.2f}x PyTorch" if row["vs_pytorch"] else "—"
+        ratio = "—"
+        if torch_runs and torch_median:
+            # Per-round ratios: both ran back to back, so a round's machine-wide slowdown cancels out.
+            per_round = [mine / theirs for mine, theirs in zip(runs, torch_runs, strict=False)]
+            row["vs_pytorch"] = statistics.median(per_round)
+            row["vs_pytorch_rounds"] = per_round
+            ratio = f"{row['vs_pytorch']:.2f}x [{min(per_round):.2f}-{max(per_round):.2f}]"
         print(
-            f"  {name:<24} {row['median']:6.2f} img/s [{row['min']:.2f}-{row['max']:.2f}]  {ratio:>14}  "
-            f"{100 * row['ceiling_share']:4.0f}% of ceiling"
+            f"  {name:<26} {row['median']:6.2f} img/s [{row['min']:.2f}-{row['max']:.2f}]  {ratio:>19} PyTorch  "
+            f"{100 * row['ceiling_share']:3.0f}% of ceiling"
         )
         out[name] = {**row, "runs": runs}
     return out
 
 
 def _ms_args(kind: str, batch: int, context: str, *more: str) -> list[str]:
-    return [kind, "--batch", str(batch), "--ms_context", context, *more]
+    return [kind, "--batch", str(batch), "--ms_tuning", context, *more]
 
 
 def train_phase(args: argparse.Namespace, data: Path, tmp: Path, log: IO[str]) -> dict[str, list[float]]:
-    specs = {"mindspore_bare_step": _ms_args("ms-train", TRAIN_BATCH, args.ms_context)}
+    specs = {"mindspore_bare_step": _ms_args("ms-train", TRAIN_BATCH, args.ms_tuning)}
     for name, context in args.variant:
         specs[f"mindspore_bare_{name}"] = _ms_args("ms-train", TRAIN_BATCH, context)
     if args.torch:
@@ -148,10 +155,10 @@ def train_phase(args: argparse.Namespace, data: Path, tmp: Path, log: IO[str]) -
 
 
 def eval_phase(args: argparse.Namespace, batch: int, data: Path, log: IO[str]) -> dict[str, list[float]]:
-    specs = {"trainer_evaluate": _ms_args("ms-evaluate", batch, args.ms_context, "--data", str(data / "val"))}
-    specs["mindspore_bare_forward"] = _ms_args("ms-eval", batch, args.ms_context)
+    specs = {"trainer_evaluate": _ms_args("ms-evaluate", batch, args.ms_tuning, "--data", str(data / "val"))}
+    specs["mindspore_bare_forward"] = _ms_args("ms-eval", batch, args.ms_tuning)
     if args.no_fold_variant:
-        specs["mindspore_forward_no_fold"] = _ms_args("ms-eval", batch, args.ms_context, "--no-fold-bn")
+        specs["mindspore_forward_no_fold"] = _ms_args("ms-eval", batch, args.ms_tuning, "--no-fold-bn")
     for name, context in args.variant:
         specs[f"mindspore_forward_{name}"] = _ms_args("ms-eval", batch, context)
     if args.torch:
@@ -161,8 +168,8 @@ def eval_phase(args: argparse.Namespace, batch: int, data: Path, log: IO[str]) -
 
 def _variant(text: str) -> tuple[str, str]:
     name, _, context = text.partition("=")
-    json.loads(context or "{}")  # fail early on bad JSON
-    return name, context or "{}"
+    CpuTuning.from_json(context)  # fail early on a bad field
+    return name, context
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -175,12 +182,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-eval", dest="eval", action="store_false", help="skip the evaluation phases")
     parser.add_argument("--no-trainer", dest="trainer", action="store_false", help="skip the full trainer runs")
     parser.add_argument("--no-fold-variant", action="store_true", help="also time the forward without BN folding")
-    parser.add_argument("--ms_context", default="{}", help="mindspore.set_context keywords (JSON) for MS workers")
+    parser.add_argument("--ms_tuning", default="", help="CpuTuning fields (JSON) for the MindSpore workers")
+    parser.add_argument("--no-torch", dest="want_torch", action="store_false", help="skip PyTorch")
     parser.add_argument(
-        "--variant", type=_variant, action="append", default=[], help="NAME=JSON: an extra bare MindSpore worker"
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        help="NAME=JSON: an extra MindSpore worker with these CpuTuning fields",
     )
     args = parser.parse_args(argv)
-    args.torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("torchvision") is not None
+    args.torch = (
+        args.want_torch
+        and importlib.util.find_spec("torch") is not None
+        and importlib.util.find_spec("torchvision") is not None
+    )
     return args
 
 
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     forward = forward_flops(ARCH, CLASSES, SIZE) / 1e9
     print(f"{ARCH}, fp32, {SIZE} px, {os.cpu_count()} cores, {args.rounds} interleaved rounds")
     if not args.torch:
-        print(MISSING_TORCH)
+        print(MISSING_TORCH if args.want_torch else "PyTorch rows skipped (--no-torch)")
     results: dict[str, Any] = {"arch": ARCH, "pytorch": args.torch, "peak_gflops": args.peak_gflops}
     with tempfile.TemporaryDirectory(prefix="bench-cpu-speed-") as tmp, open(Path(tmp) / "workers.log", "w+") as log:
         data = make_data(Path(tmp) / "synth")

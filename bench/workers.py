@@ -33,11 +33,14 @@ def _random_batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return images, rng.integers(0, CLASSES, batch).astype(np.int32)
 
 
-def _ms_setup(context: dict[str, object]) -> None:
+def _ms_setup(tuning: str) -> None:
     import mindspore as ms
 
-    ms.set_context(mode=ms.GRAPH_MODE, **context)  # type: ignore[arg-type]
+    from trainer.cpu import CpuTuning, apply_cpu_tuning
+
+    ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
+    apply_cpu_tuning(CpuTuning.from_json(tuning) if tuning else CpuTuning())
     ms.set_seed(1)
 
 
@@ -48,7 +51,7 @@ def ms_train(batch: int, args: argparse.Namespace) -> Unit:
     from trainer.loss import LabelSmoothingCrossEntropy
     from trainer.model import build_model
 
-    _ms_setup(json.loads(args.ms_context))
+    _ms_setup(args.ms_tuning)
     net = build_model(ARCH, CLASSES)
     optimizer = nn.Momentum(net.trainable_params(), LR, MOMENTUM, weight_decay=WEIGHT_DECAY)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(CLASSES, SMOOTHING)), optimizer)
@@ -68,7 +71,7 @@ def ms_eval(batch: int, args: argparse.Namespace) -> Unit:
     from trainer.fold_bn import fold_batchnorm
     from trainer.model import build_model
 
-    _ms_setup(json.loads(args.ms_context))
+    _ms_setup(args.ms_tuning)
     net = build_model(ARCH, CLASSES)
     net.set_train(False)
     net = fold_batchnorm(net, enabled=args.fold_bn)
@@ -87,7 +90,7 @@ def ms_evaluate(batch: int, args: argparse.Namespace) -> Unit:
     from trainer.fold_bn import fold_batchnorm
     from trainer.model import build_model
 
-    _ms_setup(json.loads(args.ms_context))
+    _ms_setup(args.ms_tuning)
     classes = list_classes(args.data)
     net = build_model(ARCH, CLASSES)
     net.set_train(False)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch intra-op threads")
-    parser.add_argument("--ms_context", default="{}", help="extra mindspore.set_context keywords, as JSON")
+    parser.add_argument("--ms_tuning", default="", help="trainer.cpu.CpuTuning fields as JSON (default: the trainer's)")
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="ms-eval: keep the BN layers")
     parser.add_argument("--data", default=None, help="ms-evaluate: an ImageNet-layout split")
     args = parser.parse_args(argv)
