@@ -3,7 +3,7 @@
 In eval mode a BatchNorm is a per-channel affine map ``y = (x - mean) * gamma / sqrt(var + eps) + beta``, so
 ``bn(conv(x, W))`` equals ``conv(x, W * s) + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)``: exact up to
 fp32 rounding (the factors are computed in float64). Every conv of ResNeXt is followed by a BN, so folding removes
-all 105 BN layers of ResNeXt101 from the inference graph. Training needs the unfolded network (batch statistics),
+all 104 BN layers of ResNeXt101 from the inference graph. Training needs the unfolded network (batch statistics),
 so this refuses a network in training mode. The folded network keeps torchvision parameter names for the convs
 (``layer1.0.conv1.weight``, plus ``.bias``); it is not meant to be saved as a trainer checkpoint.
 """
