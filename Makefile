@@ -74,10 +74,10 @@ lint: scan ## ruff, mypy, hadolint, and the manifest scan
 scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
 	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
-bench: ## throughput figures (model step, input pipeline, rendering), checkpoint stall, recovery time
+bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), checkpoint stall, recovery
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.cpu_speed
 	$(BIN)/python -m bench.checkpoint_stall
 	$(BIN)/python -m bench.recovery
 

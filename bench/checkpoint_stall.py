@@ -22,11 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.train_step import ARCH, BATCH, CLASSES, ISA_VAR, SIZE, make_data
+from bench.data import synth
+from bench.workers import ARCH, CLASSES, SIZE
+from trainer.cpu import ISA_VAR
 from trainer.progress import parse_progress
+
+BATCH = 8  # the figure: ResNeXt101-64x4d, batch 8, 224 px
 
 SAVED_RE = re.compile(r"saved \S+ \((?P<mb>[\d.]+) MB in (?P<write>[\d.]+) s, (?P<how>in the background|synchronously)")
 COPY_RE = re.compile(r"after a (?P<copy>[\d.]+) s copy")
+
+
+def make_data(root: Path) -> Path:
+    return synth(root, classes=4, per_class=8, size=256) / "train"
 
 
 def timed_lines(argv: list[str], env: dict[str, str]) -> list[tuple[float, str]]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.data import synth
 from trainer.compile_cache import ENABLE_VAR, PATH_VAR
 from trainer.launcher.contract import JobLayout
 from trainer.progress import parse_progress
@@ -185,9 +186,7 @@ def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, 
 
 
 def make_data(root: Path) -> Path:
-    synth = ["--out", str(root), "--classes", "10", "--per_class", "40", "--size", "64", "--quiet"]
-    subprocess.run([sys.executable, "-m", "trainer.data", "synth", *synth], check=True)
-    return root
+    return synth(root, classes=10, per_class=40, size=64)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from trainer.config import ARCH_NAMES
-from trainer.model import ARCHS, build_model, count_params, forward_flops
+from trainer.model import ARCHS, ZeroPad1, build_model, count_params, forward_flops
 
 
 def _params(net: ms.nn.Cell) -> dict[str, np.ndarray]:
@@ -139,3 +139,9 @@ def test_cli_prints_params_and_gflops() -> None:
     bad = subprocess.run([*cmd[:3], "--arch", "vgg"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "unknown architecture 'vgg'" in bad.stderr
+
+
+def test_zero_pad_is_a_one_pixel_zero_border() -> None:
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    out = ZeroPad1()(ms.Tensor(x)).asnumpy()
+    np.testing.assert_array_equal(out, np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))

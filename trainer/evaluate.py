@@ -65,6 +65,7 @@ def _report(message: str) -> None:
 def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, group_size: int) -> dict[str, Any]:
     from trainer.checkpoint import CheckpointError, network_from_checkpoint
     from trainer.data import create_eval_dataset, data_workers, list_classes
+    from trainer.fold_bn import fold_batchnorm
 
     meta = ckpt.meta
     classes = list(meta["classes"])
@@ -74,7 +75,7 @@ def evaluate_one(ckpt: Checkpoint, data_dir: str, cfg: TrainConfig, rank: int, g
             f"the class folders of {data_dir} ({len(found)}) differ from the {len(classes)} classes checkpoint "
             f"{ckpt.path} was trained on; evaluate it on a split of the same dataset"
         )
-    net = network_from_checkpoint(ckpt)
+    net = fold_batchnorm(network_from_checkpoint(ckpt))  # exact in fp32 up to rounding; no BN in the graph
     dataset = create_eval_dataset(
         data_dir,
         image_size=int(meta["image_size"]),

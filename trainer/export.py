@@ -35,6 +35,7 @@ def export(ckpt_file: str, file_format: str, file_name: str | None, batch_size: 
     import numpy as np
 
     from trainer.checkpoint import CheckpointError, load, load_weights
+    from trainer.fold_bn import fold_batchnorm
     from trainer.model import build_model
 
     ckpt = load(ckpt_file)
@@ -44,6 +45,7 @@ def export(ckpt_file: str, file_format: str, file_name: str | None, batch_size: 
     if missing:
         raise CheckpointError(f"checkpoint {ckpt_file} lacks weights for {', '.join(missing[:5])}")
     net.set_train(False)
+    net = fold_batchnorm(net)  # the exported graph has no BN: exact in fp32 up to rounding
     size = int(meta["image_size"])
     example = ms.Tensor(np.zeros((batch_size, 3, size, size), dtype=np.float32))
     base = file_name or str(Path(ckpt_file).with_suffix(""))

@@ -80,6 +80,18 @@ def _bn(channels: int, zero_gamma: bool = False) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9, gamma_init="zeros" if zero_gamma else "ones")
 
 
+class ZeroPad1(nn.Cell):
+    """One pixel of zeros around H and W, by concatenation: same values as ``ops.Pad``, whose CPU kernel took
+    ~0.5 s per batch of 8 at the stem's 64x112x112 (4% of a forward pass; concatenation is ~2x faster)."""
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        n, c, h, w = x.shape
+        rows = ops.zeros((n, c, 1, w), x.dtype)
+        x = ops.concat((rows, x, rows), 2)
+        cols = ops.zeros((n, c, h + 2, 1), x.dtype)
+        return ops.concat((cols, x, cols), 3)
+
+
 class Bottleneck(nn.Cell):
     """1x1 reduce -> grouped 3x3 (carries the stride) -> 1x1 expand, plus an identity or projection shortcut."""
 
@@ -114,7 +126,7 @@ class ResNeXt(nn.Cell):
         # 3x3/2 max-pool with 1 px of padding (224 -> 56 overall). The input is post-ReLU (>= 0), so padding with
         # zeros is exactly PyTorch's -inf padding; an explicit pad + "valid" pool avoids nn.MaxPool2d(pad_mode="pad"),
         # which MindSpore implements with MaxPool3DWithArgmax (not exportable to ONNX).
-        self.pool_pad = ops.Pad(((0, 0), (0, 0), (1, 1), (1, 1)))
+        self.pool_pad = ZeroPad1()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
         in_ch = spec.stem_width
         stages = []
