@@ -47,3 +47,22 @@ def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
         monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
         monkeypatch.delenv("JOBCTL_BACKEND", raising=False)
         yield server
+
+
+def _synth(root: Path, *args: str) -> Path:
+    import sys
+
+    subprocess.run([sys.executable, "-m", "trainer.data", "synth", "--out", str(root), *args, "--quiet"], check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 classes x 40 images of 64 px (train/ and val/): one trainer process, 25 steps of 16 per epoch at 32 px."""
+    return _synth(tmp_path_factory.mktemp("synth"), "--classes", "10", "--per_class", "40", "--size", "64")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes x 16 images of 32 px: the local backend's end-to-end jobs."""
+    return _synth(tmp_path_factory.mktemp("synth"), "--classes", "4", "--per_class", "16", "--size", "32")

@@ -79,14 +79,6 @@ def test_synchronous_mode_writes_inline() -> None:
 # The trainer with a save held in flight -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    args = ["--out", str(root), "--classes", "10", "--per_class", "40", "--size", "64", "--quiet"]
-    subprocess.run([sys.executable, "-m", "trainer.data", "synth", *args], check=True, cwd=ROOT)
-    return root
-
-
 class Trainer:
     """A gated trainer process whose output goes to a file the test reads while it runs."""
 
@@ -137,6 +129,14 @@ def trainers() -> Iterator[list[Trainer]]:
         trainer.kill()
 
 
+def saving_step_10(data: Path, tmp_path: Path, trainers: list[Trainer]) -> Trainer:
+    """An endless run whose second save (step 10) is held in flight by the gate."""
+    trainer = Trainer(data, tmp_path, "block:2", *ENDLESS)
+    trainers.append(trainer)
+    trainer.wait_for("the save of step 10 in flight", (trainer.gate / "blocked-2").exists)
+    return trainer
+
+
 def loads(paths: list[Path]) -> list[int]:
     script = "import sys\nfrom trainer.checkpoint import load\nprint([load(p).step for p in sys.argv[1:]])\n"
     done = subprocess.run(
@@ -149,9 +149,7 @@ def loads(paths: list[Path]) -> list[int]:
 def test_kill_9_during_a_background_save_resumes_from_the_previous_checkpoint(
     data: Path, tmp_path: Path, trainers: list[Trainer]
 ) -> None:
-    trainer = Trainer(data, tmp_path, "block:2", *ENDLESS)
-    trainers.append(trainer)
-    trainer.wait_for("the save of step 10 in flight", (trainer.gate / "blocked-2").exists)
+    trainer = saving_step_10(data, tmp_path, trainers)
     trainer.wait_for_line(r"step=13/")  # training goes on while step 10 is written
     os.kill(trainer.proc.pid, signal.SIGKILL)
     trainer.proc.communicate()
@@ -201,9 +199,7 @@ def test_a_save_due_while_one_is_in_flight_waits_and_says_so(
 def test_sigterm_while_a_save_is_in_flight_exits_143_once_it_is_in_place(
     data: Path, tmp_path: Path, trainers: list[Trainer]
 ) -> None:
-    trainer = Trainer(data, tmp_path, "block:2", *ENDLESS)
-    trainers.append(trainer)
-    trainer.wait_for("the save of step 10 in flight", (trainer.gate / "blocked-2").exists)
+    trainer = saving_step_10(data, tmp_path, trainers)
     trainer.proc.send_signal(signal.SIGTERM)
     # The stop step's save (or step 15's, if the signal landed late) waits for the write of step 10.
     trainer.wait_for_line(r"is due while the checkpoint of step 10 is still being written: waiting for it")

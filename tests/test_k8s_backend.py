@@ -305,16 +305,21 @@ def test_logs_follow_reattaches_to_replacement_pods(double: KubeDouble) -> None:
     double.append_log(NS, second, "[rank 0] resumed\n")
     wait_until(lambda: follows(double, second) == 1, "the follower to attach to the replacement pod")
     double.append_log(NS, second, "[rank 0] done\n")
-    end_pod(double, second, "Succeeded")
-    double.set_job_status(NS, "rx", {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]})
-    follower.join(timeout=10)
-    assert not follower.is_alive()
+    complete_and_join(double, second, follower, succeeded=2)
     assert out.getvalue().splitlines() == [
         "[rank 0] before the restart",
         "[rank 0] rank=0 exiting 137",
         "[rank 0] resumed",
         "[rank 0] done",
     ]
+
+
+def complete_and_join(double: KubeDouble, pod: str, follower: threading.Thread, succeeded: int) -> None:
+    """The last pod ends, the Job completes: the follower must return."""
+    end_pod(double, pod, "Succeeded")
+    double.set_job_status(NS, "rx", {"succeeded": succeeded, "conditions": [{"type": "Complete", "status": "True"}]})
+    follower.join(timeout=30)
+    assert not follower.is_alive()
 
 
 def test_logs_follow_reattaches_when_the_stream_is_cut_without_duplicates(double: KubeDouble) -> None:
@@ -331,10 +336,7 @@ def test_logs_follow_reattaches_when_the_stream_is_cut_without_duplicates(double
     double.cut_streams(NS, pod, abrupt=True)  # an API server restart: the connection just goes
     wait_until(lambda: follows(double, pod) == 3, "a re-attach after a reset")
     double.append_log(NS, pod, "[rank 0] three\n")
-    end_pod(double, pod, "Succeeded")
-    double.set_job_status(NS, "rx", {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
-    follower.join(timeout=10)
-    assert not follower.is_alive()
+    complete_and_join(double, pod, follower, succeeded=1)
     assert out.getvalue().splitlines() == ["[rank 0] one", "[rank 0] two", "[rank 0] three"]
     reattach = [c for c in double.calls("GET", f"/pods/{pod}/log") if c["query"].get("follow") == "true"][1]
     assert reattach["query"]["timestamps"] == "true" and int(reattach["query"]["sinceSeconds"]) >= 1

@@ -202,14 +202,6 @@ def test_submit_refuses_a_job_directory_with_checkpoints(tmp_path: Path) -> None
 # End to end: the real launcher and trainer on 2 CPU workers -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    cmd = [sys.executable, "-m", "trainer.data", "synth", "--out", str(root), "--classes", "4", "--per_class", "16"]
-    subprocess.run([*cmd, "--size", "32", "--quiet"], check=True, capture_output=True)
-    return root
-
-
 def e2e_env() -> dict[str, str]:
     # The launcher's SIGTERM→SIGKILL grace for its ranks: a rank blocked in a collective never answers SIGTERM.
     return {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "JOBCTL_STOP_GRACE": "3"}
@@ -231,11 +223,19 @@ def submit_e2e(name: str, dataset: Path, shared: Path, epochs: int, *extra: str)
     return subprocess.Popen(cmd, env=e2e_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_a_checkpoint(job_dir: JobDir, timeout: float = 180) -> None:
+def two_pods_past_a_checkpoint(name: str, dataset: Path, shared: Path, timeout: float = 180) -> JobDir:
+    """A 2 pod x 1 worker job, once it has saved its first checkpoint. 5 epochs of 4 steps, a checkpoint every 2:
+    the run outlasts that checkpoint by 18 steps and 5 validations, so a kill right after it lands on a running
+    process even when this test is starved of CPU for a while."""
+    proc = submit_e2e(name, dataset, shared, 5, "--devices-per-node", "1")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    job_dir = JobDir.of(shared, name)
     deadline = time.monotonic() + timeout
     while not job_dir.has_checkpoints() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job_dir.has_checkpoints(), (job_dir.local_dir / "pod-0.log").read_text()[-3000:]
+    return job_dir
 
 
 def evaluate(name: str, shared: Path, dataset: Path) -> dict[str, Any]:
@@ -280,14 +280,8 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
 def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: Path) -> None:
     """Two local pods of one CPU worker each: kill -9 pod 1's trainer; no pod is replaced, the group resumes."""
     shared = tmp_path / "shared"
-    # 5 epochs of 4 steps, a checkpoint every 2: the run outlasts the first checkpoint by 18 steps and 5
-    # validations, so the kill below lands on a running rank even when this process is starved of CPU for a while.
-    proc = submit_e2e("kill", dataset, shared, 5, "--devices-per-node", "1")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    job_dir = JobDir.of(shared, "kill")
+    job_dir = two_pods_past_a_checkpoint("kill", dataset, shared)
     pod_logs = [job_dir.local_dir / f"pod-{index}.log" for index in (0, 1)]
-    wait_for_a_checkpoint(job_dir)
     saved = job_dir.newest_checkpoint()
     assert saved is not None
     worker = re.findall(r"started rank 1 \(pid (\d+)\)", pod_logs[1].read_text())[-1]
@@ -315,11 +309,7 @@ def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: P
 def test_a_killed_launcher_replaces_its_pod(tmp_path: Path, dataset: Path) -> None:
     """kill -9 of pod 1's launcher: that pod is replaced (counted), pod 0 waits for it in place, the job completes."""
     shared = tmp_path / "shared"
-    proc = submit_e2e("killpod", dataset, shared, 5, "--devices-per-node", "1")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    job_dir = JobDir.of(shared, "killpod")
-    wait_for_a_checkpoint(job_dir)
+    job_dir = two_pods_past_a_checkpoint("killpod", dataset, shared)
     backend = LocalBackend(shared)
     launcher = next(pod["pid"] for pod in local_state(backend, "killpod")["pods"] if pod["index"] == 1)
     os.kill(int(launcher), 9)

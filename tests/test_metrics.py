@@ -30,14 +30,6 @@ COMMON = ["--platform", "cpu", "--arch", "resnext_tiny", "--image_size", "32", "
 COMMON += ["--num_parallel_workers", "1", "--lr", "0.1", "--log_interval", "5"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    args = ["--out", str(root), "--classes", "10", "--per_class", "40", "--size", "64", "--quiet"]
-    subprocess.run([sys.executable, "-m", "trainer.data", "synth", *args], check=True, cwd=ROOT)
-    return root
-
-
 def trainer_command(data: Path, job_dir: Path, *extra: str) -> list[str]:
     ckpt = ["--ckpt_path", str(job_dir / "ckpt"), "--val_dir", str(data / "val")]
     return [sys.executable, "-m", "trainer.train", "--data_dir", str(data / "train"), *ckpt, *COMMON, *extra]

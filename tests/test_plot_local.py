@@ -21,14 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBCTL = [sys.executable, "-m", "jobctl"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    cmd = [sys.executable, "-m", "trainer.data", "synth", "--out", str(root), "--classes", "4", "--per_class", "16"]
-    subprocess.run([*cmd, "--size", "32", "--quiet"], check=True, capture_output=True)
-    return root
-
-
 def jobctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     return subprocess.run([*JOBCTL, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)

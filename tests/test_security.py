@@ -19,6 +19,7 @@ from jobctl.jobdir import JobDir
 from jobctl.render import SUPPORTED_KUBE_VERSIONS, render, render_eval, to_yaml
 from jobctl.spec import JobSpec, SpecError, load_spec, validate_spec
 from jobctl.validate import validate_objects
+from tests.test_cli import assert_bad_input
 
 runner = CliRunner()
 SECRET_FIELDS: dict[str, Any] = {
@@ -47,13 +48,6 @@ def kinds(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def template(job: dict[str, Any]) -> dict[str, Any]:
     return dict(job["spec"]["template"])
-
-
-def assert_bad_input(result: Any, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
-    for word in words:
-        assert word in result.stderr, result.stderr
 
 
 # Refused input --------------------------------------------------------------------------------------------------

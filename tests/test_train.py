@@ -28,14 +28,6 @@ COMMON += ["--num_parallel_workers", "1", "--lr", "0.1", "--log_interval", "5"]
 STEPS_PER_EPOCH = 25
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    args = ["--out", str(root), "--classes", "10", "--per_class", "40", "--size", "64", "--quiet"]
-    subprocess.run([sys.executable, "-m", "trainer.data", "synth", *args], check=True, cwd=ROOT)
-    return root
-
-
 def env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
 

@@ -183,15 +183,15 @@ def spec_from_yaml(text: str, source: str) -> JobSpec:
     """A JobSpec from its resolved YAML (spec.yaml in the job directory or the ConfigMap)."""
     import yaml
 
+    from jobctl import strict_yaml
     from jobctl.spec import SpecError, validate_spec
 
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BackendError(f"the stored spec {source} is not valid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise BackendError(f"the stored spec {source} is not a mapping of spec fields")
-    try:
+    try:  # the loader spec files get: a record edited by hand is held to the same rules
+        values = strict_yaml.load(text)
+        if not isinstance(values, dict):
+            raise BackendError(f"the stored spec {source} is not a mapping of spec fields")
         return validate_spec(values)
+    except yaml.YAMLError as exc:
+        raise BackendError(f"the stored spec {source} is not valid YAML: {strict_yaml.describe(exc)}") from None
     except SpecError as exc:
         raise BackendError(f"the stored spec {source} no longer validates: {exc}") from None
