@@ -11,8 +11,8 @@ Each path runs twice in one job: without the compile cache (the bench empties ``
 kill) and with it (the cache the first recovery left). If the launcher does not enable MindSpore's compile cache
 itself, the bench enables it for the job's processes through their env (``MS_COMPILER_CACHE_*``); the trainer's
 ``compile cache ...: reusing|empty`` line says what the resumed attempt actually did. The total is split into:
-detection (kill -> the first launcher/jobctl line), stopping the survivors (-> the last launcher ``exit N``
-before the new attempt), rendezvous (-> the last ``all N pod(s) joined``), process
+detection (kill -> the first launcher/jobctl line), stopping the survivors (-> the last launcher ``exit N`` or
+``restarting the group in place`` before the new attempt), rendezvous (-> the last ``all N pod(s) joined``), process
 start (-> the trainer's ``MindSpore loaded`` line: spawn, interpreter, imports), set-up (cluster, data, model),
 checkpoint load and graph compile (the trainer's own figures) and the first step (-> its progress line). The
 machine may be shared with other work: repeat (``--repeat``) to see the spread. Last line: one JSON object.
@@ -163,7 +163,9 @@ def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, 
 
     rank = progress[1]
     joined = last(r"\[launcher\] attempt \d+: all \d+ pod\(s\) joined", progress[0]) or detected
-    stopped = max(detected, last(r"\[launcher\] exit \d+$", joined) or detected)  # the survivors are down
+    # The survivors are down: their launcher exits (pod path, old launchers) or restarts the group in place.
+    survivors_down = r"\[launcher\] (exit \d+|attempt \d+ ended \(.*\); restarting the group in place)$"
+    stopped = max(detected, last(survivors_down, joined) or detected)
     up = last(rf"\[rank {rank}\] trainer pid \d+: MindSpore loaded", progress[0]) or joined
     resumed = last(rf"\[rank {rank}\] rank=\d loaded checkpoint in", progress[0]) or up
     compiled = last(rf"\[rank {rank}\] rank=\d compiled the train graph in", progress[0]) or resumed
