@@ -45,6 +45,7 @@ from jobctl.backends.base import (
 )
 from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
 from jobctl.backends.k8s_logs import LogCursor, iter_lines
+from jobctl.backends.k8s_objects import pod_index, termination_grace
 from jobctl.render import JOB_NAME_LABEL, config_map_name, eval_job_name, resolve_kube_version, rings_config_name
 from trainer.ckpt_names import BEST_NAME
 from trainer.launcher.contract import JobLayout, Var
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["K8sBackend", "api_client", "default_namespace"]
 
 T = TypeVar("T")
-INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobctl"}
 CONTAINER = "trainer"
@@ -324,7 +324,9 @@ class K8sBackend(Backend):
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
         if wait:
-            self.wait_gone([job for job, found in jobs.items() if found is not None], max(map(_grace, jobs.values())))
+            self.wait_gone(
+                [job for job, found in jobs.items() if found is not None], max(map(termination_grace, jobs.values()))
+            )
 
     def wait_gone(self, jobs: list[str], grace: float) -> None:
         """Wait until the Jobs are gone: with Foreground deletion only after their pods (which save and stop
@@ -370,7 +372,7 @@ class K8sBackend(Backend):
             self.namespace,
             label_selector=f"{JOB_NAME_LABEL}={name}",
         )
-        return sorted(result.items, key=lambda p: (_pod_index(p), _created(p)))
+        return sorted(result.items, key=lambda p: (pod_index(p), _created(p)))
 
     def status(self, name: str) -> JobInfo:
         job = self.read_job(name)
@@ -380,7 +382,7 @@ class K8sBackend(Backend):
         info.restarts = sum(p.restarts for p in info.pods)
         if info.phase == RUNNING and _interim(job) is None and not any(p.phase == "Running" for p in info.pods):
             info.phase = PENDING
-        newest_pod0 = next((p for p in reversed(pods) if _pod_index(p) == 0), None)
+        newest_pod0 = next((p for p in reversed(pods) if pod_index(p) == 0), None)
         if newest_pod0 is not None and newest_pod0.status and newest_pod0.status.phase != "Pending":
             lines = self.available_log(newest_pod0.metadata.name, tail=400, quiet=True) or []
             info.progress = latest_progress(lines)
@@ -496,7 +498,7 @@ class K8sBackend(Backend):
         index = None if rank is None else self.index_of_rank(job, rank)
         if not follow:
             for pod in current(self.pods_of(name)):
-                if index is None or _pod_index(pod) == index:
+                if index is None or pod_index(pod) == index:
                     for line in self.available_log(pod.metadata.name) or []:
                         if keep_line(line, rank):
                             out.write(line + "\n")
@@ -514,7 +516,7 @@ class K8sBackend(Backend):
             for pod in self.pods_of(name) if job is not None else []:
                 pod_name = pod.metadata.name
                 started = pod.status is not None and pod.status.phase in ("Running", "Succeeded", "Failed")
-                if pod_name in followed or not started or (index is not None and _pod_index(pod) != index):
+                if pod_name in followed or not started or (index is not None and pod_index(pod) != index):
                     continue
                 thread = threading.Thread(target=self.stream_pod, args=(pod_name, lines), daemon=True)
                 thread.start()
@@ -627,7 +629,7 @@ class K8sBackend(Backend):
         self.delete_quietly("Job", self.batch.delete_namespaced_job, job_name, propagation_policy="Foreground")
         self.delete_quietly("ConfigMap", self.core.delete_namespaced_config_map, config_map_name(job_name))
         self.delete_quietly("NetworkPolicy", self.networking.delete_namespaced_network_policy, job_name)
-        self.wait_gone([job_name], _grace(old))
+        self.wait_gone([job_name], termination_grace(old))
         self.admit(objects)
         self.create_job_and_owned(objects)
         phase = self.wait(job_name, for_phase=None, timeout=None)
@@ -694,15 +696,6 @@ def _terminating(job: Any, pods: list[Any]) -> int:
     return sum(1 for p in pods if not (p.status and p.status.phase in ("Succeeded", "Failed")))
 
 
-def _grace(job: Any) -> float:
-    """The termination grace of a Job's pods (what a Foreground delete of it waits for)."""
-    from jobctl import platforms
-
-    spec = job.spec.template.spec if job is not None else None
-    seconds = spec.termination_grace_period_seconds if spec is not None else None
-    return float(platforms.TERMINATION_GRACE_SECONDS if seconds is None else seconds)
-
-
 def _event_time(event: Any) -> datetime:
     """When an event last happened (lastTimestamp, eventTime or creation: whichever its reporter filled)."""
     for stamp in (event.last_timestamp, event.event_time, event.first_timestamp, event.metadata.creation_timestamp):
@@ -738,13 +731,6 @@ def _container(pod: Any) -> Any:
     return next((s for s in statuses if s.name == CONTAINER), statuses[0] if statuses else None)
 
 
-def _pod_index(pod: Any) -> int:
-    labels = pod.metadata.labels or {}
-    annotations = pod.metadata.annotations or {}
-    value = labels.get(INDEX_LABEL, annotations.get(INDEX_LABEL, "0"))
-    return int(value) if str(value).isdigit() else 0
-
-
 def _created(pod: Any) -> str:
     stamp = pod.metadata.creation_timestamp
     return stamp.isoformat() if hasattr(stamp, "isoformat") else str(stamp or "")
@@ -754,7 +740,7 @@ def current(pods: list[Any]) -> list[Any]:
     """The newest pod of each index (older ones were replaced after a failure)."""
     newest: dict[int, Any] = {}
     for pod in pods:  # sorted by index, then creation
-        newest[_pod_index(pod)] = pod
+        newest[pod_index(pod)] = pod
     return [newest[i] for i in sorted(newest)]
 
 
@@ -762,8 +748,8 @@ def current_pods(pods: list[Any]) -> list[PodInfo]:
     """Per index: the newest pod, with its replacements counted as restarts."""
     infos = []
     for pod in current(pods):
-        index = _pod_index(pod)
-        replaced = sum(1 for p in pods if _pod_index(p) == index) - 1
+        index = pod_index(pod)
+        replaced = sum(1 for p in pods if pod_index(p) == index) - 1
         status = pod.status
         container = _container(pod)
         restarts = replaced + (container.restart_count or 0 if container else 0)

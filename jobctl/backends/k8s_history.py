@@ -12,6 +12,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from jobctl.backends.base import COMPLETE, BackendError
+from jobctl.backends.k8s_objects import pod_index, termination_grace
 from trainer.launcher.contract import JobLayout
 from trainer.metrics import history_from_log, parse_records
 
@@ -31,9 +32,7 @@ def reader_job_name(name: str) -> str:
 
 def history_from_pods(backend: K8sBackend, name: str) -> list[dict[str, Any]] | None:
     """The history in the logs of every pod of index 0 (replacements included); None when there are none."""
-    from jobctl.backends.k8s import _pod_index
-
-    pods = [p for p in backend.pods_of(name) if _pod_index(p) == 0 and p.status and p.status.phase in _STARTED]
+    pods = [p for p in backend.pods_of(name) if pod_index(p) == 0 and p.status and p.status.phase in _STARTED]
     if not pods:
         return None
     # A pod that failed before its container ran has no log (the kubelet answers 400): it adds nothing.
@@ -69,14 +68,13 @@ def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
 
 def history_from_volume(backend: K8sBackend, spec: JobSpec) -> list[dict[str, Any]]:
     """Run the reader Job, wait for it, parse its log, delete it."""
-    from jobctl.backends.k8s import _grace
     from jobctl.render import resolve_kube_version
 
     name = reader_job_name(spec.name)
     job = reader_job(spec, resolve_kube_version(backend.server_version(), older_as_oldest=True))
     old = backend.read_job_or_none(name)
     backend.delete_quietly("Job", backend.batch.delete_namespaced_job, name, propagation_policy="Foreground")
-    backend.wait_gone([name], _grace(old))
+    backend.wait_gone([name], termination_grace(old))
     backend.create_job_and_owned([job])
     try:
         phase = backend.wait(name, for_phase=None, timeout=None)
