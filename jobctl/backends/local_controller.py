@@ -40,7 +40,8 @@ from jobctl.jobdir import JobDir, write_atomic
 from trainer.files import utc_timestamp
 from trainer.launcher.contract import exit_code_of
 
-STATE_WRITE_TRIES = 10  # the final state on a full volume: the trainers' clean-up may free space in a moment
+STATE_WRITE_TRIES = 10
+RESERVE_BYTES = 256 * 1024  # the final state on a full volume: the trainers' clean-up may free space in a moment
 
 
 class LocalJobController:
@@ -86,8 +87,9 @@ class LocalJobController:
         try:
             write_atomic(self.job_dir.local_dir / "state.json", json.dumps(state, indent=2) + "\n")
         except OSError as exc:
-            if not self.state_write_failed:
-                print(f"[jobctl] cannot write state.json ({exc}); retrying at the next change", file=sys.stderr)
+            if not self.state_write_failed:  # supervisor.log is on the same volume: saying so may fail too
+                with contextlib.suppress(OSError):
+                    print(f"[jobctl] cannot write state.json ({exc}); retrying at the next change", file=sys.stderr)
             self.state_write_failed = True
             return False
         self.state_write_failed = False
@@ -97,9 +99,19 @@ class LocalJobController:
         for _ in range(STATE_WRITE_TRIES):
             if self.write_state():
                 return
+            self.reserve.unlink(missing_ok=True)  # a full volume: the space kept for this moment
             time.sleep(1.0)
 
     # pods --------------------------------------------------------------------------------------------
+
+    @property
+    def reserve(self) -> Path:
+        """Space kept on the shared volume for the final state.json, should the job fill the volume."""
+        return self.job_dir.local_dir / "state.reserve"
+
+    def keep_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            self.reserve.write_bytes(bytes(RESERVE_BYTES))
 
     def pod_log(self, index: int) -> Path:
         return self.job_dir.local_dir / f"pod-{index}.log"
@@ -107,7 +119,9 @@ class LocalJobController:
     def start(self, index: int) -> None:
         plan, pod = self.plans[index], self.pods[index]
         plan.cwd.mkdir(parents=True, exist_ok=True)
-        termination_log(self.job_dir, index).unlink(missing_ok=True)  # a new container, a new message
+        message = termination_log(self.job_dir, index)
+        message.unlink(missing_ok=True)  # a new container, a new message
+        message.parent.mkdir(parents=True, exist_ok=True)
         with self.pod_log(index).open("ab") as log:
             attempt = len(pod.exit_codes) + 1
             with contextlib.suppress(OSError):  # a full volume must not stop the pod from starting
@@ -204,6 +218,7 @@ class LocalJobController:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "delete_requested", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "delete_requested", True))
         try:
+            self.keep_reserve()
             for index in range(len(self.plans)):
                 self.start(index)
             self.phase = RUNNING

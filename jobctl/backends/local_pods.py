@@ -10,10 +10,12 @@ pod is started under the same rules Kubernetes would apply.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,8 +181,10 @@ def pod_work_dir(job_dir: JobDir, index: int) -> Path:
 
 
 def termination_log(job_dir: JobDir, index: int) -> Path:
-    """Where pod ``index``'s launcher writes why it ended (Kubernetes: /dev/termination-log)."""
-    return pod_work_dir(job_dir, index) / "termination-log"
+    """Where pod ``index``'s launcher writes why it ended. Kubernetes keeps that file on the node, not on the
+    shared volume, and so does the local backend: a full shared volume must not swallow the reason."""
+    key = hashlib.sha256(str(job_dir.root).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "jobctl-termination" / key / f"pod-{index}"
 
 
 def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int) -> list[PodPlan]:

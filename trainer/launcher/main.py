@@ -126,6 +126,12 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
         return rendezvous.meet(fragment, env.num_pods, deadline, should_stop=lambda: stop.count > 0)
     except GroupCompleted:
         raise
+    except OSError as exc:  # a full or read-only shared volume: no attempt can be joined from this pod
+        raise LaunchError(
+            f"cannot join the rendezvous in {rendezvous.root}: {exc.strerror or exc}; free space on the shared "
+            "volume (old checkpoints, compile-cache/) or give the job a larger one",
+            in_place=False,
+        ) from None
     except RendezvousError as exc:
         if stop.count:
             rendezvous.mark_failed(f"pod {env.pod_index}: stopped by SIGTERM during the rendezvous")
@@ -205,13 +211,15 @@ def run_attempts(env: PodEnv, command: list[str], out: Output, stop: StopSignal)
         except LaunchError as exc:
             code, reason = exc.code, f"error: {exc}"
             out.say(reason)
+            if not exc.in_place:
+                return code, reason
         if code in (EXIT_OK, EXIT_TERMINATED, *FAIL_JOB_EXIT_CODES) or rendezvous.attempt is None:
             return code, reason
         if stop.count:
             return EXIT_TERMINATED, "stopped by SIGTERM"
         record = restart_record(rendezvous, rendezvous.attempt + 1)
         if record.spent(env):
-            return EXIT_RESTARTS_SPENT, record.spent_message(env)
+            return EXIT_RESTARTS_SPENT, record.spent_message(env, here=reason)
         out.say(f"attempt {rendezvous.attempt} ended ({reason}); restarting the group in place")
 
 

@@ -31,9 +31,10 @@ from trainer.launcher.supervisor import StopSignal
 class LaunchError(Exception):
     """Stops the launcher with ``code`` after printing the message (one paragraph)."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILURE, in_place: bool = True) -> None:
         super().__init__(message)
         self.code = code
+        self.in_place = in_place  # False: restarting in this pod cannot help (its view of the shared volume)
 
 
 def _rank_process(

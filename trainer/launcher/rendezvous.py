@@ -227,14 +227,22 @@ class Rendezvous:
 
     # --- markers ------------------------------------------------------------------------------------------
 
-    def mark_failed(self, reason: str) -> None:
-        """Tell the peers this pod's group is broken (they stop and rejoin a newer attempt)."""
-        if self.attempt is not None:
-            write_atomic(self.attempt_dir() / f"failed-{self.pod_index}", reason.strip() + "\n")
+    def mark_failed(self, reason: str) -> bool:
+        """Tell the peers this pod's group is broken (they stop and rejoin a newer attempt). False when the volume
+        refuses the write (full): the peers then learn it from the collective, the stall timer or a newer attempt."""
+        return self._mark(f"failed-{self.pod_index}", reason.strip() + "\n")
 
-    def mark_done(self) -> None:
-        if self.attempt is not None:
-            write_atomic(self.attempt_dir() / f"done-{self.pod_index}", "")
+    def mark_done(self) -> bool:
+        return self._mark(f"done-{self.pod_index}", "")
+
+    def _mark(self, name: str, text: str) -> bool:
+        if self.attempt is None:
+            return False
+        try:
+            write_atomic(self.attempt_dir() / name, text)
+        except OSError:
+            return False
+        return True
 
     # --- Ascend rank table ----------------------------------------------------------------------------------
 

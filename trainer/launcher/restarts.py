@@ -33,8 +33,12 @@ class RestartRecord:
     def spent(self, env: PodEnv) -> bool:
         return self.count > env.max_restarts
 
-    def spent_message(self, env: PodEnv) -> str:
+    def spent_message(self, env: PodEnv, here: str = "") -> str:
+        """Every counted attempt's reason, and ``here``: what this pod saw last, should the volume have refused the
+        markers that carry it to the others."""
         shown = "; ".join(self.history[-5:])
+        if here and here not in shown:
+            shown += f"; this pod last saw: {here[:_REASON_CHARS]}"
         return (
             f"the group failed {self.count} time(s), more than max_restarts={env.max_restarts} allows; giving up "
             f"({shown}). Fix the cause (each attempt's reason above) or raise max_restarts"
