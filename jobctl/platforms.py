@@ -17,20 +17,14 @@ from typing import Literal
 from trainer.launcher import accelerators
 from trainer.launcher.accelerators import Accelerator
 
-# The pod contract's facts (paths, reserved env names) that specs are checked against; their home is the contract.
+# The families and launch modes are the pod contract's.
 from trainer.launcher.contract import (
-    DATA_MOUNT,
     FAMILIES,
-    RESERVED_ENV_NAMES,
-    RESERVED_ENV_PREFIXES,
-    SHARED_MOUNT,
     TRAINER_PLATFORM,
     Family,
     Launcher,
     TrainerPlatform,
 )
-
-__all__ = ["DATA_MOUNT", "RESERVED_ENV_NAMES", "RESERVED_ENV_PREFIXES", "SHARED_MOUNT"]
 
 PlatformName = Family
 PLATFORMS: tuple[PlatformName, ...] = FAMILIES

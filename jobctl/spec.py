@@ -33,6 +33,7 @@ from jobctl import platforms, security, strict_yaml
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.strict_yaml import short_repr
 from trainer import config as trainer_config
+from trainer.launcher import contract
 from trainer.launcher.accelerators import Accelerator
 
 MAX_DNS_LABEL = 63
@@ -131,7 +132,7 @@ def _check_env_names(names: Mapping[str, str], field: str) -> None:
     for key in names:
         if not ENV_NAME.fullmatch(key):
             raise ValueError(f"{short_repr(key)} is not an environment variable name (letters, digits, '_')")
-        if key.startswith(platforms.RESERVED_ENV_PREFIXES) or key in platforms.RESERVED_ENV_NAMES:
+        if key.startswith(contract.RESERVED_ENV_PREFIXES) or key in contract.RESERVED_ENV_NAMES:
             raise ValueError(f"{key} is set by jobctl or the device plugin; remove it from {field}")
 
 
@@ -517,15 +518,15 @@ class JobSpec(_Strict):
     @property
     def job_dir(self) -> str:
         """The job directory inside a pod."""
-        return f"{platforms.SHARED_MOUNT}/jobs/{self.name}"
+        return str(contract.JobLayout.in_pod(self.name).root)
 
     @property
     def data_dir(self) -> str:
-        return f"{platforms.DATA_MOUNT}/{self.data.train_subpath}"
+        return f"{contract.DATA_MOUNT}/{self.data.train_subpath}"
 
     @property
     def val_dir(self) -> str | None:
-        return None if self.data.val_subpath is None else f"{platforms.DATA_MOUNT}/{self.data.val_subpath}"
+        return None if self.data.val_subpath is None else f"{contract.DATA_MOUNT}/{self.data.val_subpath}"
 
     @property
     def ckpt_dir(self) -> str:

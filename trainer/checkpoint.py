@@ -173,8 +173,7 @@ def newest_valid(
         try:
             return load(path)
         except CheckpointError as exc:  # also "does not exist": another rank set it aside meanwhile
-            corrupt = set_aside_bad and isinstance(exc, CorruptCheckpointError)
-            log(f"skipping {exc}{_set_aside(path) if corrupt else ''}")
+            log(f"skipping {exc}{set_aside_if_corrupt(path, exc, set_aside_bad)}")
     return None
 
 
@@ -210,6 +209,11 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
 def _set_aside(path: Path) -> str:
     moved = set_aside(path)
     return f"; set aside as {moved.name}" if moved else ""
+
+
+def set_aside_if_corrupt(path: Path, exc: CheckpointError, owner: bool) -> str:
+    """Set ``path`` aside when ``exc`` says it is corrupt and this rank owns the files; the log line's ending."""
+    return _set_aside(path) if owner and isinstance(exc, CorruptCheckpointError) else ""
 
 
 def check_matches(ckpt: Checkpoint, arch: str, classes: Iterable[str] | None, what: str) -> None:

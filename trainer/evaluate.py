@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.bars import progress_bar
-from trainer.ckpt_files import set_aside
 from trainer.config import ConfigError, TrainConfig, build
 from trainer.cpu import apply_cpu_fast_path
 from trainer.files import DiskFullError, write_atomic
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 def checkpoints_to_score(target: str, every: bool, owner: bool) -> Iterator[Checkpoint]:
     """The checkpoint file itself, or a directory's newest valid checkpoint (``every``: each valid one, oldest
     first). Unreadable ones in a directory are reported and, on the rank that owns the files, set aside."""
-    from trainer.checkpoint import CheckpointError, CorruptCheckpointError, list_checkpoints, load, newest_valid
+    from trainer.checkpoint import CheckpointError, list_checkpoints, load, newest_valid, set_aside_if_corrupt
 
     path = Path(target)
     if path.is_file():
@@ -54,8 +53,7 @@ def checkpoints_to_score(target: str, every: bool, owner: bool) -> Iterator[Chec
         try:
             yield load(candidate)
         except CheckpointError as exc:
-            moved = set_aside(candidate) if owner and isinstance(exc, CorruptCheckpointError) else None
-            _report(f"skipping {exc}" + (f"; set aside as {moved.name}" if moved else ""))
+            _report(f"skipping {exc}{set_aside_if_corrupt(candidate, exc, owner)}")
 
 
 def _report(message: str) -> None:
