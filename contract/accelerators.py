@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
 
-from trainer.launcher.contract import Family
+from contract.env import Family
 
 ANNOTATION_PREFIX = "ascend.kubectl.kubernetes.io/"
 ANNOTATION_910 = ANNOTATION_PREFIX + "ascend-910-configuration"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from trainer.ckpt_names import parse_checkpoint_name
+from contract.ckpt_names import parse_checkpoint_name
 
 CORRUPT_SUFFIX = ".corrupt"
 _FIELD_1_BYTES = 0x0A  # protobuf key: field number 1, wire type 2 (length-delimited)

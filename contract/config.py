@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.launcher.contract import TRAINER_PLATFORM, TrainerPlatform
+from contract.env import TRAINER_PLATFORM, TrainerPlatform
 
 # The trainer's --platform values: the pod contract's, one per platform family.
 Platform = TrainerPlatform

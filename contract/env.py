@@ -98,6 +98,10 @@ class Var:
     RANK_TABLE_FILE = "RANK_TABLE_FILE"
 
 
+# MindSpore's compile cache: the launcher points it at the job directory; the trainer scopes it per graph.
+COMPILE_CACHE_ENABLE = "MS_COMPILER_CACHE_ENABLE"
+COMPILE_CACHE_PATH = "MS_COMPILER_CACHE_PATH"
+
 # Downward-API fields the renderer maps into the env (the local backend gives local values for them).
 DOWNWARD_FIELDS: dict[str, str] = {
     Var.POD_NAME: "metadata.name",
@@ -152,7 +156,7 @@ class JobLayout:
     local_dir = property(lambda self: self.root / "local")  # the local backend's own state
     scheduler_log = property(lambda self: self.root / "logs" / "scheduler.log")
     compile_cache_dir = property(lambda self: self.root / "compile-cache")  # graph-<key>/: trainer.compile_cache
-    metrics_file = property(lambda self: self.root / "metrics.jsonl")  # rank 0's metrics history (trainer.metrics)
+    metrics_file = property(lambda self: self.root / "metrics.jsonl")  # rank 0's metrics history (contract.metrics)
     tensorboard_dir = property(lambda self: self.root / "tensorboard")  # rank 0's TensorBoard event files
 
     def rank_log(self, rank: int) -> Path:

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.files import utc_timestamp
-from trainer.launcher.contract import JobLayout, Var
-from trainer.progress import parse_progress
+from contract.env import JobLayout, Var
+from contract.files import utc_timestamp
+from contract.progress import parse_progress
 
 ATTEMPT_KINDS = ("start", "resume")
 KINDS = (*ATTEMPT_KINDS, "train", "val")

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.files import utc_timestamp, write_atomic
-from trainer.launcher.contract import Var
+from contract.env import Var
+from contract.files import utc_timestamp, write_atomic
 
 STATES = ("starting", "running", "completed", "failed", "stopped")
 UNKNOWN = "-"  # shown for img/s and ETA until a steady-state step has been timed
@@ -146,7 +146,7 @@ class ThroughputMeter:
 def write_status(path: str | Path, **fields: Any) -> dict[str, Any]:
     """Atomically write status.json with ``fields`` plus ``updated`` (ISO 8601 UTC); returns what was written.
 
-    A full volume raises :class:`trainer.files.DiskFullError`."""
+    A full volume raises :class:`contract.files.DiskFullError`."""
     state = fields.get("state")
     if state is not None and state not in STATES:
         raise ValueError(f"status state must be one of {', '.join(STATES)}, not {state!r}")

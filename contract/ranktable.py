@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.launcher.accelerators import (
+from contract.accelerators import (
     ANNOTATION_KEYS,
     RANK_TABLE_V1_0,
     RANK_TABLE_V1_2,

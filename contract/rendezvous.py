@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.files import utc_timestamp, write_atomic
-from trainer.launcher.contract import Var
-from trainer.launcher.ranktable import RankTable, build_table, server_from_fragment
+from contract.env import Var
+from contract.files import utc_timestamp, write_atomic
+from contract.ranktable import RankTable, build_table, server_from_fragment
 
 _ATTEMPT = re.compile(r"^attempt-(\d+)$")
 _FRAGMENT = re.compile(r"^pod-(\d+)\.json$")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainer.launcher.contract import PodEnv, Var
-from trainer.launcher.rendezvous import Rendezvous
+from contract.env import PodEnv, Var
+from contract.rendezvous import Rendezvous
 
 SIGTERM_STOP = "stopped by SIGTERM"
 _REASON_CHARS = 300

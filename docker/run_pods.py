@@ -31,7 +31,7 @@ from typing import Any
 
 # The pod contract is pure standard library: importable from the checkout without installing anything.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Var
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Var
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE_SECONDS = 30

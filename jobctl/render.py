@@ -32,11 +32,11 @@ from typing import Any
 
 import yaml
 
+from contract import env as contract
+from contract.accelerators import RING_CONTROLLER_LABEL
 from jobctl import platforms, security
 from jobctl.platforms import PlatformInfo, platform_info
 from jobctl.spec import QUANTITY, JobSpec, SpecError, parse_quantity, train_config
-from trainer.launcher import contract
-from trainer.launcher.accelerators import RING_CONTROLLER_LABEL
 
 SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
 DEFAULT_KUBE_VERSION = SUPPORTED_KUBE_VERSIONS[0]

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from contract import env as contract
 from jobctl.strict_yaml import short_repr
-from trainer.launcher import contract
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec

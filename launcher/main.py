@@ -1,6 +1,6 @@
 """The pod entry point (``python -m trainer.launch [-- extra trainer args]``): rendezvous, start, supervise.
 
-Inputs are env vars (trainer.launcher.contract; docs/INTERFACES.md, "Pod contract"). The launcher meets its peers
+Inputs are env vars (contract.env; docs/INTERFACES.md, "Pod contract"). The launcher meets its peers
 on the shared volume, starts one trainer per device (plus the MindSpore scheduler on pod 0 in msrun mode; after
 building the HCCL rank table from the pods' fragments in ranktable mode; after Ascend's hccl-controller has
 completed its table in controller mode), merges their output with ``[rank N] `` prefixes into its stdout and
@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from trainer import compile_cache
-from trainer.config import ConfigError, build, load_file, parse_args
-from trainer.launcher.contract import (
+from contract.config import ConfigError, build, load_file, parse_args
+from contract.env import (
+    COMPILE_CACHE_ENABLE,
+    COMPILE_CACHE_PATH,
     EXIT_BAD_INPUT,
     EXIT_GROUP_CHANGED,
     EXIT_OK,
@@ -35,7 +36,10 @@ from trainer.launcher.contract import (
     PodEnv,
     Var,
 )
-from trainer.launcher.modes import (
+from contract.ranktable import RankTableError
+from contract.rendezvous import Fragment, GroupCompleted, Rendezvous, RendezvousError
+from contract.restarts import RestartRecord, restart_record
+from launcher.modes import (
     LaunchError,
     ascend_devices,
     controller_ranks,
@@ -43,11 +47,8 @@ from trainer.launcher.modes import (
     ranktable_processes,
     wait_for_scheduler,
 )
-from trainer.launcher.output import Output
-from trainer.launcher.ranktable import RankTableError
-from trainer.launcher.rendezvous import Fragment, GroupCompleted, Rendezvous, RendezvousError
-from trainer.launcher.restarts import RestartRecord, restart_record
-from trainer.launcher.supervisor import PodSupervisor, StopSignal
+from launcher.output import Output
+from launcher.supervisor import PodSupervisor, StopSignal
 
 T = TypeVar("T")
 TERMINATION_MESSAGE_BYTES = 4096  # the kubelet keeps at most this much of the file
@@ -173,9 +174,9 @@ def _start(
 def _compile_cache_env(env: PodEnv) -> dict[str, str]:
     """MindSpore's graph cache on the shared volume, for restarts and resubmissions; each trainer scopes it to its
     graph (trainer.compile_cache). A job's own MS_COMPILER_CACHE_* env (spec env) wins."""
-    if compile_cache.ENABLE_VAR in os.environ:
+    if COMPILE_CACHE_ENABLE in os.environ:
         return {}
-    return {compile_cache.ENABLE_VAR: "1", compile_cache.PATH_VAR: str(env.layout.compile_cache_dir)}
+    return {COMPILE_CACHE_ENABLE: "1", COMPILE_CACHE_PATH: str(env.layout.compile_cache_dir)}
 
 
 def launch(env: PodEnv, rendezvous: Rendezvous, command: list[str], out: Output, stop: StopSignal) -> tuple[int, str]:

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
-from trainer.launcher.processes import LocalProcess, child_env
-from trainer.launcher.ranktable import (
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
+from contract.ranktable import (
     RankTable,
     RankTableError,
     build_server,
@@ -24,8 +23,9 @@ from trainer.launcher.ranktable import (
     parse_hccn_conf,
     read_device_annotation,
 )
-from trainer.launcher.rendezvous import Rendezvous
-from trainer.launcher.supervisor import StopSignal
+from contract.rendezvous import Rendezvous
+from launcher.processes import LocalProcess, child_env
+from launcher.supervisor import StopSignal
 
 
 class LaunchError(Exception):

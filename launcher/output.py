@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from trainer.files import utc_timestamp
-from trainer.launcher.contract import JobLayout
+from contract.env import JobLayout
+from contract.files import utc_timestamp
 
 
 class Output:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from trainer.launcher.output import Output, open_log
-from trainer.progress import parse_progress
+from contract.progress import parse_progress
+from launcher.output import Output, open_log
 
 # Variables a trainer must only get from this launcher (stale values in the pod env would mislead MindSpore).
 DISTRIBUTED_VARS = (

@@ -6,7 +6,7 @@ import signal
 import time
 from collections.abc import Sequence
 
-from trainer.launcher.contract import (
+from contract.env import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_GROUP_CHANGED,
@@ -16,9 +16,9 @@ from trainer.launcher.contract import (
     Var,
     exit_code_of,
 )
-from trainer.launcher.output import Output
-from trainer.launcher.processes import LocalProcess
-from trainer.launcher.rendezvous import Rendezvous
+from contract.rendezvous import Rendezvous
+from launcher.output import Output
+from launcher.processes import LocalProcess
 
 POLL_SECONDS = 0.2
 GROUP_CHECK_SECONDS = 1.0

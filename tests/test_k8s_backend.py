@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jobctl.backends.base import COMPLETE, FAILED, BackendError, WaitTimeout
-from jobctl.backends.k8s import K8sBackend, api_client
-from jobctl.backends.k8s_api import Caller
+from jobctl.backends.k8s.api import Caller
+from jobctl.backends.k8s.backend import K8sBackend, api_client
 from jobctl.cli import app
 from jobctl.render import resolve_kube_version
 from jobctl.spec import load_spec

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from jobctl.backends.base import COMPLETE, FAILED, BackendError
-from jobctl.backends.local import LocalBackend
-from jobctl.backends.local_pods import FailureRules, parse_indexes, plan_pods, training_job
+from jobctl.backends.local.backend import LocalBackend
+from jobctl.backends.local.pods import FailureRules, parse_indexes, plan_pods, training_job
 from jobctl.jobdir import JobDir
 from jobctl.render import render
 from jobctl.spec import JobSpec, load_spec

@@ -29,18 +29,18 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from contract.config import ConfigError, TrainConfig
+from contract.env import Var
+from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
+from contract.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
 from trainer import checkpoint as ckpt
 from trainer import compile_cache
 from trainer.async_save import BackgroundSaver
 from trainer.checkpoint import Checkpoint
-from trainer.config import ConfigError, TrainConfig
 from trainer.data import create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
-from trainer.launcher.contract import Var
 from trainer.loss import LabelSmoothingCrossEntropy
-from trainer.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
 from trainer.model import build_model
-from trainer.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
 from trainer.schedule import learning_rates
 from trainer.scoring import score
 
@@ -379,7 +379,7 @@ def open_status(run: Run, start_step: int) -> Status:
 
 
 def open_history(run: Run, start_step: int) -> History:
-    """Rank 0 appends to metrics.jsonl and TensorBoard files (trainer.metrics), starting with this attempt's
+    """Rank 0 appends to metrics.jsonl and TensorBoard files (contract.metrics), starting with this attempt's
     record, which it also logs: on a cluster `jobctl plot` rebuilds the history from rank 0's log."""
     if run.rank != 0:
         return History(None)

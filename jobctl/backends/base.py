@@ -119,7 +119,7 @@ class Backend(ABC):
 
     @abstractmethod
     def history(self, name: str) -> list[dict[str, Any]]:
-        """The job's metrics history records (trainer.metrics), in the order written; [] when there are none yet."""
+        """The job's metrics history records (contract.metrics), in the order written; [] when there are none yet."""
 
 
 def rank_of_line(line: str) -> int | None:
@@ -134,7 +134,7 @@ def keep_line(line: str, rank: int | None) -> bool:
 
 def latest_progress(lines: Iterable[str]) -> dict[str, Any] | None:
     """The newest trainer progress line among ``lines`` (rank 0 preferred), parsed."""
-    from trainer.progress import parse_progress
+    from contract.progress import parse_progress
 
     newest: dict[str, Any] | None = None
     for line in lines:
@@ -156,7 +156,7 @@ def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
 
 def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_checkpoint: str | None) -> None:
     """The best validation and the newest losses of ``records`` into ``info`` (status shows them)."""
-    from trainer.metrics import best_validation, effective
+    from contract.metrics import best_validation, effective
 
     kept = effective(records)
     best = best_validation(kept)

@@ -29,12 +29,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from contract import config as trainer_config
+from contract import env as contract
+from contract.accelerators import Accelerator
 from jobctl import platforms, security, strict_yaml
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.strict_yaml import short_repr
-from trainer import config as trainer_config
-from trainer.launcher import contract
-from trainer.launcher.accelerators import Accelerator
 
 MAX_DNS_LABEL = 63
 MAX_DEVICES = 65536
@@ -242,7 +242,7 @@ class JobSpec(_Strict):
     platform: PlatformName
     devices: int = Field(1, ge=1, le=MAX_DEVICES)
     devices_per_node: int | None = Field(None, ge=1)
-    # The device generation (Ascend: 910, 910b, a3); default: the platform's (trainer.launcher.accelerators).
+    # The device generation (Ascend: 910, 910b, a3); default: the platform's (contract.accelerators).
     accelerator: str | None = None
     # default: the cluster's scheduler; volcano: a PodGroup gang; kueue: a suspended Job in a LocalQueue.
     # Unset: kueue when queue is given (what queue alone did before), else default.

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
-from jobctl.backends import k8s_gang, k8s_history
+from contract.ckpt_names import BEST_NAME
+from contract.env import JobLayout, Var
 from jobctl.backends.base import (
     COMPLETE,
     FAILED,
@@ -43,12 +44,12 @@ from jobctl.backends.base import (
     latest_restart,
     spec_from_yaml,
 )
-from jobctl.backends.k8s_api import ApiError, Caller, api_client, default_namespace
-from jobctl.backends.k8s_logs import LogCursor, iter_lines
-from jobctl.backends.k8s_objects import pod_index, termination_grace
+from jobctl.backends.k8s import gang as k8s_gang
+from jobctl.backends.k8s import history as k8s_history
+from jobctl.backends.k8s.api import ApiError, Caller, api_client, default_namespace
+from jobctl.backends.k8s.logs import LogCursor, iter_lines
+from jobctl.backends.k8s.objects import pod_index, termination_grace
 from jobctl.render import JOB_NAME_LABEL, config_map_name, eval_job_name, resolve_kube_version, rings_config_name
-from trainer.ckpt_names import BEST_NAME
-from trainer.launcher.contract import JobLayout, Var
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -607,7 +608,7 @@ class K8sBackend(Backend):
         )
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        """From pod 0's logs while its pods exist, else from the shared volume (jobctl.backends.k8s_history)."""
+        """From pod 0's logs while its pods exist, else from the shared volume (jobctl.backends.k8s.history)."""
         found = k8s_history.history_from_pods(self, name)
         return found if found is not None else k8s_history.history_from_volume(self, self.load_spec(name))
 

@@ -11,7 +11,7 @@ from jobctl.backends.base import BackendError
 from jobctl.render import KUEUE_QUEUE_LABEL, VOLCANO_SCHEDULER
 
 if TYPE_CHECKING:
-    from jobctl.backends.k8s import K8sBackend
+    from jobctl.backends.k8s.backend import K8sBackend
 
 # kind -> (group, version, plural) of the custom objects jobctl creates.
 CUSTOM = {"PodGroup": ("scheduling.volcano.sh", "v1beta1", "podgroups")}

@@ -1,7 +1,7 @@
 """A Kubernetes job's metrics history (for `jobctl plot` and `jobctl status`).
 
 While pod 0's pods exist, the history is rebuilt from their logs (rank 0's progress and validation lines and its
-``metrics {json}`` attempt lines: trainer.metrics.history_from_log), oldest pod first. Once the Job is cleaned up,
+``metrics {json}`` attempt lines: contract.metrics.history_from_log), oldest pod first. Once the Job is cleaned up,
 a one-pod Job ``<name>-metrics`` prints ``<job dir>/metrics.jsonl`` from the shared volume, reaching it the way
 ``jobctl eval``'s Job does (same volumes, node selector and tolerations; no accelerator, a tenth of a core).
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from contract.env import JobLayout
+from contract.metrics import history_from_log, parse_records
 from jobctl.backends.base import COMPLETE, BackendError
-from jobctl.backends.k8s_objects import pod_index, termination_grace
-from trainer.launcher.contract import JobLayout
-from trainer.metrics import history_from_log, parse_records
+from jobctl.backends.k8s.objects import pod_index, termination_grace
 
 if TYPE_CHECKING:
-    from jobctl.backends.k8s import K8sBackend
+    from jobctl.backends.k8s.backend import K8sBackend
     from jobctl.spec import JobSpec
 
 READER_SUFFIX = "-metrics"

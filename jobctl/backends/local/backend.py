@@ -1,7 +1,7 @@
 """The local backend: the rendered Indexed Job as local process groups (no cluster).
 
-`submit` writes the job directory and starts a detached local Job controller (jobctl.backends.local_controller)
-that runs each index of the rendered Job as a local "pod" (jobctl.backends.local_pods) and replaces failed ones
+`submit` writes the job directory and starts a detached local Job controller (jobctl.backends.local.controller)
+that runs each index of the rendered Job as a local "pod" (jobctl.backends.local.pods) and replaces failed ones
 under the Job's rules. The other commands read what it records.
 
 Everything the other commands need lives in ``<job_dir>/local/``: ``state.json`` (written only by the controller),
@@ -23,6 +23,12 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from contract.env import Var
+from contract.files import utc_timestamp
+from contract.imagefolder import count_images
+from contract.metrics import read_history
+from contract.rendezvous import Rendezvous
+from contract.restarts import RestartRecord, restart_record
 from jobctl.backends.base import (
     FAILED,
     FINISHED,
@@ -40,8 +46,8 @@ from jobctl.backends.base import (
     latest_progress,
     spec_from_yaml,
 )
-from jobctl.backends.local_controller import process_alive
-from jobctl.backends.local_pods import (
+from jobctl.backends.local.controller import process_alive
+from jobctl.backends.local.pods import (
     MAX_GRACE_SECONDS,
     POLL_SECONDS,
     PROGRESS_KEYS,
@@ -52,12 +58,6 @@ from jobctl.backends.local_pods import (
 from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
 from jobctl.platforms import platform_info
 from jobctl.spec import train_config
-from trainer.files import utc_timestamp
-from trainer.imagefolder import count_images
-from trainer.launcher.contract import Var
-from trainer.launcher.rendezvous import Rendezvous
-from trainer.launcher.restarts import RestartRecord, restart_record
-from trainer.metrics import read_history
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
@@ -159,7 +159,7 @@ class LocalBackend(Backend):
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
         with (job_dir.local_dir / "supervisor.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobctl.backends.local_controller", "supervise", str(job_dir.root)],
+                [sys.executable, "-m", "jobctl.backends.local.controller", "supervise", str(job_dir.root)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

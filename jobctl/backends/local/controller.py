@@ -1,6 +1,6 @@
 """The local Job controller: a detached process that plays Kubernetes' Job controller for one local job.
 
-``python -m jobctl.backends.local_controller supervise <job_dir>`` (its own session, started by ``jobctl submit
+``python -m jobctl.backends.local.controller supervise <job_dir>`` (its own session, started by ``jobctl submit
 --backend local``) runs every index of the rendered Job as a local "pod", starts a new pod for a failed index under
 the Job's rules (``podFailurePolicy``: exit 2 → FailJob, 75 → Ignore; ``backoffLimit``), and records the job's and
 pods' state in ``<job_dir>/local/state.json`` for the other commands.
@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contract.env import exit_code_of
+from contract.files import utc_timestamp
 from jobctl.backends.base import (
     COMPLETE,
     FAILED,
     PENDING,
     RUNNING,
 )
-from jobctl.backends.local_pods import (
+from jobctl.backends.local.pods import (
     MAX_GRACE_SECONDS,
     POLL_SECONDS,
     RESTART_DELAY_SECONDS,
@@ -37,8 +39,6 @@ from jobctl.backends.local_pods import (
     training_job,
 )
 from jobctl.jobdir import JobDir, write_atomic
-from trainer.files import utc_timestamp
-from trainer.launcher.contract import exit_code_of
 
 STATE_WRITE_TRIES = 10
 RESERVE_BYTES = 256 * 1024  # the final state on a full volume: the trainers' clean-up may free space in a moment
@@ -288,7 +288,7 @@ def process_alive(pid: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "supervise":
-        print("usage: python -m jobctl.backends.local_controller supervise JOB_DIR", file=sys.stderr)
+        print("usage: python -m jobctl.backends.local.controller supervise JOB_DIR", file=sys.stderr)
         return 2
     return supervise(Path(args[1]))
 

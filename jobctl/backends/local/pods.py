@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.env import EXIT_GROUP_CHANGED, FAIL_JOB_EXIT_CODES, Var
 from jobctl.backends.base import (
     PENDING,
     BackendError,
 )
 from jobctl.jobdir import JobDir, write_atomic
-from trainer.launcher.contract import EXIT_GROUP_CHANGED, FAIL_JOB_EXIT_CODES, Var
 
 LOCALHOST = "127.0.0.1"
 PROGRESS_KEYS = ("epoch", "max_epoch", "step", "total_steps", "loss", "lr", "img_per_sec", "eta_seconds")
