@@ -34,9 +34,10 @@ import yaml
 
 from contract import env as contract
 from contract.accelerators import RING_CONTROLLER_LABEL
-from jobctl import platforms, security
+from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
 from jobctl.spec import QUANTITY, JobSpec, SpecError, parse_quantity, train_config
+from jobctl.spec.checks import parse_secret_ref
 
 SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
 DEFAULT_KUBE_VERSION = SUPPORTED_KUBE_VERSIONS[0]
@@ -169,7 +170,7 @@ def _user_env(spec: JobSpec, info: PlatformInfo) -> list[dict[str, Any]]:
     merged = {**dict(info.env), **spec.env}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in merged.items()]
     for name, ref in spec.secret_env.items():
-        secret, key = security.parse_secret_ref(name, ref)
+        secret, key = parse_secret_ref(name, ref)
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env
 

@@ -1,65 +1,42 @@
 """JobSpec: everything a training job needs, validated before anything is sent to a cluster.
 
-A spec comes from a YAML file, `--set KEY=VALUE` trainer keys and command-line flags (flags win over `--set`,
-which wins over the file). Defaults make `jobctl submit --devices 8 --platform ascend` complete: a generated name,
-the image `make image` builds, and the PVCs `k8s/` creates. Every invalid input raises SpecError: one paragraph
-naming the field, the bad value and the fix.
+Defaults make `jobctl submit --devices 8 --platform ascend` complete: a generated name, the image `make image`
+builds, and the PVCs `k8s/` creates. Every invalid input raises SpecError: one paragraph naming the field, the bad
+value and the fix. Loading (files, `--set`, flags) is jobctl.spec.load; the name grammar jobctl.spec.names; field
+checks jobctl.spec.checks; messages jobctl.spec.errors.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import secrets
-import string
 from collections.abc import Mapping
-from decimal import Decimal
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from contract import config as trainer_config
 from contract import env as contract
 from contract.accelerators import Accelerator
-from jobctl import platforms, security, strict_yaml
+from jobctl import platforms
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
-from jobctl.strict_yaml import short_repr
-
-MAX_DNS_LABEL = 63
-MAX_DEVICES = 65536
-
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SUBPATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
-# Kubernetes quantity grammar (apimachinery resource.Quantity): a decimal number with an SI, binary or exponent suffix.
-QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
-_QUANTITY_SCALE = {
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
-    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12))},
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-}
-# Docker image reference: [registry[:port]/]path[:tag][@digest].
-_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_REF = re.compile(
-    rf"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d+)?/)?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
-    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+from jobctl.spec.checks import check_cidrs, check_host_path, check_secret_names, check_secret_volumes, parse_secret_ref
+from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, format_validation_error
+from jobctl.spec.names import (
+    DNS_1035,
+    DNS_1123_LABEL,
+    IMAGE_REF,
+    MAX_DEVICES,
+    MAX_DNS_LABEL,
+    SUBPATH,
+    check_dns_subdomain,
+    check_env_names,
+    check_label_value,
+    check_qualified_name,
+    check_quantity,
+    parse_quantity,
 )
+from jobctl.strict_yaml import short_repr
 
 # Trainer keys jobctl sets itself, and where the user sets them instead.
 LAUNCH_KEY_HINTS = {
@@ -70,70 +47,6 @@ LAUNCH_KEY_HINTS = {
     "ckpt_path": "jobctl writes checkpoints to /shared/jobs/<name>/ckpt; choose the job with --name",
     "is_distributed": "jobctl sets it from --devices",
 }
-
-
-class SpecError(ValueError):
-    """An invalid job spec: the message names the field, the bad value and the fix."""
-
-
-def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes quantity ("16", "500m", "64Gi", "1e3") as a number; ValueError when malformed."""
-    match = QUANTITY.fullmatch(text)
-    if not match:
-        raise ValueError(f"{short_repr(text)} is not a Kubernetes quantity (e.g. 16, 500m, 64Gi)")
-    suffix = match.group(3) or ""
-    number = Decimal(text[: len(text) - len(suffix)] if suffix else text)
-    if suffix and suffix not in _QUANTITY_SCALE:  # an exponent: e3, E-2
-        return number * Decimal(10) ** int(suffix[1:])
-    return number * _QUANTITY_SCALE.get(suffix, Decimal(1))
-
-
-def _check_quantity(value: str | None, field: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        amount = parse_quantity(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; set {field} like 16 (cores), 500m or 64Gi") from None
-    if amount <= 0:
-        raise ValueError(f"{short_repr(value)} must be more than zero")
-    return value
-
-
-def _check_qualified_name(key: str) -> None:
-    """A label key or taint key: [DNS-subdomain prefix/]name (name ≤ 63)."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not DNS_1123_SUBDOMAIN.fullmatch(prefix)):
-        raise ValueError(
-            f"key {short_repr(key)} has an invalid prefix {short_repr(prefix)} (a DNS subdomain such as example.com)"
-        )
-    if not name or len(name) > MAX_DNS_LABEL or not LABEL_NAME.fullmatch(name):
-        raise ValueError(f"key {short_repr(key)} is not a valid label key (alphanumerics, '-', '_', '.', at most 63)")
-
-
-def _check_label_value(value: str, what: str) -> None:
-    if len(value) > MAX_DNS_LABEL or not LABEL_VALUE.fullmatch(value):
-        raise ValueError(
-            f"{what} {short_repr(value)} is not a valid label value (alphanumerics, '-', '_', '.', at most 63)"
-        )
-
-
-def _check_dns_subdomain(value: str, what: str) -> str:
-    if len(value) > 253 or not DNS_1123_SUBDOMAIN.fullmatch(value):
-        raise ValueError(f"{what} {short_repr(value)} must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
-    return value
-
-
-def _check_host_path(value: str | None) -> str | None:
-    return None if value is None else security.check_host_path(value)
-
-
-def _check_env_names(names: Mapping[str, str], field: str) -> None:
-    for key in names:
-        if not ENV_NAME.fullmatch(key):
-            raise ValueError(f"{short_repr(key)} is not an environment variable name (letters, digits, '_')")
-        if key.startswith(contract.RESERVED_ENV_PREFIXES) or key in contract.RESERVED_ENV_NAMES:
-            raise ValueError(f"{key} is set by jobctl or the device plugin; remove it from {field}")
 
 
 class _Strict(BaseModel):
@@ -150,12 +63,12 @@ class _Volume(_Strict):
     @field_validator("claim")
     @classmethod
     def _claim_name(cls, value: str | None) -> str | None:
-        return None if value is None else _check_dns_subdomain(value, "claim")
+        return None if value is None else check_dns_subdomain(value, "claim")
 
     @field_validator("host_path")
     @classmethod
     def _host_path(cls, value: str | None) -> str | None:
-        return _check_host_path(value)
+        return None if value is None else check_host_path(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> _Volume:
@@ -201,13 +114,13 @@ class Toleration(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Toleration:
         if self.key is not None:
-            _check_qualified_name(self.key)
+            check_qualified_name(self.key)
         if self.operator == "Exists" and self.value:
             raise ValueError("operator Exists takes no value; drop value or use operator Equal")
         if self.operator == "Equal" and not self.key:
             raise ValueError("operator Equal needs a key; set key or use operator Exists")
         if self.value:
-            _check_label_value(self.value, "value")
+            check_label_value(self.value, "value")
         if self.tolerationSeconds is not None and self.effect != "NoExecute":
             raise ValueError("tolerationSeconds only applies to effect NoExecute")
         return self
@@ -229,7 +142,7 @@ class Topology(_Strict):
     @field_validator("key")
     @classmethod
     def _label_key(cls, value: str) -> str:
-        _check_qualified_name(value)
+        check_qualified_name(value)
         return value
 
 
@@ -322,59 +235,59 @@ class JobSpec(_Strict):
     @field_validator("cpu", "memory", "shm_size")
     @classmethod
     def _quantity(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _check_quantity(value, info.field_name or "the quantity")
+        return check_quantity(value, info.field_name or "the quantity")
 
     @field_validator("node_selector")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            _check_qualified_name(key)
-            _check_label_value(item, f"the value of {key}")
+            check_qualified_name(key)
+            check_label_value(item, f"the value of {key}")
         return value
 
     @field_validator("priority_class")
     @classmethod
     def _priority_class(cls, value: str | None) -> str | None:
-        return None if value is None else _check_dns_subdomain(value, "priority class")
+        return None if value is None else check_dns_subdomain(value, "priority class")
 
     @field_validator("queue")
     @classmethod
     def _queue(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        _check_label_value(value, "queue")
-        return _check_dns_subdomain(value, "queue")
+        check_label_value(value, "queue")
+        return check_dns_subdomain(value, "queue")
 
     @field_validator("image_pull_secrets")
     @classmethod
     def _secrets(cls, value: list[str]) -> list[str]:
         for item in value:
-            _check_dns_subdomain(item, "secret name")
+            check_dns_subdomain(item, "secret name")
         return value
 
     @field_validator("secret_env")
     @classmethod
     def _secret_env(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_env_names(value, "secret_env")
+        check_env_names(value, "secret_env")
         for name, ref in value.items():
-            security.parse_secret_ref(name, ref)
+            parse_secret_ref(name, ref)
         return value
 
     @field_validator("env_from_secrets")
     @classmethod
     def _env_from(cls, value: list[str]) -> list[str]:
-        security.check_secret_names(value, "env_from_secrets")
+        check_secret_names(value, "env_from_secrets")
         return value
 
     @field_validator("secret_volumes")
     @classmethod
     def _secret_volumes(cls, value: dict[str, str]) -> dict[str, str]:
-        return security.check_secret_volumes(value)
+        return check_secret_volumes(value)
 
     @field_validator("egress_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str] | None) -> list[str] | None:
-        return security.check_cidrs(value)
+        return check_cidrs(value)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -387,7 +300,7 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_env_names(value, "env")
+        check_env_names(value, "env")
         return value
 
     @field_validator("train", mode="before")
@@ -551,7 +464,7 @@ def _validated_train(values: Mapping[str, Any], trainer_platform: str) -> dict[s
     except trainer_config.ConfigError as exc:
         # A ValidationError behind it is re-told like the spec's own (values cut, few problems); else its text.
         cause = exc.__cause__
-        text = format_validation_error(cause, "train keys") if isinstance(cause, ValidationError) else None
+        text = format_validation_error(cause, JobSpec, "train keys") if isinstance(cause, ValidationError) else None
         raise ValueError(
             text or f"train keys: {str(exc).removeprefix('invalid train: ')} (see {TRAIN_REFERENCE})"
         ) from None
@@ -580,183 +493,8 @@ def train_config(spec: JobSpec) -> trainer_config.TrainConfig:
     return trainer_config.build(values, source="train")
 
 
-def generated_name(platform: str) -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return f"resnext-{platform}-" + "".join(secrets.choice(alphabet) for _ in range(6))
-
-
-# An error is one short paragraph: the first problems in full, the rest named; long lists of names are cut.
-MAX_PROBLEMS = 2
-MAX_NAMES = 6
-MAX_MESSAGE = 600
-SPEC_REFERENCE = "the job spec reference in README.md"
-TRAIN_REFERENCE = "python -m trainer.train --help"
-_PLAIN_NAME = re.compile(r"^[\w.-]{1,40}$")
-_NAME_LIST = re.compile(rf"(known (?:keys|fields): )([\w.-]+(?:, [\w.-]+){{{MAX_NAMES},}})")
-
-
-def format_validation_error(err: ValidationError, prefix: str = "invalid job spec") -> str:
-    """One paragraph: the first bad fields, each with its value and what is expected; the others named."""
-    errors = err.errors()
-    unknown: dict[tuple[int | str, ...], list[str]] = {}  # parent path -> its unknown fields, listed together
-    for item in errors:
-        if item["type"] == "extra_forbidden":
-            unknown.setdefault(tuple(item["loc"][:-1]), []).append(_path(item["loc"][-1:]))
-    # field(s) -> what is wrong, in pydantic's order; one entry for the same field of many list items
-    problems: dict[str, str] = {}
-    for item in errors:
-        loc = tuple(item["loc"])
-        if item["type"] != "extra_forbidden":
-            problems.setdefault(_path(tuple("*" if isinstance(p, int) else p for p in loc)), _problem(item))
-            continue
-        names = _some(unknown[loc[:-1]])
-        where = f"{_path(loc[:-1])}." if loc[:-1] else ""
-        plural = "s" if len(unknown[loc[:-1]]) > 1 else ""
-        problems.setdefault(where + names, f"{where}{names}: unknown field{plural}; {_known(loc[:-1])}")
-    return _paragraph(prefix, problems)
-
-
-def _problem(item: ErrorDetails) -> str:
-    loc = _path(item["loc"])
-    msg = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if item["type"] == "missing":
-        return f"{loc}: required" + ("; pass --platform ascend|gpu|cpu" if loc == "platform" else "")
-    bad = item.get("input")
-    shown = "" if isinstance(bad, Mapping | list) else f" (got {short_repr(bad)})"
-    return f"{loc}: {msg}{shown}" if loc and not msg.startswith(f"{loc}:") else f"{msg}{shown}"
-
-
-def _path(loc: tuple[int | str, ...] | list[int | str]) -> str:
-    """A field path such as tolerations.0.key; odd names (a key of the user's) quoted and cut."""
-    return ".".join(str(p) if _PLAIN_NAME.fullmatch(str(p)) else short_repr(p, 24) for p in loc)
-
-
-def _paragraph(prefix: str, problems: dict[str, str]) -> str:
-    shown = "; ".join(list(problems.values())[:MAX_PROBLEMS])
-    rest = [field or "(spec)" for field in list(problems)[MAX_PROBLEMS:]]
-    if rest:
-        shown += f"; also {_some(rest)}"
-    return shorten(f"{prefix}: {shown}")
-
-
-def _some(names: list[str]) -> str:
-    """The first MAX_NAMES names, then "…"."""
-    return ", ".join(names[:MAX_NAMES]) + (", …" if len(names) > MAX_NAMES else "")
-
-
-def shorten(message: str) -> str:
-    """A message cut to one short paragraph: lists of known names cut to a few, then the whole to MAX_MESSAGE."""
-
-    def cut(match: re.Match[str]) -> str:
-        names = match.group(2).split(", ")
-        return f"{match.group(1)}{', '.join(names[:MAX_NAMES])}, … ({len(names)} in all)"
-
-    text = " ".join(_NAME_LIST.sub(cut, message).split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
-
-
-def _known(parent: tuple[int | str, ...]) -> str:
-    names = _known_fields(parent)
-    return f"known fields: {_some(names)} (all {len(names)} in {SPEC_REFERENCE})"
-
-
-def _known_fields(parent: tuple[int | str, ...]) -> list[str]:
-    model: type[BaseModel] = JobSpec
-    for part in parent:
-        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif str(part) == "tolerations" or isinstance(part, int):
-            model = Toleration
-    return list(model.model_fields)
-
-
 def validate_spec(values: Mapping[str, Any]) -> JobSpec:
     try:
         return JobSpec.model_validate(dict(values))
     except ValidationError as err:
-        raise SpecError(format_validation_error(err)) from None
-
-
-def _read_file(file: Path) -> dict[str, Any]:
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file {file}: {exc}; check the path given to -f") from None
-    try:
-        data = strict_yaml.load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(shorten(f"spec file {file} is not valid YAML: {strict_yaml.describe(exc)}")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SpecError(f"spec file {file} must hold a mapping of spec fields, not {type(data).__name__}")
-    return data
-
-
-def _parse_sets(sets: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError(f"--set {short_repr(item)} is not KEY=VALUE; write e.g. --set max_epoch=2")
-        if key in LAUNCH_KEY_HINTS:
-            raise SpecError(f"--set {key}: {key} is set by jobctl: {LAUNCH_KEY_HINTS[key]}")
-        values[key] = _set_value(key, raw)
-    return values
-
-
-def _set_value(key: str, raw: str) -> object:
-    """A --set value typed as the trainer types its flags (parse_value), but first read by the strict loader:
-    parse_value's yaml.safe_load crashes on a huge integer or deep nesting instead of raising YAMLError."""
-    try:
-        strict_yaml.load(raw)
-        return trainer_config.parse_value(key, raw)
-    except yaml.YAMLError as exc:
-        raise SpecError(shorten(f"--set {key}: {strict_yaml.describe(exc, lines=False)}")) from None
-    except trainer_config.ConfigError as exc:
-        raise SpecError(shorten(f"--set {key}: {exc} (see {TRAIN_REFERENCE})")) from None
-
-
-# A volume is a claim or a host path: a flag choosing one replaces the other one from the file.
-_VOLUME_SOURCES = {"claim": "host_path", "host_path": "claim"}
-
-
-def _merge_flags(base: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
-    """Flags win; None means "not given"; `a.b` keys set nested fields (data.claim)."""
-    merged = dict(base)
-    for key, value in flags.items():
-        head, _, source = key.partition(".")
-        chosen = value is not None and head in ("data", "shared") and source in _VOLUME_SOURCES
-        if chosen and isinstance(merged.get(head), Mapping):
-            merged[head] = {k: v for k, v in merged[head].items() if k != _VOLUME_SOURCES[source]}
-    for key, value in flags.items():
-        if value is None:
-            continue
-        head, _, rest = key.partition(".")
-        if rest:
-            nested = merged.get(head)
-            nested = dict(nested) if isinstance(nested, Mapping) else {}
-            merged[head] = _merge_flags(nested, {rest: value})
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):  # train, secret_volumes
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_spec(file: Path | None, flags: Mapping[str, Any], sets: list[str]) -> JobSpec:
-    """The spec from a YAML file, `--set` trainer keys and flags (flags > --set > file); SpecError when invalid."""
-    values = _read_file(file) if file is not None else {}
-    set_values = _parse_sets(sets)
-    if set_values:
-        train = values.get("train") or {}
-        if not isinstance(train, Mapping):
-            raise SpecError(f"train: must be a mapping of trainer keys, not {type(train).__name__}")
-        values["train"] = {**train, **set_values}
-    values = _merge_flags(values, flags)
-    if not values.get("name"):
-        platform = values.get("platform")
-        values["name"] = generated_name(platform if platform in platforms.PLATFORMS else "job")
-    return validate_spec(values)
+        raise SpecError(format_validation_error(err, JobSpec)) from None
