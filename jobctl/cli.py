@@ -379,7 +379,7 @@ def target_version(runner: Backend) -> str:
 
     if not isinstance(runner, K8sBackend):
         return DEFAULT_KUBE_VERSION
-    server = runner.server_version()
+    server = runner.api.server_version()
     version = resolve_kube_version(server, older_as_oldest=True)
     if version != server:
         output.note(f"note: the cluster runs Kubernetes {server}; rendering for {version} (supported range)")

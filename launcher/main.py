@@ -36,6 +36,7 @@ from contract.env import (
     PodEnv,
     Var,
 )
+from contract.lines import format_joined
 from contract.ranktable import RankTableError
 from contract.rendezvous import Fragment, GroupCompleted, Rendezvous, RendezvousError
 from contract.restarts import RestartRecord, restart_record
@@ -191,8 +192,10 @@ def launch(env: PodEnv, rendezvous: Rendezvous, command: list[str], out: Output,
     record = restart_record(rendezvous, rendezvous.attempt)
     if record.spent(env):  # every pod of this attempt reads the same record and gives up with it
         return EXIT_RESTARTS_SPENT, record.spent_message(env)
-    restarts = f"; restart {record.count} of {env.max_restarts} after {record.last}" if record.count else ""
-    out.say(f"attempt {rendezvous.attempt}: all {env.num_pods} pod(s) joined; world size {env.world_size}{restarts}")
+    joined = format_joined(
+        rendezvous.attempt, env.num_pods, env.world_size, record.count, env.max_restarts, record.last
+    )
+    out.say(joined)
     supervisor = PodSupervisor(env, out, rendezvous, stop)
     _start(env, supervisor, command, fragments, deadline, record)
     code = supervisor.run()

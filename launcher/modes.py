@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
+from contract.lines import rank_label
 from contract.ranktable import (
     RankTable,
     RankTableError,
@@ -40,7 +41,7 @@ class LaunchError(Exception):
 def _rank_process(
     env: PodEnv, command: list[str], rank: int, extra: dict[str, str], attempt: Mapping[str, str]
 ) -> LocalProcess:
-    return LocalProcess(f"rank {rank}", command, child_env({**attempt, **extra}), env.layout.rank_log(rank))
+    return LocalProcess(rank_label(rank), command, child_env({**attempt, **extra}), env.layout.rank_log(rank))
 
 
 # --- rank tables (ranktable, controller) --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import IO
 
 from contract.env import JobLayout
 from contract.files import utc_timestamp
+from contract.lines import LAUNCHER_PREFIX
 
 
 class Output:
@@ -35,7 +36,7 @@ class Output:
                 self._write_log(log, line + "\n")
 
     def say(self, message: str) -> None:
-        self.emit("[launcher] ", message, None)
+        self.emit(LAUNCHER_PREFIX, message, None)
         with self.lock:
             if self.launcher_log is not None:
                 self._write_log(self.launcher_log, f"{utc_timestamp()} {message}\n")

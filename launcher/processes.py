@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from contract.lines import format_prefix
 from contract.progress import parse_progress
 from launcher.output import Output, open_log
 
@@ -62,7 +63,7 @@ class LocalProcess:
 
     @property
     def prefix(self) -> str:
-        return f"[{self.label}] "
+        return format_prefix(self.label)
 
     def spawn(self) -> None:
         self.log = open_log(self.log_path)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from jobctl.backends.base import COMPLETE, FAILED, BackendError, WaitTimeout
 from jobctl.backends.k8s.api import Caller
 from jobctl.backends.k8s.backend import K8sBackend, api_client
+from jobctl.backends.k8s.client import Client
 from jobctl.cli import app
 from jobctl.render import resolve_kube_version
 from jobctl.spec import load_spec
@@ -526,19 +527,19 @@ def test_eval_reports_an_eval_job_deleted_under_it(double: KubeDouble) -> None:
 
 
 def test_an_interrupted_submit_leaves_nothing_behind(double: KubeDouble, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_create = K8sBackend.create
+    real_create = Client.create
 
-    def create(self: K8sBackend, obj: dict[str, Any], dry_run: bool = False) -> Any:
+    def create(self: Client, obj: dict[str, Any], dry_run: bool = False) -> Any:
         if obj["kind"] == "Service" and not dry_run:
             raise KeyboardInterrupt  # Ctrl-C after the Job exists
         return real_create(self, obj, dry_run)
 
-    monkeypatch.setattr(K8sBackend, "create", create)
+    monkeypatch.setattr(Client, "create", create)
     result = submit()
     assert result.exit_code == 130
     assert double.names("jobs", NS) == [] and double.names("configmaps", NS) == []
     assert double.names("services", NS) == []
-    monkeypatch.setattr(K8sBackend, "create", real_create)
+    monkeypatch.setattr(Client, "create", real_create)
     assert submit().exit_code == 0, "the name is free again"
 
 
@@ -645,7 +646,7 @@ def test_the_kubeconfig_contexts_namespace_is_the_default(double: KubeDouble, tm
 def test_a_client_side_argument_error_is_not_blamed_on_the_server(double: KubeDouble) -> None:
     k8s = backend(double)
     with pytest.raises(BackendError, match="rejected jobctl's arguments"):
-        k8s.call("read pod log", k8s.core.read_namespaced_pod_log, "p", NS, tail_lines="x")
+        k8s.api.call("read pod log", k8s.api.core.read_namespaced_pod_log, "p", NS, tail_lines="x")
 
 
 def test_restarts_are_read_from_the_launchers_lines() -> None:

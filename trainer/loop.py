@@ -31,6 +31,7 @@ from mindspore import nn
 
 from contract.config import ConfigError, TrainConfig
 from contract.env import Var
+from contract.lines import format_saved, format_trainer_line
 from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
 from contract.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
 from trainer import checkpoint as ckpt
@@ -131,7 +132,7 @@ class Run:
         return 0 if self.cfg.is_save_on_master else self.rank
 
     def log(self, message: str) -> None:
-        log(f"rank={self.rank} {message}")
+        log(format_trainer_line(self.rank, message))
 
     def meta(self, epoch: int, step: int) -> dict[str, Any]:
         """The ``trainer_meta`` of a checkpoint saved at ``step``."""
@@ -165,7 +166,7 @@ def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     began = time.perf_counter()
-    found = ckpt.newest_valid(cfg.ckpt_path, log=lambda m: log(f"rank={rank} {m}"), set_aside_bad=rank == 0)
+    found = ckpt.newest_valid(cfg.ckpt_path, log=lambda m: log(format_trainer_line(rank, m)), set_aside_bad=rank == 0)
     read_seconds = time.perf_counter() - began
     if found is not None:
         ckpt.check_matches(found, cfg.arch, classes, "checkpoint")
@@ -604,7 +605,7 @@ class Checkpointer:
             done(saved)
             size = saved.stat().st_size / 1e6
             how = f"in the background, after a {copied:.2f} s copy" if self.saver.background else "synchronously"
-            self.run.log(f"saved {saved} ({size:.1f} MB in {time.perf_counter() - began:.2f} s, {how})")
+            self.run.log(format_saved(str(saved), f"{size:.1f} MB in {time.perf_counter() - began:.2f} s, {how}"))
 
         self.saver.start(what, write)
 

@@ -8,11 +8,12 @@ process groups). Errors it raises are :class:`BackendError` with a message for p
 from __future__ import annotations
 
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
+
+from contract.lines import parse_rank_prefix, parse_restart, strip_rank_prefix
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
@@ -22,8 +23,6 @@ PENDING, RUNNING, COMPLETE, FAILED, UNKNOWN = "Pending", "Running", "Complete", 
 FINISHED = (COMPLETE, FAILED)
 
 LOSS_TREND_POINTS = 40  # losses in status's sparkline
-_RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
-_RESTART_LINE = re.compile(r"\] attempt \d+: all \d+ pod\(s\) joined; .*; restart (\d+) of (\d+) after (.*)$")
 
 
 class BackendError(Exception):
@@ -124,8 +123,7 @@ class Backend(ABC):
 
 def rank_of_line(line: str) -> int | None:
     """The global rank a launcher output line belongs to (its ``[rank N] `` prefix), if any."""
-    match = _RANK_PREFIX.match(line)
-    return int(match.group(1)) if match else None
+    return parse_rank_prefix(line)
 
 
 def keep_line(line: str, rank: int | None) -> bool:
@@ -148,9 +146,7 @@ def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
     """(restarts, budget, why) from the newest launcher line ``attempt K: ...; restart R of M after <why>``."""
     newest = None
     for line in lines:
-        match = _RESTART_LINE.search(line)
-        if match:
-            newest = (int(match.group(1)), int(match.group(2)), match.group(3))
+        newest = parse_restart(line) or newest
     return newest
 
 
@@ -168,7 +164,7 @@ def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_check
 def last_json_line(text: str) -> dict[str, Any] | None:
     """trainer.evaluate's result: the last stdout line that is a JSON object (rank prefixes tolerated)."""
     for raw in reversed(text.splitlines()):
-        line = _RANK_PREFIX.sub("", raw).strip()
+        line = strip_rank_prefix(raw).strip()
         if line.startswith("{") and line.endswith("}"):
             try:
                 value = json.loads(line)

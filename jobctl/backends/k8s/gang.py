@@ -1,86 +1,34 @@
 """The k8s backend's gang-scheduling part: Volcano PodGroups (created before the Job, then owned by it like the
 Service and ConfigMaps) and the one line on why a job waits for its gang (PodGroup phase and conditions, Kueue's
-admission of the Job's Workload). k8s.py calls these hooks; the Role in k8s/rbac.yaml grants what they call.
+admission of the Job's Workload). The PodGroup is a row of the client's table of kinds; the Role in k8s/rbac.yaml
+grants what is called here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from jobctl.backends.base import BackendError
+from jobctl.backends.k8s.client import Client
 from jobctl.render import KUEUE_QUEUE_LABEL, VOLCANO_SCHEDULER
 
-if TYPE_CHECKING:
-    from jobctl.backends.k8s.backend import K8sBackend
-
-# kind -> (group, version, plural) of the custom objects jobctl creates.
-CUSTOM = {"PodGroup": ("scheduling.volcano.sh", "v1beta1", "podgroups")}
 KUEUE_WORKLOADS = ("kueue.x-k8s.io", "v1beta1", "workloads")
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 # PodGroup phases in which the gang has not started yet (volcano-sh/apis scheduling/v1beta1 types.go).
 WAITING_PHASES = ("Pending", "Inqueue")
 
 
-def _api(backend: K8sBackend) -> Any:
-    from kubernetes import client
-
-    return client.CustomObjectsApi(backend.client)
-
-
-def create(backend: K8sBackend, obj: dict[str, Any], dry_run: bool) -> None:
-    group, version, plural = CUSTOM[obj["kind"]]
-    what = f"{'dry-run ' if dry_run else ''}create {obj['kind']} {obj['metadata']['name']}"
-    kwargs = {"dry_run": "All"} if dry_run else {}
-    create_fn = _api(backend).create_namespaced_custom_object
-    try:
-        backend.call(what, create_fn, group, version, backend.namespace, plural, obj, **kwargs)
-    except BackendError as exc:
-        if "HTTP 404" not in exc.message:
-            raise
-        raise BackendError(
-            f"{what}: the cluster serves no {plural}.{group} API; install Volcano or choose --scheduler kueue|default",
-            exit_code=2,
-        ) from None
-
-
-def set_owner(backend: K8sBackend, obj: dict[str, Any], owner: dict[str, Any]) -> None:
-    group, version, plural = CUSTOM[obj["kind"]]
-    name = obj["metadata"]["name"]
-    patch = {"metadata": {"ownerReferences": [owner]}}
-    patch_fn = _api(backend).patch_namespaced_custom_object
-    backend.call(
-        f"set the owner of {obj['kind']} {name}",
-        patch_fn,
-        group,
-        version,
-        backend.namespace,
-        plural,
-        name,
-        patch,
-        _content_type="application/merge-patch+json",
-    )
-
-
-def remove(backend: K8sBackend, obj: dict[str, Any]) -> None:
-    group, version, plural = CUSTOM[obj["kind"]]
-    delete_fn = _api(backend).delete_namespaced_custom_object
-    backend.get(f"delete {obj['kind']}", delete_fn, group, version, backend.namespace, plural, obj["metadata"]["name"])
-
-
-def explain_waiting(backend: K8sBackend, job: Any) -> str | None:
+def explain_waiting(client: Client, job: Any) -> str | None:
     """Why a Pending job's gang has not started, or None when it is not waiting for one."""
     template = job.spec.template
     if template.spec.scheduler_name == VOLCANO_SCHEDULER:
-        return _podgroup_reason(backend, job.metadata.name)
+        return _podgroup_reason(client, job.metadata.name)
     if (job.metadata.labels or {}).get(KUEUE_QUEUE_LABEL) and job.spec.suspend:
-        return _kueue_reason(backend, job)
+        return _kueue_reason(client, job)
     return None
 
 
-def _podgroup_reason(backend: K8sBackend, name: str) -> str | None:
-    group, version, plural = CUSTOM["PodGroup"]
-    read = _api(backend).get_namespaced_custom_object
-    found = backend.get(f"read PodGroup {name}", read, group, version, backend.namespace, plural, name)
+def _podgroup_reason(client: Client, name: str) -> str | None:
+    found = client.read("PodGroup", name)
     if found is None:
         return f"PodGroup {name} is missing: Volcano will not schedule the pods (resubmit with jobctl submit --replace)"
     status = found.get("status") or {}
@@ -98,14 +46,9 @@ def _podgroup_reason(backend: K8sBackend, name: str) -> str | None:
     return f"{waiting} (needs {minimum} pods at once){detail}"
 
 
-def _kueue_reason(backend: K8sBackend, job: Any) -> str:
-    group, version, plural = KUEUE_WORKLOADS
+def _kueue_reason(client: Client, job: Any) -> str:
     queue = job.metadata.labels[KUEUE_QUEUE_LABEL]
-    listing = _api(backend).list_namespaced_custom_object
-    selector = f"{KUEUE_JOB_UID_LABEL}={job.metadata.uid}"
-    found = backend.get(
-        "list Kueue Workloads", listing, group, version, backend.namespace, plural, label_selector=selector
-    )
+    found = client.list_custom("list Kueue Workloads", KUEUE_WORKLOADS, f"{KUEUE_JOB_UID_LABEL}={job.metadata.uid}")
     items = (found or {}).get("items") or []
     if not items:
         return (

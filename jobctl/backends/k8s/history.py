@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 from contract.env import JobLayout
 from contract.metrics import history_from_log, parse_records
 from jobctl.backends.base import COMPLETE, BackendError
-from jobctl.backends.k8s.objects import pod_index, termination_grace
+from jobctl.backends.k8s.client import Client
+from jobctl.backends.k8s.oneshot import delete_job, run_once
+from jobctl.backends.k8s.readers import pod_index
+from jobctl.render import render_eval
 
 if TYPE_CHECKING:
-    from jobctl.backends.k8s.backend import K8sBackend
     from jobctl.spec import JobSpec
 
 READER_SUFFIX = "-metrics"
@@ -30,20 +32,18 @@ def reader_job_name(name: str) -> str:
     return f"{name}{READER_SUFFIX}"
 
 
-def history_from_pods(backend: K8sBackend, name: str) -> list[dict[str, Any]] | None:
+def history_from_pods(client: Client, name: str) -> list[dict[str, Any]] | None:
     """The history in the logs of every pod of index 0 (replacements included); None when there are none."""
-    pods = [p for p in backend.pods_of(name) if pod_index(p) == 0 and p.status and p.status.phase in _STARTED]
+    pods = [p for p in client.pods_of(name) if pod_index(p) == 0 and p.status and p.status.phase in _STARTED]
     if not pods:
         return None
     # A pod that failed before its container ran has no log (the kubelet answers 400): it adds nothing.
-    lines = [line for pod in pods for line in backend.available_log(pod.metadata.name, quiet=True) or []]
+    lines = [line for pod in pods for line in client.available_log(pod.metadata.name, quiet=True) or []]
     return history_from_log(lines)
 
 
 def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
     """The eval Job of ``spec`` turned into a one-shot `cat` of metrics.jsonl on the shared volume."""
-    from jobctl.render import render_eval
-
     rendered = copy.deepcopy(render_eval(spec, spec.ckpt_dir, spec.val_dir or "/data", kube_version))
     job = next(o for o in rendered if o["kind"] == "Job")  # its NetworkPolicy is the eval Job's: not needed here
     name = reader_job_name(spec.name)
@@ -66,22 +66,12 @@ def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
     return job
 
 
-def history_from_volume(backend: K8sBackend, spec: JobSpec) -> list[dict[str, Any]]:
+def history_from_volume(client: Client, spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
     """Run the reader Job, wait for it, parse its log, delete it."""
-    from jobctl.render import resolve_kube_version
-
-    name = reader_job_name(spec.name)
-    job = reader_job(spec, resolve_kube_version(backend.server_version(), older_as_oldest=True))
-    old = backend.read_job_or_none(name)
-    backend.delete_quietly("Job", backend.batch.delete_namespaced_job, name, propagation_policy="Foreground")
-    backend.wait_gone([name], termination_grace(old))
-    backend.create_job_and_owned([job])
     try:
-        phase = backend.wait(name, for_phase=None, timeout=None)
-        pods = backend.pods_of(name)
-        lines = backend.pod_log_lines(pods[-1].metadata.name) if pods else []
+        name, phase, lines = run_once(client, [reader_job(spec, kube_version)], admit=False)
     finally:
-        backend.delete_quietly("Job", backend.batch.delete_namespaced_job, name, propagation_policy="Background")
+        delete_job(client, reader_job_name(spec.name))
     if phase != COMPLETE:
         tail = "\n".join(lines[-5:])
         raise BackendError(

@@ -1,4 +1,5 @@
-"""Re-attachable pod log streams: where a stream got to, so a new one neither repeats nor loses lines.
+"""A job's logs: its pods' lines, or followed until the Job ends over re-attachable streams (where a stream got
+to, so a new one neither repeats nor loses lines).
 
 Follow streams end while the pod still runs (the kubelet's streaming idle timeout, API-server restarts, load
 balancers' idle timeouts). jobctl asks for ``timestamps=true`` and re-attaches with ``sinceSeconds`` (the Python
@@ -8,12 +9,19 @@ the lines up to that line's timestamp are dropped again here.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
+
+from jobctl.backends.base import FINISHED, BackendError, keep_line
+from jobctl.backends.k8s.client import Client
+from jobctl.backends.k8s.readers import CONTAINER, current, job_phase, pod_index
 
 # Node clocks and this machine's differ; re-reading a few minutes too many costs little, missing lines is worse.
 SINCE_MARGIN_SECONDS = 300
@@ -78,3 +86,88 @@ def iter_lines(response: Any, keep_partial: bool) -> Iterator[str]:
         response.release_conn()
     if buffer and keep_partial:
         yield buffer.decode("utf-8", "replace")
+
+
+def write_logs(client: Client, name: str, out: TextIO, *, follow: bool, index: int | None, rank: int | None) -> None:
+    """Write the job's pods' log lines (of one pod index and rank when given); with follow, until the Job ends."""
+    if not follow:
+        for pod in current(client.pods_of(name)):
+            if index is None or pod_index(pod) == index:
+                for line in client.available_log(pod.metadata.name) or []:
+                    if keep_line(line, rank):
+                        out.write(line + "\n")
+        return
+    follow_job(client, name, out, index, rank)
+
+
+def follow_job(client: Client, name: str, out: TextIO, index: int | None, rank: int | None) -> None:
+    """Stream every pod of the job (re-attaching to cut streams and replacement pods) until the Job ends."""
+    lines: queue.Queue[str] = queue.Queue()
+    followed: dict[str, threading.Thread] = {}
+    while True:
+        job = client.read_job_or_none(name)
+        if job is None:
+            client.note(f"Job {name} was deleted (TTL cleanup or a delete): treating it as finished")
+        for pod in client.pods_of(name) if job is not None else []:
+            pod_name = pod.metadata.name
+            started = pod.status is not None and pod.status.phase in ("Running", "Succeeded", "Failed")
+            if pod_name in followed or not started or (index is not None and pod_index(pod) != index):
+                continue
+            thread = threading.Thread(target=stream_pod, args=(client, pod_name, lines), daemon=True)
+            thread.start()
+            followed[pod_name] = thread
+        finished = job is None or job_phase(job) in FINISHED
+        if finished:
+            for thread in followed.values():
+                thread.join(timeout=10)
+        while not lines.empty():
+            line = lines.get()
+            if keep_line(line, rank):
+                out.write(line + "\n")
+        out.flush()
+        if finished:
+            return
+        client.sleep(client.poll_seconds)
+
+
+def stream_pod(client: Client, pod: str, lines: queue.Queue[str]) -> None:
+    """Follow one pod's log; while the pod runs, re-attach whenever the stream ends (idle timeouts, API
+    server restarts, resets), resuming after the last line delivered. Ends when the pod is done or gone."""
+    cursor = LogCursor()
+    last_read = False
+    while True:
+        since = cursor.attach()
+        with contextlib.suppress(Exception):  # a cut stream, a reset, a timeout: re-attach below
+            response = client.core.read_namespaced_pod_log(
+                pod,
+                client.namespace,
+                container=CONTAINER,
+                follow=True,
+                timestamps=True,
+                _preload_content=False,
+                _request_timeout=client.stream_timeout,
+                **({"since_seconds": since} if since is not None else {}),
+            )
+            for raw in iter_lines(response, keep_partial=last_read):
+                line = cursor.admit(raw)
+                if line is not None:
+                    lines.put(line)
+        if last_read:
+            return
+        state = pod_state(client, pod)
+        if state == "gone":
+            return
+        last_read = state == "done"  # one more read for what the container wrote before it ended
+        if not last_read:
+            client.sleep(client.poll_seconds)
+
+
+def pod_state(client: Client, pod: str) -> str:
+    """ "running" (or not started), "done" or "gone"."""
+    try:
+        found = client.get("read pod", client.core.read_namespaced_pod, pod, client.namespace)
+    except BackendError:
+        return "running"  # try again later; the Job's end stops the follower
+    if found is None:
+        return "gone"
+    return "done" if found.status and found.status.phase in ("Succeeded", "Failed") else "running"
