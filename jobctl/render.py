@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from contract import env as contract
+from contract import names
 from contract.accelerators import RING_CONTROLLER_LABEL
 from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
@@ -63,7 +64,6 @@ HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 NETWORK_POLICY_API_VERSION = "networking.k8s.io/v1"
 DNS_PORT = 53
-EVAL_SUFFIX = "-eval"
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?([-+].*)?$")
 
@@ -100,21 +100,9 @@ def _as_tuple(version: str) -> tuple[int, int]:
 # Names and labels ------------------------------------------------------------------------------------------
 
 
-def config_map_name(job_name: str) -> str:
-    return f"{job_name}-config"
-
-
-def rings_config_name(job_name: str) -> str:
-    return f"rings-config-{job_name}"
-
-
-def eval_job_name(job_name: str) -> str:
-    return f"{job_name}{EVAL_SUFFIX}"
-
-
 def master_addr(spec: JobSpec) -> str:
     """Pod 0's stable DNS name (Indexed Job hostname + subdomain = the headless Service)."""
-    return f"{spec.name}-0.{spec.name}.{spec.namespace}.svc"
+    return f"{names.pod_hostname(names.job(spec.name), 0)}.{names.job(spec.name)}.{spec.namespace}.svc"
 
 
 def selector_labels(spec: JobSpec, component: str = "trainer") -> dict[str, str]:
@@ -247,7 +235,7 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         else {"hostPath": {"path": spec.shared.host_path, "type": "Directory"}}
     )
     volumes: list[dict[str, Any]] = (
-        [{"name": "config", "configMap": {"name": config_map_name(spec.name)}}] if training else []
+        [{"name": "config", "configMap": {"name": names.config_map(spec.name)}}] if training else []
     )
     volumes += [
         {"name": "shared", **shared},
@@ -258,7 +246,7 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         annotations = {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
         volumes.append({"name": "podinfo", "downwardAPI": {"items": [annotations]}})
     if training and spec.launcher == "controller":
-        volumes.append({"name": "ranktable", "configMap": {"name": rings_config_name(spec.name)}})
+        volumes.append({"name": "ranktable", "configMap": {"name": names.rings_config(spec.name)}})
     volumes += [{"name": h.name, "hostPath": {"path": h.path, "type": h.kind}} for h in info.host_paths]
     # Secret files: readable by the pod's group (fsGroup) only, or by anyone in the one container without a uid.
     mode = 0o440 if spec.run_as_user is not None else 0o444
@@ -495,7 +483,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(spec, config_map_name(spec.name), common),
+            "metadata": _metadata(spec, names.config_map(spec.name), common),
             "data": {
                 contract.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
                 contract.SPEC_KEY: spec.to_yaml(),
@@ -508,7 +496,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": _metadata(spec, rings_config_name(spec.name), {**common, **ring}),
+                "metadata": _metadata(spec, names.rings_config(spec.name), {**common, **ring}),
                 "data": {"hccl.json": '{"status":"initializing"}'},
             }
         )
@@ -630,7 +618,7 @@ def render_eval(
         "securityContext": _container_security(),
     }
     pod = _pod_spec(spec, info, container, size.shm, training=False)
-    job = _job(spec, eval_job_name(spec.name), eval_labels, eval_labels, pod)
+    job = _job(spec, names.eval_job(spec.name), eval_labels, eval_labels, pod)
     job["spec"] = {
         "completions": 1,
         "parallelism": 1,

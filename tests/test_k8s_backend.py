@@ -209,6 +209,19 @@ def test_status_shows_pods_progress_and_checkpoint(double: KubeDouble) -> None:
     assert table.exit_code == 0 and "step 120/187650" in table.stdout and "node-1" in table.stdout
 
 
+def test_status_and_list_take_devices_and_platform_from_the_stored_spec(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    job = double.get("jobs", NS, "rx")
+    assert job is not None
+    for container in job["spec"]["template"]["spec"]["containers"]:  # the rendered env says otherwise
+        container["env"] = [{"name": "JOBCTL_PLATFORM", "value": "cpu"}, {"name": "JOBCTL_NUM_PODS", "value": "7"}]
+    double.put("jobs", NS, job)
+    info = json.loads(jobctl("status", "rx", "-n", NS, "-o", "json").stdout)
+    assert (info["platform"], info["devices"]) == ("gpu", 16)
+    listed = json.loads(jobctl("list", "-n", NS, "-o", "json").stdout)
+    assert [(j["name"], j["platform"], j["devices"]) for j in listed] == [("rx", "gpu", 16)]
+
+
 def test_status_explains_pending_and_failed(double: KubeDouble) -> None:
     assert submit().exit_code == 0
     unschedulable = {

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from contract import config as trainer_config
 from contract import env as contract
+from contract import names
 from contract.accelerators import Accelerator
 from jobctl import platforms
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
@@ -404,13 +405,13 @@ class JobSpec(_Strict):
             )
 
     def _check_name_length(self) -> None:
-        suffixes = (f"-{self.pods - 1}", "-eval")
-        longest = max(suffixes, key=len)
-        if len(self.name) + len(longest) > MAX_DNS_LABEL:
+        what, derived = names.longest(self.name, self.pods, rings=self.launcher == "controller")
+        if len(derived) > names.MAX_NAME:
+            most = names.max_name_length(self.pods, rings=self.launcher == "controller")
             raise ValueError(
-                f"name: {self.name!r} is {len(self.name)} characters; with the suffix {longest!r} of its pods or "
-                f"eval job it exceeds the {MAX_DNS_LABEL}-character limit of a pod hostname and a label value; "
-                f"use a name of at most {MAX_DNS_LABEL - len(longest)} characters"
+                f"name: {self.name!r} is {len(self.name)} characters; the longest name jobctl derives from it (its "
+                f"{what}, {derived!r}) exceeds the {names.MAX_NAME}-character limit of a Job name, a pod hostname "
+                f"and a label value; use a name of at most {most} characters"
             )
 
     # Resolved values (valid after validation) -------------------------------------------------------------

@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from contract import names
 from jobctl.backends.base import (
     COMPLETE,
     FINISHED,
@@ -40,7 +41,7 @@ from jobctl.backends.k8s.client import INSTANCE_LABEL, Client, stderr_note
 from jobctl.backends.k8s.oneshot import delete_job, run_once
 from jobctl.backends.k8s.readers import job_phase, termination_grace
 from jobctl.backends.k8s.submit import admit_objects, create_job_and_owned
-from jobctl.render import config_map_name, eval_job_name, render_eval, resolve_kube_version, rings_config_name
+from jobctl.render import render_eval, resolve_kube_version
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -52,10 +53,6 @@ __all__ = ["K8sBackend", "api_client", "default_namespace"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobctl"}
 TRAINER_SELECTOR = "app.kubernetes.io/managed-by=jobctl,app.kubernetes.io/component=trainer"
 SPEC_SELECTOR = "app.kubernetes.io/managed-by=jobctl,app.kubernetes.io/component=spec"
-
-
-def record_name(name: str) -> str:
-    return f"{name}-spec"
 
 
 class K8sBackend(Backend):
@@ -100,7 +97,7 @@ class K8sBackend(Backend):
                 self.delete(name, wait=True)
             return
         job = self.api.read_job_or_none(name)
-        record = self.api.read("ConfigMap", record_name(name))
+        record = self.api.read("ConfigMap", names.spec_record(name))
         if job is not None and job_phase(job) not in FINISHED:
             raise BackendError(
                 f"name: a Job {name!r} is still running in namespace {self.namespace}; choose another --name, "
@@ -108,7 +105,7 @@ class K8sBackend(Backend):
                 exit_code=2,
             )
         if (record is not None or job is not None) and not resume:
-            evidence = f"Job {name}" if job is not None else f"ConfigMap {record_name(name)}"
+            evidence = f"Job {name}" if job is not None else f"ConfigMap {names.spec_record(name)}"
             raise BackendError(
                 f"name: a job {name!r} ran before in namespace {self.namespace} ({evidence}); its "
                 f"job directory /shared/jobs/{name} may hold checkpoints, which jobctl cannot check from here. Pass "
@@ -134,17 +131,22 @@ class K8sBackend(Backend):
             f"`jobctl status {spec.name} -n {ns}` or `kubectl logs -n {ns} -f job/{spec.name}`"
         )
 
-    def write_record(self, spec: JobSpec) -> dict[str, Any]:
-        record = {
+    @staticmethod
+    def record_of(spec: JobSpec) -> dict[str, Any]:
+        """The spec record: a ConfigMap not owned by the Job (see the module's docstring)."""
+        return {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": record_name(spec.name),
+                "name": names.spec_record(spec.name),
                 "labels": {INSTANCE_LABEL: spec.name, "app.kubernetes.io/component": "spec", **MANAGED_BY},
             },
             "data": {"spec.yaml": spec.to_yaml()},
         }
-        self.api.delete("ConfigMap", record_name(spec.name))
+
+    def write_record(self, spec: JobSpec) -> dict[str, Any]:
+        record = self.record_of(spec)
+        self.api.delete("ConfigMap", names.spec_record(spec.name))
         self.api.create(record)
         return record
 
@@ -152,17 +154,17 @@ class K8sBackend(Backend):
 
     def delete(self, name: str, wait: bool = False, keep_record: bool = False) -> None:
         """Delete the Job (Foreground: pods first), its eval Job and the ConfigMaps/Service it owns or left."""
-        jobs = {job: self.api.read_job_or_none(job) for job in (name, eval_job_name(name))}
+        jobs = {job: self.api.read_job_or_none(job) for job in (name, names.eval_job(name))}
         deleted = False
         for job in jobs:
             deleted |= self.api.delete("Job", job, propagation_policy="Foreground")
         # Owned objects go with the Job; delete them directly too in case they were left without an owner.
-        maps = [config_map_name(name), config_map_name(eval_job_name(name)), rings_config_name(name)]
-        maps += [] if keep_record else [record_name(name)]
+        maps = [names.config_map(name), names.config_map(names.eval_job(name)), names.rings_config(name)]
+        maps += [] if keep_record else [names.spec_record(name)]
         for cm in maps:
             deleted |= self.api.delete("ConfigMap", cm)
         deleted |= self.api.delete("Service", name)
-        for policy in (name, eval_job_name(name)):
+        for policy in (name, names.eval_job(name)):
             self.api.delete("NetworkPolicy", policy)
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
@@ -176,7 +178,7 @@ class K8sBackend(Backend):
     def read_job(self, name: str) -> Any:
         job = self.api.read_job_or_none(name)
         if job is None:
-            record = self.api.read("ConfigMap", record_name(name))
+            record = self.api.read("ConfigMap", names.spec_record(name))
             hint = (
                 " (it finished and was cleaned up; `jobctl eval` still works from its spec record)"
                 if record is not None
@@ -223,13 +225,13 @@ class K8sBackend(Backend):
     # stored spec, history, eval ---------------------------------------------------------------------------
 
     def load_spec(self, name: str) -> JobSpec:
-        for cm in (record_name(name), config_map_name(name)):
+        for cm in (names.spec_record(name), names.config_map(name)):
             found = self.api.read("ConfigMap", cm)
             if found is not None and "spec.yaml" in (found.data or {}):
                 return spec_from_yaml(found.data["spec.yaml"], f"ConfigMap {cm}")
         raise JobNotFound(
-            f"no spec of job {name!r} in namespace {self.namespace} (neither ConfigMap {record_name(name)} nor "
-            f"{config_map_name(name)}); check the name and -n"
+            f"no spec of job {name!r} in namespace {self.namespace} (neither ConfigMap {names.spec_record(name)} nor "
+            f"{names.config_map(name)}); check the name and -n"
         )
 
     def history(self, name: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from contract import names
 from contract.env import JobLayout
 from contract.metrics import history_from_log, parse_records
 from jobctl.backends.base import COMPLETE, BackendError
@@ -22,14 +23,9 @@ from jobctl.render import render_eval
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
 
-READER_SUFFIX = "-metrics"
 READER_TTL_SECONDS = 600
 READER_RESOURCES = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
 _STARTED = ("Running", "Succeeded", "Failed")
-
-
-def reader_job_name(name: str) -> str:
-    return f"{name}{READER_SUFFIX}"
 
 
 def history_from_pods(client: Client, name: str) -> list[dict[str, Any]] | None:
@@ -46,7 +42,7 @@ def reader_job(spec: JobSpec, kube_version: str) -> dict[str, Any]:
     """The eval Job of ``spec`` turned into a one-shot `cat` of metrics.jsonl on the shared volume."""
     rendered = copy.deepcopy(render_eval(spec, spec.ckpt_dir, spec.val_dir or "/data", kube_version))
     job = next(o for o in rendered if o["kind"] == "Job")  # its NetworkPolicy is the eval Job's: not needed here
-    name = reader_job_name(spec.name)
+    name = names.metrics_job(spec.name)
     job["metadata"]["name"] = name
     labels = {**job["metadata"]["labels"], "app.kubernetes.io/component": "metrics"}
     job["metadata"]["labels"] = labels
@@ -71,7 +67,7 @@ def history_from_volume(client: Client, spec: JobSpec, kube_version: str) -> lis
     try:
         name, phase, lines = run_once(client, [reader_job(spec, kube_version)], admit=False)
     finally:
-        delete_job(client, reader_job_name(spec.name))
+        delete_job(client, names.metrics_job(spec.name))
     if phase != COMPLETE:
         tail = "\n".join(lines[-5:])
         raise BackendError(

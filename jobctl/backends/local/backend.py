@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from contract.env import Var
 from contract.files import utc_timestamp
 from contract.imagefolder import count_images
 from contract.metrics import read_history
@@ -198,7 +197,7 @@ class LocalBackend(Backend):
         state = self.read_state(job_dir) or {}
         meta = _read_json(job_dir.local_dir / "job.json")
         job = training_job(meta["objects"]) if meta else {}
-        env = {v["name"]: v.get("value") for v in _container(job).get("env", [])} if job else {}
+        spec = self._stored_spec(job_dir)
         pods = [
             PodInfo(
                 index=p["index"],
@@ -217,11 +216,11 @@ class LocalBackend(Backend):
             name=job_dir.name,
             namespace="local",
             phase=phase,
-            platform=str(env.get(Var.FAMILY, "")),
-            devices=int(env.get(Var.NUM_PODS) or 0) * int(env.get(Var.DEVICES_PER_POD) or 0),
+            platform=spec.platform if spec is not None else "",
+            devices=spec.devices if spec is not None else 0,
             pods_total=int(job.get("spec", {}).get("completions", 0)) if job else 0,
             restarts=record.count if record else sum(p.restarts for p in pods),
-            max_restarts=int(env[Var.MAX_RESTARTS]) if env.get(Var.MAX_RESTARTS) else None,
+            max_restarts=spec.max_restarts if spec is not None else None,
             last_restart=record.last if record else None,
             created=meta.get("submitted") if meta else None,
             pods=pods,
@@ -297,6 +296,13 @@ class LocalBackend(Backend):
 
     # eval ----------------------------------------------------------------------------------------------
 
+    def _stored_spec(self, job_dir: JobDir) -> JobSpec | None:
+        """The job's spec.yaml (what status shows of the spec), None when it cannot be read."""
+        try:
+            return self.load_spec(job_dir.name)
+        except BackendError:
+            return None
+
     def load_spec(self, name: str) -> JobSpec:
         spec_file = self.job_dir(name).spec_file
         try:
@@ -338,10 +344,6 @@ class LocalBackend(Backend):
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"trainer.evaluate exited with code {proc.returncode} on {ckpt}:\n{tail}")
         return result
-
-
-def _container(job: dict[str, Any]) -> dict[str, Any]:
-    return dict(job["spec"]["template"]["spec"]["containers"][0])
 
 
 def _config_map_data(objects: list[dict[str, Any]]) -> dict[str, str]:
