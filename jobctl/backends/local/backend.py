@@ -5,7 +5,7 @@ that runs each index of the rendered Job as a local "pod" (jobctl.backends.local
 under the Job's rules. The other commands read what it records.
 
 Everything the other commands need lives in ``<job_dir>/local/``: ``state.json`` (written only by the controller),
-``supervisor.pid``, ``pod-<i>.log`` (each pod's stdout, appended across replacements), ``volumes/`` (ConfigMap
+``controller.pid``, ``pod-<i>.log`` (each pod's stdout, appended across replacements), ``volumes/`` (ConfigMap
 files and emptyDirs) and ``work/pod-<i>`` (each pod's working directory).
 """
 
@@ -78,14 +78,14 @@ class LocalBackend(Backend):
             return None
         return state if isinstance(state, dict) else None
 
-    def supervisor_pid(self, job_dir: JobDir) -> int | None:
-        try:
-            return int((job_dir.local_dir / "supervisor.pid").read_text())
-        except (OSError, ValueError):
-            return None
+    def controller_pid(self, job_dir: JobDir) -> int | None:
+        for name in ("controller.pid", "supervisor.pid"):  # the latter: job directories of jobctl before 0.2
+            with contextlib.suppress(OSError, ValueError):
+                return int((job_dir.local_dir / name).read_text())
+        return None
 
     def is_active(self, job_dir: JobDir) -> bool:
-        pid = self.supervisor_pid(job_dir)
+        pid = self.controller_pid(job_dir)
         return pid is not None and process_alive(pid)
 
     def phase(self, job_dir: JobDir) -> str:
@@ -93,7 +93,7 @@ class LocalBackend(Backend):
         if state is None:
             return PENDING if self.is_active(job_dir) else UNKNOWN
         if state["phase"] not in FINISHED and not self.is_active(job_dir):
-            return UNKNOWN  # the supervisor died without writing a final state (e.g. a reboot)
+            return UNKNOWN  # the controller died without writing a final state (e.g. a reboot)
         return str(state["phase"])
 
     def require(self, name: str) -> JobDir:
@@ -140,12 +140,12 @@ class LocalBackend(Backend):
             raise
         flags = f"--backend local --shared {self.shared}"
         return (
-            f"job {spec.name} started locally (supervisor pid {pid}, job directory {job_dir.root}); follow it "
+            f"job {spec.name} started locally (controller pid {pid}, job directory {job_dir.root}); follow it "
             f"with `jobctl logs {spec.name} -f {flags}` or `jobctl status {spec.name} {flags}`"
         )
 
     def _start(self, job_dir: JobDir, objects: list[dict[str, Any]], config_map: dict[str, str]) -> int:
-        """Write the job directory and start the detached supervisor; returns its pid."""
+        """Write the job directory and start the detached controller; returns its pid."""
         shutil.rmtree(job_dir.rendezvous_dir, ignore_errors=True)  # belongs to one submission (INTERFACES.md)
         job_dir.create()
         write_atomic(job_dir.spec_file, config_map.get("spec.yaml", ""))
@@ -156,21 +156,21 @@ class LocalBackend(Backend):
         meta = {"objects": objects, "shared": str(self.shared), "submitted": utc_timestamp()}
         write_atomic(job_dir.local_dir / "job.json", json.dumps(meta, indent=1))
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
-        with (job_dir.local_dir / "supervisor.log").open("ab") as log:
+        with (job_dir.local_dir / "controller.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobctl.backends.local.controller", "supervise", str(job_dir.root)],
+                [sys.executable, "-m", "jobctl.backends.local.controller", "run", str(job_dir.root)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the CLI and its terminal
                 close_fds=True,
             )
-        write_atomic(job_dir.local_dir / "supervisor.pid", f"{proc.pid}\n")
+        write_atomic(job_dir.local_dir / "controller.pid", f"{proc.pid}\n")
         return proc.pid
 
     def delete(self, name: str) -> None:
         job_dir = self.require(name)
-        pid = self.supervisor_pid(job_dir)
+        pid = self.controller_pid(job_dir)
         if pid is not None and process_alive(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + MAX_GRACE_SECONDS + 10
@@ -178,7 +178,7 @@ class LocalBackend(Backend):
                 time.sleep(POLL_SECONDS)
             if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
-        # Pods whose supervisor died earlier still run in their own groups; stop those too.
+        # Pods whose controller died earlier still run in their own groups; stop those too.
         for pod in (self.read_state(job_dir) or {}).get("pods", []):
             if pod.get("pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -242,11 +242,11 @@ class LocalBackend(Backend):
             info.explanation = f"{state.get('reason')}: {state.get('message')}"
         elif phase == UNKNOWN:
             info.explanation = (
-                f"the local supervisor is gone without a final state (see {job_dir.local_dir}/supervisor.log); "
+                f"the local controller is gone without a final state (see {job_dir.local_dir}/controller.log); "
                 "`jobctl delete` it and resubmit"
             )
         elif phase == PENDING:
-            info.explanation = "the supervisor is starting the pods"
+            info.explanation = "the controller is starting the pods"
         return info
 
     # logs / wait ---------------------------------------------------------------------------------------

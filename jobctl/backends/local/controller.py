@@ -1,6 +1,6 @@
 """The local Job controller: a detached process that plays Kubernetes' Job controller for one local job.
 
-``python -m jobctl.backends.local.controller supervise <job_dir>`` (its own session, started by ``jobctl submit
+``python -m jobctl.backends.local.controller run <job_dir>`` (its own session, started by ``jobctl submit
 --backend local``) runs every index of the rendered Job as a local "pod", starts a new pod for a failed index under
 the Job's rules (``podFailurePolicy``: exit 2 → FailJob, 75 → Ignore; ``backoffLimit``), and records the job's and
 pods' state in ``<job_dir>/local/state.json`` for the other commands.
@@ -71,12 +71,12 @@ class LocalJobController:
     # state.json --------------------------------------------------------------------------------------
 
     def write_state(self) -> bool:
-        """Record the state; False (said once in supervisor.log) when the volume refuses the write."""
+        """Record the state; False (said once in controller.log) when the volume refuses the write."""
         state = {
             "phase": self.phase,
             "reason": self.reason,
             "message": self.message,
-            "supervisor_pid": os.getpid(),
+            "controller_pid": os.getpid(),
             "master_port": self.port,
             "failures": self.failures,
             "backoff_limit": self.rules.backoff_limit,
@@ -87,7 +87,7 @@ class LocalJobController:
         try:
             write_atomic(self.job_dir.local_dir / "state.json", json.dumps(state, indent=2) + "\n")
         except OSError as exc:
-            if not self.state_write_failed:  # supervisor.log is on the same volume: saying so may fail too
+            if not self.state_write_failed:  # controller.log is on the same volume: saying so may fail too
                 with contextlib.suppress(OSError):
                     print(f"[jobctl] cannot write state.json ({exc}); retrying at the next change", file=sys.stderr)
             self.state_write_failed = True
@@ -226,8 +226,8 @@ class LocalJobController:
             while self.phase == RUNNING:
                 self.step()
                 time.sleep(POLL_SECONDS)
-        except Exception as exc:  # never leave pods running without a supervisor
-            self.fail("SupervisorError", f"the local supervisor failed: {exc!r} (see local/supervisor.log)")
+        except Exception as exc:  # never leave pods running without a controller
+            self.fail("ControllerError", f"the local controller failed: {exc!r} (see local/controller.log)")
             raise
         finally:
             self.finished = utc_timestamp()
@@ -266,7 +266,7 @@ def _read_message(path: Path) -> str | None:
     return text.splitlines()[-1][:1000] if text else None
 
 
-def supervise(root: Path) -> int:
+def run_controller(root: Path) -> int:
     job_dir = JobDir(root)
     meta = json.loads((job_dir.local_dir / "job.json").read_text())
     return LocalJobController(job_dir, meta["objects"], Path(meta["shared"])).run()
@@ -276,7 +276,7 @@ def supervise(root: Path) -> int:
 
 
 def process_alive(pid: int) -> bool:
-    """True if pid is a live (not zombie) supervisor; between fork and exec its cmdline is still the CLI's."""
+    """True if pid is a live (not zombie) controller; between fork and exec its cmdline is still the CLI's."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -287,10 +287,10 @@ def process_alive(pid: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "supervise":
-        print("usage: python -m jobctl.backends.local.controller supervise JOB_DIR", file=sys.stderr)
+    if len(args) != 2 or args[0] != "run":
+        print("usage: python -m jobctl.backends.local.controller run JOB_DIR", file=sys.stderr)
         return 2
-    return supervise(Path(args[1]))
+    return run_controller(Path(args[1]))
 
 
 if __name__ == "__main__":

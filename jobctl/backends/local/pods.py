@@ -276,7 +276,7 @@ def parse_indexes(text: str) -> set[int]:
     return found
 
 
-# The supervisor (runs detached, one per local job) ----------------------------------------------------------
+# The controller (runs detached, one per local job) ----------------------------------------------------------
 
 
 @dataclass
