@@ -185,6 +185,12 @@ class Volumes:
     empty_dirs: bool = False
 
 
+def _volume_root(mount: dict[str, Any]) -> str | None:
+    """Where the volume's root would be mounted: the mount path less its subPath, when it ends with it."""
+    path, sub = mount["mountPath"].rstrip("/"), str(mount.get("subPath") or "").strip("/")
+    return path[: -len(sub) - 1] if sub and path.endswith("/" + sub) else None
+
+
 def name_of(volume: dict[str, Any]) -> str:
     return str(volume["configMap"]["name"])
 
@@ -208,6 +214,9 @@ def _mount(
         source = local_secret_dir(volume["secret"]["secretName"])
     elif path in where.host_dirs:
         source = where.host_dirs[path]
+    elif _volume_root(mount) in where.host_dirs:  # --volume /shared=DIR for /shared/jobs/<name> (subPath jobs/<name>)
+        source = where.host_dirs[_volume_root(mount)]
+        (source / mount["subPath"]).mkdir(parents=True, exist_ok=True)  # the kubelet creates a missing subPath
     elif "hostPath" in volume:
         source = Path(volume["hostPath"]["path"])
     elif "persistentVolumeClaim" in volume and where.claim_dir is not None:
