@@ -214,8 +214,8 @@ def _mount(
         source = local_secret_dir(volume["secret"]["secretName"])
     elif path in where.host_dirs:
         source = where.host_dirs[path]
-    elif _volume_root(mount) in where.host_dirs:  # --volume /shared=DIR for /shared/jobs/<name> (subPath jobs/<name>)
-        source = where.host_dirs[_volume_root(mount)]
+    elif (root := _volume_root(mount)) is not None and root in where.host_dirs:
+        source = where.host_dirs[root]  # --volume /shared=DIR for /shared/jobs/<name> (subPath jobs/<name>)
         (source / mount["subPath"]).mkdir(parents=True, exist_ok=True)  # the kubelet creates a missing subPath
     elif "hostPath" in volume:
         source = Path(volume["hostPath"]["path"])
