@@ -36,8 +36,8 @@ from jobctl.backends.base import (
 from jobctl.backends.k8s import history as k8s_history
 from jobctl.backends.k8s import logs as k8s_logs
 from jobctl.backends.k8s import status as k8s_status
-from jobctl.backends.k8s.api import Caller, api_client, default_namespace
-from jobctl.backends.k8s.client import INSTANCE_LABEL, Client, stderr_note
+from jobctl.backends.k8s.api import api_client, default_namespace
+from jobctl.backends.k8s.client import INSTANCE_LABEL, Client
 from jobctl.backends.k8s.oneshot import delete_job, run_once
 from jobctl.backends.k8s.readers import job_phase, termination_grace
 from jobctl.backends.k8s.submit import admit_objects, create_job_and_owned
@@ -58,16 +58,9 @@ SPEC_SELECTOR = "app.kubernetes.io/managed-by=jobctl,app.kubernetes.io/component
 class K8sBackend(Backend):
     name = "k8s"
 
-    def __init__(
-        self,
-        client: ApiClient,
-        namespace: str,
-        poll_seconds: float = 2.0,
-        *,
-        caller: Caller | None = None,
-        note: Callable[[str], None] = stderr_note,
-    ) -> None:
-        self.api = Client(client, namespace, poll_seconds, caller=caller, note=note)
+    def __init__(self, client: ApiClient, namespace: str, poll_seconds: float = 2.0, **options: Any) -> None:
+        """``options``: Client's ``caller`` and ``note``."""
+        self.api = Client(client, namespace, poll_seconds, **options)
         self.namespace = namespace
 
     # The waits' clock and sleep live on the client; tests replace them through the backend.
