@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import synth
-from contract.env import COMPILE_CACHE_ENABLE, COMPILE_CACHE_PATH, JobLayout
+from contract.env import COMPILE_CACHE_ENABLE, COMPILE_CACHE_PATH
+from contract.layout import JobLayout
 from contract.progress import parse_progress
 
 BIN = Path(sys.executable).parent

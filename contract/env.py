@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from contract.layout import TRAIN_CONFIG_KEY, JobLayout
+
 # --- exit codes (launcher and trainer) ----------------------------------------------------------------------
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -29,12 +31,9 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-# --- in-pod paths -------------------------------------------------------------------------------------------
-SHARED_MOUNT = "/shared"
+# --- in-pod paths (the shared volume's and the job directory's: contract.layout) ---------------------------
 DATA_MOUNT = "/data"
 CONFIG_MOUNT = "/etc/jobctl"
-TRAIN_CONFIG_KEY = "train.yaml"
-SPEC_KEY = "spec.yaml"
 PODINFO_MOUNT = "/etc/podinfo"
 ANNOTATIONS_FILE = f"{PODINFO_MOUNT}/annotations"
 HCCN_CONF = "/etc/hccn.conf"
@@ -123,47 +122,6 @@ DEFAULT_STOP_GRACE = 30
 
 class ContractError(ValueError):
     """The pod env breaks the contract; the message names every bad variable (exit code EXIT_BAD_INPUT)."""
-
-
-# --- the job directory on the shared volume -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobLayout:
-    """Paths of one job's directory ``<shared>/jobs/<name>``; in a pod ``<shared>`` is SHARED_MOUNT."""
-
-    root: Path
-
-    @classmethod
-    def of(cls, shared: str | Path, name: str) -> JobLayout:
-        return cls(Path(shared) / "jobs" / name)
-
-    @classmethod
-    def in_pod(cls, name: str) -> JobLayout:
-        return cls.of(SHARED_MOUNT, name)
-
-    @property
-    def name(self) -> str:
-        return self.root.name
-
-    spec_file = property(lambda self: self.root / SPEC_KEY)
-    train_file = property(lambda self: self.root / TRAIN_CONFIG_KEY)
-    ckpt_dir = property(lambda self: self.root / "ckpt")
-    status_file = property(lambda self: self.root / "ckpt" / "status.json")
-    logs_dir = property(lambda self: self.root / "logs")
-    eval_dir = property(lambda self: self.root / "eval")
-    rendezvous_dir = property(lambda self: self.root / "rendezvous")
-    local_dir = property(lambda self: self.root / "local")  # the local backend's own state
-    scheduler_log = property(lambda self: self.root / "logs" / "scheduler.log")
-    compile_cache_dir = property(lambda self: self.root / "compile-cache")  # graph-<key>/: trainer.compile_cache
-    metrics_file = property(lambda self: self.root / "metrics.jsonl")  # rank 0's metrics history (contract.metrics)
-    tensorboard_dir = property(lambda self: self.root / "tensorboard")  # rank 0's TensorBoard event files
-
-    def rank_log(self, rank: int) -> Path:
-        return self.logs_dir / f"rank-{rank}.log"
-
-    def launcher_log(self, pod_index: int) -> Path:
-        return self.logs_dir / f"launcher-{pod_index}.log"
 
 
 # --- the pod env --------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from contract.env import JobLayout, Var
+from contract.env import Var
 from contract.files import utc_timestamp
+from contract.layout import JobLayout
 from contract.progress import parse_progress
 
 ATTEMPT_KINDS = ("start", "resume")

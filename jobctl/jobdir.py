@@ -16,7 +16,7 @@ from typing import Any
 from contract import files
 from contract.ckpt_files import list_checkpoints, newest_complete
 from contract.ckpt_names import parse_checkpoint_name
-from contract.env import JobLayout
+from contract.layout import JobLayout
 
 _RANK_LOG = re.compile(r"^rank-(\d+)\.log$")
 

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from contract import env as contract
-from contract import names
+from contract import layout, names
 from contract.accelerators import RING_CONTROLLER_LABEL
 from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
@@ -263,7 +263,7 @@ def _secret_volume_name(index: int) -> str:
 
 def _job_subpath(spec: JobSpec) -> str:
     """The job's folder inside the shared volume (jobs/<name>): the contract's job dir relative to /shared."""
-    return str(Path(spec.job_dir).relative_to(contract.SHARED_MOUNT))
+    return str(Path(spec.job_dir).relative_to(layout.SHARED_MOUNT))
 
 
 def _shared_mounts(spec: JobSpec, *, training: bool) -> list[dict[str, Any]]:
@@ -485,8 +485,8 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             "kind": "ConfigMap",
             "metadata": _metadata(spec, names.config_map(spec.name), common),
             "data": {
-                contract.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
-                contract.SPEC_KEY: spec.to_yaml(),
+                layout.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
+                layout.SPEC_KEY: spec.to_yaml(),
             },
         }
     ]

@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from contract.env import JobLayout
 from contract.files import utc_timestamp
+from contract.layout import JobLayout
 from contract.lines import LAUNCHER_PREFIX
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from contract.env import ContractError, JobLayout, PodEnv, Var
+from contract.env import ContractError, PodEnv, Var
+from contract.layout import JobLayout
 from jobctl.backends.local.pods import LOCALHOST, plan_pods, termination_log
 from jobctl.jobdir import JobDir
 from jobctl.render import pod_env, render

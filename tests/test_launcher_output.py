@@ -7,7 +7,7 @@ import io
 import sys
 import textwrap
 
-from contract.env import JobLayout
+from contract.layout import JobLayout
 from launcher.output import Output
 from launcher.processes import LocalProcess
 

@@ -31,6 +31,7 @@ from mindspore import nn
 
 from contract.config import ConfigError, TrainConfig
 from contract.env import Var
+from contract.layout import STATUS_FILE
 from contract.lines import format_saved, format_trainer_line
 from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
 from contract.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
@@ -45,7 +46,6 @@ from trainer.model import build_model
 from trainer.schedule import learning_rates
 from trainer.scoring import score
 
-STATUS_FILE = "status.json"
 LOG_SECONDS = 60.0  # a progress line at least this often, so a slow run still shows (and feeds the stall timer)
 STATUS_SECONDS = 10.0  # progress-only status.json rewrites at most this often (each one is an fsync on the volume)
 SINK_STEPS_MAX = 32  # steps per device-side chunk in sink mode (also the stop-agreement granularity)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from contract import env as contract
+from contract import layout
 from jobctl.spec.names import DNS_1123_SUBDOMAIN
 from jobctl.strict_yaml import short_repr
 
@@ -29,7 +30,7 @@ DEFAULT_HOST_PATH_ROOTS = ("/mnt/jobctl",)
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 # In-pod paths jobctl mounts itself: a secret volume may not sit on, under or above one of them.
 RESERVED_MOUNTS = (
-    contract.SHARED_MOUNT,
+    layout.SHARED_MOUNT,
     contract.DATA_MOUNT,
     contract.CONFIG_MOUNT,
     contract.PODINFO_MOUNT,

@@ -444,7 +444,7 @@ class JobSpec(_Strict):
 
     @property
     def ckpt_dir(self) -> str:
-        return f"{self.job_dir}/ckpt"
+        return str(contract.JobLayout.in_pod(self.name).ckpt_dir)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

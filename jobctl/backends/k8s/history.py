@@ -12,7 +12,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from contract import names
-from contract.env import JobLayout
+from contract.layout import JobLayout
 from contract.metrics import history_from_log, parse_records
 from jobctl.backends.base import COMPLETE, BackendError
 from jobctl.backends.k8s.client import Client

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from contract.ckpt_names import BEST_NAME
-from contract.env import JobLayout
+from contract.layout import JobLayout
 from contract.lines import parse_saved
 from jobctl.backends.base import FAILED, PENDING, RUNNING, JobInfo, add_history_summary, latest_progress, latest_restart
 from jobctl.backends.k8s import gang
