@@ -259,6 +259,12 @@ def log_record_line(record: dict[str, Any]) -> str:
     return f"{LOG_TAG} {json.dumps(record, separators=(',', ':'))}"
 
 
+def is_log_record(line: str) -> bool:
+    """Whether a log line (any prefix before ``rank=0``) is an attempt record of :func:`log_record_line`: data
+    for jobctl, not a line for a person."""
+    return _LOG_RECORD_RE.search(line) is not None
+
+
 def history_from_log(lines: Iterable[str]) -> list[dict[str, Any]]:
     """The history rebuilt from rank 0's log lines (a pod log, ``[rank N]`` prefixes allowed): attempt records
     from ``metrics {json}`` lines, train records from progress lines, val records from validation lines."""

@@ -21,6 +21,10 @@ from contract.layout import JobLayout
 _RANK_LOG = re.compile(r"^rank-(\d+)\.log$")
 
 
+class JobPathError(ValueError):
+    """A job directory path built from user input that would leave ``<shared>/jobs/``."""
+
+
 @dataclass(frozen=True)
 class CheckpointFile:
     """A step checkpoint on disk, by name (jobctl never loads one: that is the trainer's)."""
@@ -36,7 +40,13 @@ class JobDir(JobLayout):
 
     @classmethod
     def of(cls, shared: str | Path, name: str) -> JobDir:
-        return cls(Path(shared).resolve() / "jobs" / name)
+        """``<shared>/jobs/<name>``; JobPathError when the name would put it anywhere else (``..``, an absolute
+        path, a separator): the CLI validates names first, this guard keeps every other caller inside too."""
+        jobs = Path(shared).resolve() / "jobs"
+        root = (jobs / name).resolve()
+        if not name or name in (".", "..") or "/" in name or "\\" in name or root.parent != jobs:
+            raise JobPathError(f"job name {name!r} does not name a folder directly under {jobs}; use the job's name")
+        return cls(jobs / name)
 
     def exists(self) -> bool:
         return self.root.is_dir()

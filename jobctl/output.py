@@ -71,6 +71,30 @@ def job_table(jobs: list[JobInfo]) -> None:
     stdout.print(table)
 
 
+def objects_table(objects: list[dict[str, Any]]) -> None:
+    """`render -o table`: one row per rendered object (kind, name, a one-line summary)."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("KIND", "NAME", "SUMMARY"):
+        table.add_column(column)
+    for obj in objects:
+        table.add_row(obj["kind"], obj["metadata"]["name"], object_summary(obj))
+    stdout.print(table)
+
+
+def object_summary(obj: dict[str, Any]) -> str:
+    spec = obj.get("spec") or {}
+    if obj["kind"] == "Job":
+        pod = spec.get("template", {}).get("spec", {})
+        images = sorted({c.get("image", "") for c in pod.get("containers", [])})
+        return f"{spec.get('completions', 1)} pod(s), backoffLimit {spec.get('backoffLimit', '-')}, {', '.join(images)}"
+    if obj["kind"] in ("ConfigMap", "Secret"):
+        return "keys: " + ", ".join(sorted(obj.get("data") or {}))
+    if obj["kind"] == "Service":
+        ports = ", ".join(str(p.get("port")) for p in spec.get("ports", []))
+        return f"clusterIP {spec.get('clusterIP', 'auto')}" + (f", ports {ports}" if ports else "")
+    return ", ".join(f"{key}" for key in spec)[:80] if spec else ""
+
+
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 

@@ -5,7 +5,7 @@ secrets, networks), ``errors`` (one-paragraph messages), ``models`` (the pydanti
 from jobctl.spec.errors import MAX_MESSAGE, SpecError
 from jobctl.spec.load import load_spec
 from jobctl.spec.models import JobSpec, train_config, validate_spec
-from jobctl.spec.names import DNS_1035, DNS_1123_SUBDOMAIN, IMAGE_REF, QUANTITY, parse_quantity
+from jobctl.spec.names import DNS_1035, DNS_1123_SUBDOMAIN, IMAGE_REF, QUANTITY, check_job_name, parse_quantity
 
 __all__ = ["DNS_1035", "DNS_1123_SUBDOMAIN", "IMAGE_REF", "MAX_MESSAGE", "QUANTITY", "JobSpec", "SpecError"]
-__all__ += ["load_spec", "parse_quantity", "train_config", "validate_spec"]
+__all__ += ["check_job_name", "load_spec", "parse_quantity", "train_config", "validate_spec"]

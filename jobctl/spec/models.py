@@ -24,7 +24,6 @@ from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_in
 from jobctl.spec.checks import check_cidrs, check_host_path, check_secret_names, check_secret_volumes, parse_secret_ref
 from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, format_validation_error
 from jobctl.spec.names import (
-    DNS_1035,
     DNS_1123_LABEL,
     IMAGE_REF,
     MAX_DEVICES,
@@ -32,6 +31,7 @@ from jobctl.spec.names import (
     SUBPATH,
     check_dns_subdomain,
     check_env_names,
+    check_job_name,
     check_label_value,
     check_qualified_name,
     check_quantity,
@@ -206,12 +206,7 @@ class JobSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _dns_1035(cls, value: str) -> str:
-        if not DNS_1035.fullmatch(value) or len(value) > MAX_DNS_LABEL:
-            raise ValueError(
-                f"{short_repr(value)} is not a DNS-1035 label: use lowercase letters, digits and '-', starting "
-                "with a letter and ending with a letter or digit, e.g. resnext-a1"
-            )
-        return value
+        return check_job_name(value)
 
     @field_validator("namespace")
     @classmethod

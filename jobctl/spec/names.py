@@ -48,6 +48,17 @@ def parse_quantity(text: str) -> Decimal:
     return number * _QUANTITY_SCALE.get(suffix, Decimal(1))
 
 
+def check_job_name(value: str) -> str:
+    """A job name: a DNS-1035 label (it names the Job, its pods, Service and the job directory). The one
+    check every command taking a job name applies, before any path or object is built from it."""
+    if not DNS_1035.fullmatch(value) or len(value) > MAX_DNS_LABEL:
+        raise ValueError(
+            f"{short_repr(value)} is not a DNS-1035 label: use lowercase letters, digits and '-', starting "
+            "with a letter and ending with a letter or digit, at most 63 characters, e.g. resnext-a1"
+        )
+    return value
+
+
 def check_quantity(value: str | None, field: str) -> str | None:
     if value is None:
         return None

@@ -98,6 +98,13 @@ class LocalBackend(Backend):
 
     def require(self, name: str) -> JobDir:
         job_dir = self.job_dir(name)
+        if not job_dir.local_dir.is_dir() and job_dir.exists():
+            kept = len(job_dir.checkpoints())
+            raise JobNotFound(
+                f"job {name} was deleted; its job directory stays at {job_dir.root} with {kept} checkpoint(s) in "
+                f"{job_dir.ckpt_dir.name}/ (jobctl submit --resume with the same name continues from them; remove "
+                "the folder to forget the job)"
+            )
         if not job_dir.local_dir.is_dir():
             raise JobNotFound(
                 f"no local job named {name!r} under {self.shared}/jobs; check the name and --shared "

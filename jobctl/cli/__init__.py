@@ -1,0 +1,18 @@
+"""`jobctl`: submit, follow and evaluate ResNeXt training jobs on Kubernetes or locally (a thin typer app).
+
+One module per command group; importing them registers their commands on the one `app` (jobctl.cli.common).
+"""
+
+from __future__ import annotations
+
+from jobctl.cli import submit, lifecycle, tools  # noqa: F401, I001  (registers the commands, in help order)
+from jobctl.cli.common import JobOptions, app
+from jobctl.cli.ranktable import ranktable_app
+
+app.add_typer(ranktable_app, name="ranktable")
+
+__all__ = ["JobOptions", "app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,139 @@
+"""`jobctl render` and `jobctl submit`: a spec from flags and files, rendered, validated and created."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from jobctl import output
+from jobctl.backends.base import COMPLETE, Backend
+from jobctl.cli.common import (
+    BackendName,
+    BackendOpt,
+    ContextOpt,
+    JobOptions,
+    KubeVersionOpt,
+    OutputOpt,
+    app,
+    build_spec,
+    fail_cleanly,
+    make_backend,
+    print_objects,
+    render_checked,
+    resolve_backend,
+    with_job_options,
+)  # fmt: skip
+from jobctl.output import Format
+
+if TYPE_CHECKING:
+    from jobctl.spec import JobSpec
+
+
+SubmitKubeVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kube-version",
+        help="target Kubernetes version (default: the cluster's, clamped to the supported "
+        "range; the oldest supported with --dry-run or --backend local)",
+    ),
+]
+
+
+@app.command()
+@fail_cleanly
+@with_job_options
+def render(
+    job: JobOptions,
+    kube_version: KubeVersionOpt = None,
+    out: Annotated[
+        Format, typer.Option("--output", "-o", help="yaml, json or table (kind, name, summary)")
+    ] = Format.yaml,
+) -> None:
+    """Print the Kubernetes objects of a job (multi-document YAML); never contacts a cluster."""
+    from jobctl.render import DEFAULT_KUBE_VERSION
+
+    spec = build_spec(job, BackendName.k8s)
+    objects = render_checked(spec, kube_version or DEFAULT_KUBE_VERSION)
+    print_warnings(spec)
+    print_objects(objects, out)
+
+
+@app.command()
+@fail_cleanly
+@with_job_options
+def submit(
+    job: JobOptions,
+    context: ContextOpt = None,
+    backend: BackendOpt = None,
+    kube_version: SubmitKubeVersionOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="render and validate only; print the objects")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue a job whose directory has checkpoints")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="delete an earlier job of this name first")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="stream logs until the job ends; exit 1 if it failed")] = False,
+    out: OutputOpt = Format.table,
+) -> None:
+    """Validate a job, create it, and print how to follow it."""
+    from jobctl.render import DEFAULT_KUBE_VERSION
+
+    backend = chosen_backend(backend, context)
+    spec = build_spec(job, backend)
+    if backend is BackendName.k8s:
+        print_warnings(spec)
+    if dry_run:
+        print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
+        return
+    runner = make_backend(backend, spec.namespace, context, job.shared)
+    version = kube_version or target_version(runner)
+    objects = render_checked(spec, version)
+    message = runner.submit(spec, objects, resume=resume, replace=replace)
+    if out is Format.table:
+        output.note(message)
+    else:
+        summary = {"name": spec.name, "namespace": spec.namespace, "backend": backend.value, "kubeVersion": version}
+        output.dump({**summary, "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}, out)
+    if wait:
+        # With -o json|yaml stdout stays machine-readable: the logs go to stderr.
+        runner.logs(spec.name, sys.stdout if out is Format.table else sys.stderr, follow=True, rank=None)
+        phase = runner.wait(spec.name, for_phase=None, timeout=None)
+        output.note(f"job {spec.name}: {phase}")
+        if phase != COMPLETE:
+            info = runner.status(spec.name)
+            if info.explanation:
+                output.note(f"why: {info.explanation}")
+            raise typer.Exit(1)
+
+
+def chosen_backend(backend: BackendName | None, context: str | None) -> BackendName:
+    """The backend, said on stderr when jobctl chose it (no --backend, no JOBCTL_BACKEND)."""
+    chosen = resolve_backend(backend, context)
+    if backend is None:
+        why = "a cluster is configured" if chosen is BackendName.k8s else "no Kubernetes cluster is configured"
+        output.note(f"backend: {chosen.value} ({why}; choose with --backend or JOBCTL_BACKEND)")
+    return chosen
+
+
+def print_warnings(spec: JobSpec) -> None:
+    """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices; and
+    what is unsafe on a shared cluster (a moving image tag, a credential in plain env)."""
+    from jobctl.render import gang_warning
+    from jobctl.security import spec_warnings
+
+    for warning in [gang_warning(spec), *spec_warnings(spec)]:
+        if warning:
+            output.note(warning)
+
+
+def target_version(runner: Backend) -> str:
+    """The cluster's version clamped to the supported range (k8s); the oldest supported otherwise."""
+    from jobctl.backends.k8s.backend import K8sBackend
+    from jobctl.render import DEFAULT_KUBE_VERSION, resolve_kube_version
+
+    if not isinstance(runner, K8sBackend):
+        return DEFAULT_KUBE_VERSION
+    server = runner.api.server_version()
+    version = resolve_kube_version(server, older_as_oldest=True)
+    if version != server:
+        output.note(f"note: the cluster runs Kubernetes {server}; rendering for {version} (supported range)")
+    return version
