@@ -151,7 +151,7 @@ def test_submit_dry_run_local_maps_volumes_to_host_paths(tmp_path: Path) -> None
 
 
 def test_commands_without_a_cluster_fail_cleanly() -> None:
-    result = jobctl("status", "rx")
+    result = jobctl("status", "rx", "--backend", "k8s")
     assert result.exit_code == 2 and "no Kubernetes cluster configured" in result.stderr
     assert "Traceback" not in result.output
 

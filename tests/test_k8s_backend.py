@@ -446,7 +446,7 @@ def test_eval_reports_a_failed_eval_job(double: KubeDouble) -> None:
 def test_missing_kubeconfig_is_a_clean_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    result = jobctl("status", "rx")
+    result = jobctl("status", "rx", "--backend", "k8s")
     assert result.exit_code == 2 and "--backend local" in result.stderr and "Traceback" not in result.output
 
 

@@ -173,7 +173,8 @@ def test_logs_status_and_delete_from_another_process(tmp_path: Path) -> None:
             os.kill(pid, 0)
     assert not backend.job_dir(name).local_dir.exists() and backend.job_dir(name).spec_file.is_file()
     gone = subprocess.run([*JOBCTL, "status", name, *shared], capture_output=True, text=True)
-    assert gone.returncode == 1 and "no local job" in gone.stderr and "Traceback" not in gone.stderr
+    assert gone.returncode == 1 and f"job {name} was deleted" in gone.stderr and "Traceback" not in gone.stderr
+    assert "checkpoint(s)" in gone.stderr and str(backend.job_dir(name).root) in gone.stderr
 
 
 def test_an_unmappable_pod_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -5,7 +5,11 @@ One module per command group; importing them registers their commands on the one
 
 from __future__ import annotations
 
-from jobctl.cli import submit, lifecycle, tools  # noqa: F401, I001  (registers the commands, in help order)
+# Importing registers the commands; help lists them in this order.
+# isort: off
+from jobctl.cli import submit, lifecycle, tools  # noqa: F401
+
+# isort: on
 from jobctl.cli.common import JobOptions, app
 from jobctl.cli.ranktable import ranktable_app
 

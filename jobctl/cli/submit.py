@@ -77,12 +77,14 @@ def submit(
     """Validate a job, create it, and print how to follow it."""
     from jobctl.render import DEFAULT_KUBE_VERSION
 
-    backend = chosen_backend(backend, context)
+    # A dry run renders the cluster objects and contacts nothing: it needs no cluster to choose k8s.
+    backend = chosen_backend(BackendName.k8s if dry_run and backend is None else backend, context)
     spec = build_spec(job, backend)
     if backend is BackendName.k8s:
         print_warnings(spec)
-    if dry_run:
-        print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
+    if dry_run:  # the objects themselves (YAML unless -o json), as before any table existed
+        shown = Format.json if out is Format.json else Format.yaml
+        print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), shown)
         return
     runner = make_backend(backend, spec.namespace, context, job.shared)
     version = kube_version or target_version(runner)
