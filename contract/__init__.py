@@ -7,3 +7,7 @@ another parses: format/parse pairs), ``progress`` (progress line, status.json), 
 protocol the launchers meet by and jobctl reads), ``ckpt_names``/``ckpt_files`` (checkpoint names and files),
 ``files`` (atomic writes), ``imagefolder`` (the dataset's folder layout).
 """
+
+# The contract's own version (`jobctl version` shows it): raise it when a line format, an env name or a path of
+# the job directory changes so that an older image and a newer jobctl (or the reverse) would misread each other.
+CONTRACT_VERSION = 1

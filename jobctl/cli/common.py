@@ -72,7 +72,7 @@ app = typer.Typer(
     cls=OneParagraphGroup,
     help="Train ResNeXt with MindSpore on Kubernetes (Ascend/GPU) or locally on CPU.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 
