@@ -282,3 +282,58 @@ def test_the_installed_entry_point_formats_usage_errors() -> None:
         [sys.executable, "-m", "jobctl", "logs", "rx", "--rank", "-1"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# 23.8 and 24.11: export, eval of a bad file, version, completion ---------------------------------------------------
+
+
+def test_export_refuses_air_off_ascend_and_a_missing_checkpoint(finished_job: tuple[str, list[str]]) -> None:
+    name, flags = finished_job
+    one_paragraph(jobctl("export", name, "--format", "AIR", *flags), "AIR", "Ascend", "MINDIR")
+    one_paragraph(jobctl("export", name, *flags), "no complete checkpoint")
+    one_paragraph(jobctl("export", name, "--checkpoint", "nope.ckpt", *flags), "nope.ckpt")
+
+
+@pytest.mark.slow
+def test_eval_of_a_file_that_is_no_checkpoint_is_one_line(finished_job: tuple[str, list[str]], tmp_path: Path) -> None:
+    name, flags = finished_job
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint" * 64)
+    one_paragraph(jobctl("eval", name, "--checkpoint", str(bad), "--data", str(tmp_path / "data" / "val"), *flags))
+
+
+def test_version_never_fails_without_a_cluster() -> None:
+    result = jobctl("version")
+    assert result.exit_code == 0, result.output
+    fields = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert set(fields) == {"jobctl", "contract", "mindspore", "kubernetes"}
+    assert fields["kubernetes"] == "no cluster configured" and fields["mindspore"] != ""
+
+
+def test_version_with_an_unreachable_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    result = jobctl("version")
+    assert result.exit_code == 0 and "kubernetes: not reachable" in result.stdout, result.output
+
+
+def test_shell_completion(tmp_path: Path) -> None:
+    script = jobctl("--show-completion", "bash")
+    assert script.exit_code == 0 and "_JOBCTL_COMPLETE" in script.stdout.upper(), script.output
+    env = {"_JOBCTL_COMPLETE": "complete_bash", "COMP_WORDS": "jobctl sta", "COMP_CWORD": "1"}
+    entry_point = str(Path(sys.executable).parent / "jobctl")  # completion keys on the program's name
+    proc = subprocess.run([entry_point], env={**os_environ(), **env}, capture_output=True, text=True)
+    assert proc.stdout.split() == ["status"], proc.stdout + proc.stderr
+    env = {"_JOBCTL_COMPLETE": "complete_bash", "COMP_WORDS": "jobctl logs x --al", "COMP_CWORD": "3"}
+    proc = subprocess.run([entry_point], env={**os_environ(), **env}, capture_output=True, text=True)
+    assert "--all-ranks" in proc.stdout.split(), proc.stdout + proc.stderr
+
+
+def os_environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

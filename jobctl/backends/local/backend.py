@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from contract.env import EXIT_BAD_INPUT
 from contract.files import utc_timestamp
 from contract.imagefolder import count_images
 from contract.metrics import read_history
@@ -347,6 +348,9 @@ class LocalBackend(Backend):
             if line.startswith("skipping "):  # a checkpoint it passed over, and why: the user must know
                 print(line, file=sys.stderr)
         result = last_json_line(proc.stdout)
+        errors = [line.removeprefix("error: ") for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        if proc.returncode == EXIT_BAD_INPUT and errors:  # trainer.evaluate said what is wrong, in one line
+            raise BackendError(f"--checkpoint {checkpoint}: {errors[-1]}", exit_code=2)
         if proc.returncode != 0 or result is None:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"trainer.evaluate exited with code {proc.returncode} on {ckpt}:\n{tail}")
