@@ -337,3 +337,9 @@ def os_environ() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_jobctl_says_attempt_only_in_the_launchers_numbering(finished_job: tuple[str, list[str]]) -> None:
+    name, flags = finished_job
+    own = [line for line in jobctl("logs", name, *flags).stdout.splitlines() if line.startswith("[jobctl] ")]
+    assert own and all("attempt" not in line for line in own) and "restarts 0" in own[0]

@@ -123,9 +123,10 @@ class LocalJobController:
         message.unlink(missing_ok=True)  # a new container, a new message
         message.parent.mkdir(parents=True, exist_ok=True)
         with self.pod_log(index).open("ab") as log:
-            attempt = len(pod.exit_codes) + 1
+            # Counted as Kubernetes' restartCount (from 0); "attempt" is the launcher's word for a group attempt.
+            restarts = len(pod.exit_codes)
             with contextlib.suppress(OSError):  # a full volume must not stop the pod from starting
-                log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {utc_timestamp()}\n".encode())
+                log.write(f"[jobctl] pod {plan.name} starting (restarts {restarts}) at {utc_timestamp()}\n".encode())
                 log.flush()
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
             proc = subprocess.Popen(
