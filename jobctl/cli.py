@@ -97,16 +97,34 @@ def bad_input(message: str) -> BackendError:
     return BackendError(message, exit_code=2)
 
 
-def make_backend(backend: BackendName, namespace: str | None, context: str | None, shared: str | None) -> Backend:
+def make_backend(
+    backend: BackendName, namespace: str | None, context: str | None, shared: str | None, shared_cache: float = 0.0
+) -> Backend:
     if backend is BackendName.local:
         from jobctl.backends.local import LocalBackend
 
-        return LocalBackend(shared or DEFAULT_SHARED)
+        return LocalBackend(shared or DEFAULT_SHARED, shared_cache)
     from jobctl import platforms
     from jobctl.backends.k8s import K8sBackend, api_client, default_namespace
 
     client = api_client(context)
     return K8sBackend(client, namespace or default_namespace(context, platforms.DEFAULT_NAMESPACE))
+
+
+def cache_seconds(text: str, backend: BackendName) -> float:
+    """--shared-cache DURATION -> seconds (0: off); only the local backend has views to cache in."""
+    from jobctl.cachedfs import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise bad_input(f"--shared-cache: {exc}") from None
+    if seconds > 0 and backend is not BackendName.local:
+        raise bad_input(
+            "--shared-cache: only the local backend mounts caching views (a cluster's storage caches by itself); "
+            "drop the flag or pass --backend local"
+        )
+    return seconds
 
 
 def key_values(items: list[str] | None, flag: str, example: str = "NCCL_DEBUG=INFO") -> dict[str, str]:
@@ -330,6 +348,14 @@ def submit(
     replace: Annotated[bool, typer.Option("--replace", help="delete an earlier job of this name first")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="stream logs until the job ends; exit 1 if it failed")] = False,
     out: OutputOpt = Format.table,
+    shared_cache: Annotated[
+        str,
+        typer.Option(
+            "--shared-cache",
+            help="local backend: each pod sees --shared through its own view with NFS-like caching for this "
+            "long (e.g. 30s; 0 = off), to rehearse NFS storage; needs FUSE (docs/INTERFACES.md)",
+        ),
+    ] = "0",
 ) -> None:
     """Validate a job, create it, and print how to follow it."""
     from jobctl.render import DEFAULT_KUBE_VERSION
@@ -340,7 +366,7 @@ def submit(
     if dry_run:
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
         return
-    runner = make_backend(backend, spec.namespace, context, job.shared)
+    runner = make_backend(backend, spec.namespace, context, job.shared, cache_seconds(shared_cache, backend))
     version = kube_version or target_version(runner)
     objects = render_checked(spec, version)
     message = runner.submit(spec, objects, resume=resume, replace=replace)

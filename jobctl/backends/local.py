@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -48,7 +49,9 @@ from jobctl.backends.local_pods import (
     find_kind,
     plan_pods,
     training_job,
+    view_mountpoint,
 )
+from jobctl.cachedfs import CachedView, ViewError, unmount
 from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
 from jobctl.platforms import platform_info
 from jobctl.spec import train_config
@@ -66,8 +69,9 @@ if TYPE_CHECKING:
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, shared: str | Path) -> None:
+    def __init__(self, shared: str | Path, shared_cache: float = 0.0) -> None:
         self.shared = Path(shared).resolve()
+        self.shared_cache = shared_cache  # submit: seconds of NFS-like caching per pod's view (jobctl.cachedfs)
 
     def job_dir(self, name: str) -> JobDir:
         return JobDir.of(self.shared, name)
@@ -130,6 +134,8 @@ class LocalBackend(Backend):
         if resume and job_dir.has_checkpoints():
             _check_resumable(job_dir, spec)
         _check_batch_fits(spec)
+        if self.shared_cache > 0:
+            _check_views(self.shared_cache)
         config_map = _config_map_data(objects)
         existed = job_dir.exists()
         try:
@@ -154,7 +160,12 @@ class LocalBackend(Backend):
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
         job_dir.local_dir.mkdir(parents=True)
         training_job(objects)["metadata"]["uid"] = str(uuid.uuid4())  # as the API server assigns one on create
-        meta = {"objects": objects, "shared": str(self.shared), "submitted": utc_timestamp()}
+        meta = {
+            "objects": objects,
+            "shared": str(self.shared),
+            "shared_cache": self.shared_cache,
+            "submitted": utc_timestamp(),
+        }
         write_atomic(job_dir.local_dir / "job.json", json.dumps(meta, indent=1))
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
         with (job_dir.local_dir / "supervisor.log").open("ab") as log:
@@ -184,6 +195,7 @@ class LocalBackend(Backend):
             if pod.get("pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(pod["pid"]), signal.SIGKILL)
+            unmount(view_mountpoint(job_dir, int(pod["index"])))  # a view its dead supervisor left mounted
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
 
     # status / list -------------------------------------------------------------------------------------
@@ -338,6 +350,16 @@ class LocalBackend(Backend):
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"trainer.evaluate exited with code {proc.returncode} on {ckpt}:\n{tail}")
         return result
+
+
+def _check_views(seconds: float) -> None:
+    """--shared-cache needs FUSE here: mount one probe view now, so a job never starts that its pods cannot run."""
+    with tempfile.TemporaryDirectory(prefix="jobctl-view-probe-") as tmp:
+        (Path(tmp) / "real").mkdir()
+        try:
+            CachedView(Path(tmp) / "real", Path(tmp) / "view", seconds).start().stop()
+        except ViewError as exc:
+            raise BackendError(f"--shared-cache: {exc}; or submit without --shared-cache", exit_code=2) from None
 
 
 def _container(job: dict[str, Any]) -> dict[str, Any]:

@@ -187,8 +187,18 @@ def termination_log(job_dir: JobDir, index: int) -> Path:
     return Path(tempfile.gettempdir()) / "jobctl-termination" / key / f"pod-{index}"
 
 
-def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int) -> list[PodPlan]:
-    """One PodPlan per index of the rendered Indexed Job."""
+def view_mountpoint(job_dir: JobDir, index: int) -> Path:
+    """Where pod ``index`` sees the shared volume through its own caching view (``--shared-cache``): off the
+    shared volume (a view inside the directory it shows would show itself), one fixed place per index."""
+    key = hashlib.sha256(str(job_dir.root).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "jobctl-views" / key / f"pod-{index}"
+
+
+def plan_pods(
+    objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int, *, views: bool = False
+) -> list[PodPlan]:
+    """One PodPlan per index of the rendered Indexed Job; with ``views`` each pod's shared volume is its
+    ``view_mountpoint`` (the controller mounts a caching view of ``shared`` there before the pod starts)."""
     job = training_job(objects)
     job_name = job["metadata"]["name"]
     namespace = job["metadata"].get("namespace", "default")
@@ -196,9 +206,11 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
     pod_spec = job["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
     config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
-    mounts = _mount_map(container, _volume_dirs(pod_spec, objects, job_dir.local_dir, shared))
+    volume_dirs = _volume_dirs(pod_spec, objects, job_dir.local_dir, shared)
     plans = []
     for index in range(int(job["spec"].get("completions", 1))):
+        view = view_mountpoint(job_dir, index) if views else None
+        mounts = _mount_map(container, {k: view if view and v == shared else v for k, v in volume_dirs.items()})
         pod_name = f"{job_name}-{index}"
         env: dict[str, str] = {Var.POD_INDEX: str(index)}
         for source in container.get("envFrom", []):
