@@ -353,8 +353,9 @@ class CachedView:
                 err.close()
         line = self._first_line(START_TIMEOUT)
         if line != READY:
+            why = self._why(line)
             self.stop()
-            raise ViewError(f"cannot mount a caching view of {self.root} at {self.mountpoint}: {self._why(line)}")
+            raise ViewError(f"cannot mount a caching view of {self.root} at {self.mountpoint}: {why}")
         return self
 
     def _first_line(self, timeout: float) -> str:
@@ -365,12 +366,15 @@ class CachedView:
     def _why(self, line: str) -> str:
         if self.proc is None:
             return "no daemon"
-        if self.proc.poll() is None:
+        try:
+            self.proc.wait(STOP_TIMEOUT)  # it closed its output: it is exiting
+        except subprocess.TimeoutExpired:
             return f"the daemon did not answer within {START_TIMEOUT:g} s"
         text = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
         if self.log:
-            text = self.log.read_text(errors="replace")[-2000:]
-        return (line + "\n" + text).strip() or f"the daemon exited with code {self.proc.returncode}"
+            text = self.log.read_text(errors="replace")
+        said = [line, *text.strip().splitlines()[-3:]]  # its own one-line error comes last
+        return " ".join(part.strip() for part in said if part.strip()) or f"the daemon exited {self.proc.returncode}"
 
     def stop(self) -> None:
         """Unmount and end the daemon (SIGTERM unmounts; SIGKILL and a lazy unmount if it does not end)."""
