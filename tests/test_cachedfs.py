@@ -86,7 +86,7 @@ def test_durations(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["soon", "-1s", "30h", ""])
 def test_bad_durations_name_the_accepted_forms(text: str) -> None:
-    with pytest.raises(ValueError, match="30s|negative"):
+    with pytest.raises(ValueError, match=r"30s|negative"):
         parse_duration(text)
 
 
@@ -223,3 +223,21 @@ def test_shared_cache_is_refused_on_the_k8s_backend(tmp_path: Path) -> None:
     cmd += ["--shared-cache", "30s"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--shared-cache: only the local backend" in done.stderr, done.stderr
+
+
+def test_the_checkpoint_lister_finds_what_status_json_names_through_a_stale_listing(views, tmp_path: Path) -> None:
+    """ckpt/ listed by another node seconds ago misses the newest checkpoint; status.json (opened by name, read
+    afresh) names it, so resume, eval and status still find it, and a pruned one is passed over."""
+    from trainer.ckpt_files import list_checkpoints
+    from trainer.progress import write_status
+
+    real = tmp_path / "real"
+    (real / "rx-1_2.ckpt").write_bytes(b"old")
+    write_status(real / "status.json", state="running", checkpoint=None)  # rank 0 writes it before any save
+    b = views(3600)
+    assert [p.name for p in list_checkpoints(b)] == ["rx-1_2.ckpt"]  # b caches this listing for an hour
+    (real / "rx-1_4.ckpt").write_bytes(b"new")
+    write_status(real / "status.json", checkpoint="/shared/jobs/j/ckpt/rx-1_4.ckpt")  # as rank 0 saw it
+    assert "rx-1_4.ckpt" not in os.listdir(b)
+    assert [p.name for p in list_checkpoints(b)] == ["rx-1_2.ckpt", "rx-1_4.ckpt"]
+    assert list_checkpoints(b, rank=1) == []  # status.json is rank 0's

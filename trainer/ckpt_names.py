@@ -10,6 +10,8 @@ import re
 from typing import NamedTuple
 
 BEST_NAME = "best.ckpt"
+# Rank 0's status.json, beside the checkpoints; its "checkpoint" names the newest one saved (trainer.progress).
+STATUS_NAME = "status.json"
 _NAME_RE = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<epoch>\d+)_(?P<step>\d+)(?:-rank(?P<rank>\d+))?\.ckpt$")
 
 

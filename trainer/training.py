@@ -33,6 +33,7 @@ from trainer import checkpoint as ckpt
 from trainer import compile_cache
 from trainer.async_save import BackgroundSaver
 from trainer.checkpoint import Checkpoint
+from trainer.ckpt_names import STATUS_NAME
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
@@ -44,7 +45,7 @@ from trainer.progress import ThroughputMeter, format_progress, read_status, rest
 from trainer.schedule import learning_rates
 from trainer.scoring import score
 
-STATUS_FILE = "status.json"
+STATUS_FILE = STATUS_NAME
 LOG_SECONDS = 60.0  # a progress line at least this often, so a slow run still shows (and feeds the stall timer)
 STATUS_SECONDS = 10.0  # progress-only status.json rewrites at most this often (each one is an fsync on the volume)
 SINK_STEPS_MAX = 32  # steps per device-side chunk in sink mode (also the stop-agreement granularity)

@@ -1,0 +1,157 @@
+"""Every cross-pod handoff with each pod behind its own NFS-like caching view of the shared volume.
+
+``jobctl submit --backend local --shared-cache T`` gives each local pod its own view (jobctl.cachedfs: attributes,
+lookups both ways and listings cached for T, close-to-open contents), and a "third node" view of the same volume
+serves `jobctl status` and `jobctl eval`. The third view is warmed while the job runs and keeps what it learnt for
+far longer than the job lasts, so its listings of ckpt/ are stale for sure: what it reports must still be the
+newest checkpoint. Needs FUSE (see tests/test_cachedfs.py): without it these fail with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobctl.backends.base import COMPLETE
+from jobctl.backends.local import LocalBackend
+from jobctl.backends.local_pods import view_mountpoint
+from jobctl.cachedfs import CachedView, is_mounted
+from jobctl.jobdir import JobDir
+
+pytestmark = pytest.mark.slow
+JOBCTL = [sys.executable, "-m", "jobctl"]
+POD_CACHE = "10s"
+THIRD_CACHE = 3600.0  # the third node remembers its first look at ckpt/ for the whole test
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "JOBCTL_STOP_GRACE": "3"}
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    path = tmp_path / "shared"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def third(tmp_path: Path, shared: Path) -> Iterator[Path]:
+    """Another node's view of the shared volume, for status and eval."""
+    with CachedView(shared, tmp_path / "node-3", THIRD_CACHE, log=tmp_path / "node-3.log") as view:
+        yield view.mountpoint
+
+
+def submit(name: str, dataset: Path, shared: Path, epochs: int, *extra: str) -> JobDir:
+    cmd = [*JOBCTL, "submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--name", name]
+    cmd += ["--devices-per-node", "1", "--data", str(dataset), "--shared", str(shared), "--shared-cache", POD_CACHE]
+    for key_value in ("arch=resnext_tiny", "image_size=32", "per_batch_size=8", f"max_epoch={epochs}"):
+        cmd += ["--set", key_value]
+    cmd += ["--set", f"T_max={epochs}", "--set", "ckpt_interval=2", "--set", "num_parallel_workers=1", *extra]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return JobDir.of(shared, name)
+
+
+def wait_for_checkpoint(job_dir: JobDir, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not job_dir.has_checkpoints():
+        assert time.monotonic() < deadline, (job_dir.local_dir / "pod-0.log").read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def warm(third: Path, name: str) -> None:
+    """The third node looks at the job once: it now caches ckpt/'s listing (with at most the first checkpoint)."""
+    info = LocalBackend(third).status(name)
+    assert info.checkpoint is not None
+
+
+def finish(shared: Path, name: str) -> list[str]:
+    backend = LocalBackend(shared)
+    phase = backend.wait(name, for_phase=None, timeout=300)
+    logs = [(backend.job_dir(name).local_dir / f"pod-{i}.log").read_text() for i in (0, 1)]
+    assert phase == COMPLETE, logs[0][-3000:] + logs[1][-3000:]
+    return logs
+
+
+def newest_on_the_volume(shared: Path, name: str) -> str:
+    names = [p.name for p in JobDir.of(shared, name).ckpt_dir.glob("resnext_tiny-*_*.ckpt")]
+    return max(names, key=lambda n: int(re.findall(r"_(\d+)\.ckpt$", n)[0]))
+
+
+def status_and_eval_from(third: Path, name: str, dataset: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    flags = ["--backend", "local", "--shared", str(third), "-o", "json"]
+    status = subprocess.run([*JOBCTL, "status", name, *flags], env=env(), capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    cmd = [*JOBCTL, "eval", name, *flags, "--data", str(dataset / "val")]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return json.loads(status.stdout), json.loads(done.stdout)
+
+
+def test_start_then_status_and_eval_from_a_third_view(dataset: Path, shared: Path, third: Path) -> None:
+    job_dir = submit("start", dataset, shared, 3)
+    wait_for_checkpoint(job_dir)
+    warm(third, "start")
+    logs = finish(shared, "start")
+    assert "/jobctl-views/" in logs[0] and "/jobctl-views/" in logs[1]  # each pod wrote through its own view
+    newest = newest_on_the_volume(shared, "start")
+    assert newest == "resnext_tiny-3_12.ckpt"
+    listed = os.listdir(JobDir.of(third, "start").ckpt_dir)
+    assert newest not in listed, "the third view's listing is stale (else this test proves nothing)"
+    status, result = status_and_eval_from(third, "start", dataset)
+    assert status["phase"] == COMPLETE and Path(status["checkpoint"]).name == newest, status
+    assert Path(result["checkpoint"]).name == newest, result
+
+
+def test_in_place_restart_under_caching_views(dataset: Path, shared: Path, third: Path) -> None:
+    """kill -9 of pod 1's trainer: both launchers see the failure marker, meet in attempt 1 in their pods, and
+    every rank resumes from the newest checkpoint (no older one than pod 0 saw)."""
+    job_dir = submit("inplace", dataset, shared, 5)
+    wait_for_checkpoint(job_dir)
+    warm(third, "inplace")
+    saved = job_dir.newest_checkpoint()
+    assert saved is not None
+    worker = re.findall(r"started rank 1 \(pid (\d+)\)", (job_dir.local_dir / "pod-1.log").read_text())[-1]
+    killed = time.monotonic()
+    os.kill(int(worker), 9)
+    logs = finish(shared, "inplace")
+    for rank, log in enumerate(logs):
+        steps = [int(s) for s in re.findall(rf"\[rank {rank}\] rank={rank} resuming from \S+ at step (\d+)", log)]
+        assert steps and steps[0] >= saved.step, log[-3000:]
+    assert "restarting the group in place" in logs[1]
+    state = LocalBackend(shared).read_state(job_dir)
+    assert state is not None and [pod["exit_codes"] for pod in state["pods"]] == [[0], [0]]
+    print(f"in-place restart with {POD_CACHE} views: job done {time.monotonic() - killed:.1f} s after the kill")
+    status, result = status_and_eval_from(third, "inplace", dataset)
+    newest = newest_on_the_volume(shared, "inplace")
+    assert Path(status["checkpoint"]).name == newest and Path(result["checkpoint"]).name == newest
+    assert status["restarts"] == 1
+
+
+def test_pod_replacement_under_caching_views(dataset: Path, shared: Path) -> None:
+    """kill -9 of pod 1's launcher: its view goes with it, a new pod gets a new (cold) view, pod 0 waits in place."""
+    job_dir = submit("replace", dataset, shared, 5)
+    wait_for_checkpoint(job_dir)
+    saved = job_dir.newest_checkpoint()
+    assert saved is not None
+    state = LocalBackend(shared).read_state(job_dir)
+    assert state is not None
+    os.kill(int(state["pods"][1]["pid"]), 9)
+    logs = finish(shared, "replace")
+    state = LocalBackend(shared).read_state(job_dir)
+    assert state is not None and state["pods"][1]["exit_codes"] == [137, 0]
+    assert "restart 1 of 3 after attempt 0" in logs[0]
+    for rank, log in enumerate(logs):
+        steps = [int(s) for s in re.findall(rf"\[rank {rank}\] rank={rank} resuming from \S+ at step (\d+)", log)]
+        assert steps and steps[0] >= saved.step, log[-3000:]
+    assert not any(is_mounted(view_mountpoint(job_dir, index)) for index in (0, 1)), "views unmounted at the end"
