@@ -155,3 +155,54 @@ def test_pod_replacement_under_caching_views(dataset: Path, shared: Path) -> Non
         steps = [int(s) for s in re.findall(rf"\[rank {rank}\] rank={rank} resuming from \S+ at step (\d+)", log)]
         assert steps and steps[0] >= saved.step, log[-3000:]
     assert not any(is_mounted(view_mountpoint(job_dir, index)) for index in (0, 1)), "views unmounted at the end"
+
+
+def test_rank_table_assembly_under_caching_views(tmp_path: Path) -> None:
+    """Two Ascend launchers (rank-table mode, fake device info and trainer) behind their own 5 s views: pod 1
+    starts after pod 0 has listed the attempt, so pod 0's listing misses pod 1's fragment until it expires; both
+    still build the same table in the same attempt."""
+    from tests.test_launch import Launcher, pod_env, seen_by
+
+    real = tmp_path / "real"
+    real.mkdir()
+    annotation = {
+        "pod_name": "t-0",
+        "server_id": "10.0.0.11",
+        "devices": [{"device_id": "4", "device_ip": "192.168.100.4"}],
+    }
+    annotations = tmp_path / "annotations"
+    annotations.write_text(
+        f"ascend.kubectl.kubernetes.io/ascend-910-configuration={json.dumps(json.dumps(annotation))}\n"
+    )
+    hccn = tmp_path / "hccn.conf"
+    hccn.write_text("".join(f"address_{d}=192.168.{100 + d}.12\nnetmask_{d}=255.255.255.0\n" for d in range(8)))
+    common = {"JOBCTL_PLATFORM": "ascend", "JOBCTL_LAUNCHER": "ranktable", "JOBCTL_HCCN_CONF": str(hccn)}
+    common |= {"JOBCTL_DEVICES_PER_POD": "1", "JOBCTL_RENDEZVOUS_TIMEOUT": "60"}
+    with (
+        CachedView(real, tmp_path / "node-0", 5.0, log=tmp_path / "node-0.log") as node0,
+        CachedView(real, tmp_path / "node-1", 5.0, log=tmp_path / "node-1.log") as node1,
+    ):
+        env0 = pod_env(tmp_path, 0, pods=2, JOBCTL_ANNOTATIONS_FILE=str(annotations), **common)
+        env0["JOBCTL_JOB_DIR"] = str(node0.mountpoint / "job")
+        started = time.monotonic()
+        pod0 = Launcher(env0)
+        pod0.wait_for("joining the rendezvous")
+        while not list((real / "job" / "rendezvous").glob("attempt-0/pod-0.json")):  # pod 0 waits in attempt 0
+            assert pod0.proc.poll() is None, pod0.text
+            time.sleep(0.05)
+        env1 = pod_env(tmp_path, 1, pods=2, JOBCTL_ANNOTATIONS_FILE=str(tmp_path / "none"), **common)
+        env1 |= {"JOBCTL_JOB_DIR": str(node1.mountpoint / "job"), "ASCEND_VISIBLE_DEVICES": "6", "NODE_IP": "10.0.0.12"}
+        env1["JOBCTL_MASTER_PORT"] = env0["JOBCTL_MASTER_PORT"]
+        pod1 = Launcher(env1)
+        assert pod0.finish() == 0, pod0.text
+        assert pod1.finish() == 0, pod1.text
+        took = time.monotonic() - started
+    seen = [seen_by(tmp_path, rank) for rank in range(2)]
+    assert seen[0]["table"] == seen[1]["table"]
+    servers = [(s["server_id"], [d["device_id"] for d in s["device"]]) for s in seen[0]["table"]["server_list"]]
+    assert servers == [("10.0.0.11", ["4"]), ("10.0.0.12", ["6"])]
+    tables = [Path(s["env"]["RANK_TABLE_FILE"]) for s in seen]
+    assert [t.parent.name for t in tables] == ["attempt-0", "attempt-0"], "one attempt: no group formed twice"
+    assert tables[0].is_relative_to(node0.mountpoint) and tables[1].is_relative_to(node1.mountpoint)
+    assert sorted(p.name for p in (real / "job" / "rendezvous").iterdir()) == ["attempt-0"]
+    print(f"rank-table start with 5 s views: {took:.1f} s")
