@@ -158,9 +158,9 @@ def test_pod_replacement_under_caching_views(dataset: Path, shared: Path) -> Non
 
 
 def test_rank_table_assembly_under_caching_views(tmp_path: Path) -> None:
-    """Two Ascend launchers (rank-table mode, fake device info and trainer) behind their own 5 s views: pod 1
-    starts after pod 0 has listed the attempt, so pod 0's listing misses pod 1's fragment until it expires; both
-    still build the same table in the same attempt."""
+    """Two Ascend launchers (rank-table mode, fake device info and trainer) behind their own views caching for an
+    hour: pod 1 starts after pod 0 has listed the attempt; pod 0's rendezvous still sees pod 1's fragment at once
+    (fresh listings), both build the same table in the same attempt, well within the cache time."""
     from tests.test_launch import Launcher, pod_env, seen_by
 
     real = tmp_path / "real"
@@ -179,8 +179,8 @@ def test_rank_table_assembly_under_caching_views(tmp_path: Path) -> None:
     common = {"JOBCTL_PLATFORM": "ascend", "JOBCTL_LAUNCHER": "ranktable", "JOBCTL_HCCN_CONF": str(hccn)}
     common |= {"JOBCTL_DEVICES_PER_POD": "1", "JOBCTL_RENDEZVOUS_TIMEOUT": "60"}
     with (
-        CachedView(real, tmp_path / "node-0", 5.0, log=tmp_path / "node-0.log") as node0,
-        CachedView(real, tmp_path / "node-1", 5.0, log=tmp_path / "node-1.log") as node1,
+        CachedView(real, tmp_path / "node-0", 3600, log=tmp_path / "node-0.log") as node0,
+        CachedView(real, tmp_path / "node-1", 3600, log=tmp_path / "node-1.log") as node1,
     ):
         env0 = pod_env(tmp_path, 0, pods=2, JOBCTL_ANNOTATIONS_FILE=str(annotations), **common)
         env0["JOBCTL_JOB_DIR"] = str(node0.mountpoint / "job")
@@ -205,4 +205,35 @@ def test_rank_table_assembly_under_caching_views(tmp_path: Path) -> None:
     assert [t.parent.name for t in tables] == ["attempt-0", "attempt-0"], "one attempt: no group formed twice"
     assert tables[0].is_relative_to(node0.mountpoint) and tables[1].is_relative_to(node1.mountpoint)
     assert sorted(p.name for p in (real / "job" / "rendezvous").iterdir()) == ["attempt-0"]
-    print(f"rank-table start with 5 s views: {took:.1f} s")
+    assert took < 120, f"the start took {took:.1f} s: the rendezvous waited for a cached listing to expire"
+
+
+def test_the_rendezvous_sees_its_peers_at_once_through_hour_long_caches(tmp_path: Path) -> None:
+    """Listings cached for an hour: every rendezvous listing is taken fresh (a probe file of the pod's own), so
+    fragments, failure markers and newer attempts are seen at once; a plain listing of the same view is stale."""
+    from trainer.launcher.rendezvous import Fragment, Rendezvous
+
+    real = tmp_path / "real"
+    real.mkdir()
+    with (
+        CachedView(real, tmp_path / "node-0", 3600, log=tmp_path / "node-0.log") as node0,
+        CachedView(real, tmp_path / "node-1", 3600, log=tmp_path / "node-1.log") as node1,
+    ):
+        pod0 = Rendezvous(node0.mountpoint / "job", 0, poll_seconds=0.05, run_id="run")
+        pod1 = Rendezvous(node1.mountpoint / "job", 1, poll_seconds=0.05, run_id="run")
+        assert pod0.join(Fragment(0)) == 0
+        assert list(pod0.fragments()) == [0]
+        assert os.listdir(pod0.attempt_dir()) == ["pod-0.json"]  # node 0 now caches this listing for an hour
+        assert pod1.join(Fragment(1)) == 0
+        assert os.listdir(pod0.attempt_dir()) == ["pod-0.json"], "the view caches (else this test proves nothing)"
+        began = time.monotonic()
+        assert [f.pod_index for f in pod0.wait_for_all(2, began + 5)] == [0, 1]
+        assert pod1.mark_failed("pod 1: rank 1 exited with code 137")
+        assert pod0.group_failed() is not None and "rank 1 exited" in str(pod0.group_failed())
+        assert pod1.join(Fragment(1)) == 1  # pod 1 restarts in place: attempt 0 is closed for it
+        assert pod0.group_failed() == "a newer attempt 1 exists (a peer restarted or a pod was replaced)"
+        assert pod0.join(Fragment(0)) == 1
+        assert [f.pod_index for f in pod1.wait_for_all(2, time.monotonic() + 5)] == [0, 1]
+        assert time.monotonic() - began < 5
+        leftovers = [p.name for p in (real / "job" / "rendezvous" / "run").rglob(".probe-*")]
+        assert leftovers == []
