@@ -7,6 +7,10 @@ under the Job's rules. The other commands read what it records.
 Everything the other commands need lives in ``<job_dir>/local/``: ``state.json`` (written only by the controller),
 ``supervisor.pid``, ``pod-<i>.log`` (each pod's stdout, appended across replacements), ``volumes/`` (ConfigMap
 files and emptyDirs) and ``work/pod-<i>`` (each pod's working directory).
+
+``submit --shared-cache T`` (``LocalBackend(shared, shared_cache=T)``) gives each pod its own NFS-like caching view
+of the shared directory (jobctl.cachedfs), mounted by the controller for the pod's life; submit first mounts a probe
+view, so a machine without FUSE refuses the job (exit 2) before anything is written.
 """
 
 from __future__ import annotations
