@@ -281,8 +281,9 @@ def _operations_class() -> type:
     return CachingPassthrough
 
 
-def serve(root: Path, mountpoint: Path, seconds: float) -> None:
-    """Mount the view and serve it in this process until it is unmounted or gets SIGTERM."""
+def serve(root: Path, mountpoint: Path, seconds: float, read_only: bool = False) -> None:
+    """Mount the view and serve it in this process until it is unmounted or gets SIGTERM (``read_only``: as an
+    eval pod's read-only mount, every write is refused with EROFS by the kernel)."""
     mfusepy = _mfusepy()
 
     def ready() -> None:
@@ -290,7 +291,10 @@ def serve(root: Path, mountpoint: Path, seconds: float) -> None:
 
     ops = _operations_class()(str(root.resolve()), ClientCache(seconds), ready)
     # One thread: the caches need no lock, and a view serves one pod's few processes.
-    mfusepy.FUSE(ops, str(mountpoint), foreground=True, nothreads=True, fsname=f"cachedfs:{root}", subtype="cachedfs")
+    options: dict[str, Any] = {"fsname": f"cachedfs:{root}", "subtype": "cachedfs"}
+    if read_only:
+        options["ro"] = True
+    mfusepy.FUSE(ops, str(mountpoint), foreground=True, nothreads=True, **options)
 
 
 # Starting and stopping a view ------------------------------------------------------------------------------------
@@ -318,8 +322,11 @@ def unmount(mountpoint: Path) -> None:
 class CachedView:
     """One view: ``root`` seen at ``mountpoint`` with ``seconds`` of caching, served by its own daemon process."""
 
-    def __init__(self, root: Path, mountpoint: Path, seconds: float, log: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, mountpoint: Path, seconds: float, log: Path | None = None, read_only: bool = False
+    ) -> None:
         self.root = Path(root)
+        self.read_only = read_only
         self.mountpoint = Path(mountpoint)
         self.seconds = seconds
         self.log = log
@@ -342,6 +349,7 @@ class CachedView:
             str(self.mountpoint),
             "--cache",
             str(self.seconds),
+            *(["--read-only"] if self.read_only else []),
         ]
         err = self.log.open("ab") if self.log else subprocess.PIPE
         try:
@@ -405,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="the real directory (the shared volume)")
     parser.add_argument("mountpoint", type=Path, help="where this view appears (an empty directory)")
     parser.add_argument("--cache", default="30s", help="cache time T (actimeo=T, lookupcache=all); default 30s")
+    parser.add_argument("--read-only", action="store_true", help="refuse every write (EROFS), as a ro mount")
     args = parser.parse_args(argv)
     try:
-        serve(args.root, args.mountpoint, parse_duration(args.cache))
+        serve(args.root, args.mountpoint, parse_duration(args.cache), args.read_only)
     except (ViewError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -94,14 +94,15 @@ def test_bad_durations_name_the_accepted_forms(text: str) -> None:
 
 
 @pytest.fixture
-def views(tmp_path: Path) -> Iterator[Callable[[float], Path]]:
+def views(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """``views(seconds)`` mounts one more view of ``tmp_path/real``; all are unmounted afterwards."""
     real = tmp_path / "real"
     real.mkdir()
     mounted: list[CachedView] = []
 
-    def mount(seconds: float) -> Path:
-        view = CachedView(real, tmp_path / f"view-{len(mounted)}", seconds, log=tmp_path / f"view-{len(mounted)}.log")
+    def mount(seconds: float, read_only: bool = False) -> Path:
+        log = tmp_path / f"view-{len(mounted)}.log"
+        view = CachedView(real, tmp_path / f"view-{len(mounted)}", seconds, log=log, read_only=read_only)
         mounted.append(view.start())
         return view.mountpoint
 
@@ -234,10 +235,27 @@ def test_the_checkpoint_lister_finds_what_status_json_names_through_a_stale_list
     real = tmp_path / "real"
     (real / "rx-1_2.ckpt").write_bytes(b"old")
     write_status(real / "status.json", state="running", checkpoint=None)  # rank 0 writes it before any save
-    b = views(3600)
+    b = views(3600, read_only=True)  # as an eval pod's mount: no probe file, so a listing can be stale
     assert [p.name for p in list_checkpoints(b)] == ["rx-1_2.ckpt"]  # b caches this listing for an hour
     (real / "rx-1_4.ckpt").write_bytes(b"new")
     write_status(real / "status.json", checkpoint="/shared/jobs/j/ckpt/rx-1_4.ckpt")  # as rank 0 saw it
     assert "rx-1_4.ckpt" not in os.listdir(b)
     assert [p.name for p in list_checkpoints(b)] == ["rx-1_2.ckpt", "rx-1_4.ckpt"]
     assert list_checkpoints(b, rank=1) == []  # status.json is rank 0's
+
+
+def test_a_writable_reader_lists_checkpoints_fresh_and_a_read_only_view_refuses_writes(views, tmp_path: Path) -> None:
+    """fresh_listdir: the probe file is this client's own change, after which it re-reads the listing."""
+    from trainer.ckpt_files import list_checkpoints
+    from trainer.files import fresh_listdir
+
+    real = tmp_path / "real"
+    b, ro = views(3600), views(3600, read_only=True)
+    assert os.listdir(b) == [] and list_checkpoints(b) == [] and os.listdir(ro) == []
+    (real / "rx-1_2.ckpt").write_bytes(b"x")
+    assert os.listdir(b) == [] and os.listdir(ro) == []  # both cache the empty listing
+    assert fresh_listdir(b) == ["rx-1_2.ckpt"] and [p.name for p in list_checkpoints(b)] == ["rx-1_2.ckpt"]
+    assert fresh_listdir(ro) == []  # cannot write its probe: as stale as its cache
+    with pytest.raises(OSError, match="Read-only"):
+        (ro / "x").write_text("")
+    assert sorted(os.listdir(real)) == ["rx-1_2.ckpt"], "no probe file left behind"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from trainer.ckpt_names import STATUS_NAME, parse_checkpoint_name
+from trainer.files import fresh_listdir
 
 CORRUPT_SUFFIX = ".corrupt"
 _FIELD_1_BYTES = 0x0A  # protobuf key: field number 1, wire type 2 (length-delimited)
@@ -32,13 +33,17 @@ def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
     """``rank``'s step checkpoints in ``directory``, oldest first (by global step); best.ckpt, temporaries and
     set-aside ``*.corrupt`` files excluded.
 
-    On a shared volume seen through a client cache (NFS), the listing may be older than the newest checkpoint by
-    the cache time; status.json, opened by name, is read afresh (close-to-open), so the checkpoint it names joins
-    the list: a reader never picks an older state than rank 0 has reported."""
+    On a shared volume seen through a client cache (NFS) a listing may be older than the newest checkpoint by the
+    cache time: it is taken fresh where the reader may write (:func:`trainer.files.fresh_listdir`), and the
+    checkpoint that status.json names (opened by name, so read afresh: close-to-open) joins it, also for a
+    read-only reader: no reader picks an older state than rank 0 has reported."""
     root = Path(directory)
     if not root.is_dir():
         return []
-    names = {path.name for path in root.iterdir()}
+    try:
+        names = set(fresh_listdir(root))
+    except FileNotFoundError:
+        return []
     if rank == 0:
         names.update(_named_in_status(root))
     found = []

@@ -10,11 +10,11 @@ written to a temporary name and renamed, so a reader never sees half a file. Not
 ever read.
 
 On NFS each node caches directory listings for up to ``acdirmax`` (60 s by default), which would delay every step
-of the protocol by that much. Every listing here is therefore taken fresh (:func:`fresh_listdir`): the pod first
-creates and removes a probe file of its own in the directory, a change its client made itself, after which the
-client reads the listing from the server again (Linux NFS invalidates a directory's cached pages when its own
-create or unlink there changes the directory). Probe names match none of the patterns below. Where the probe
-cannot be written (a read-only or full volume) the listing may be up to the cache time old: that delays a
+of the protocol by that much. Every listing here is therefore taken fresh (``trainer.files.fresh_listdir``): the
+pod first creates and removes a probe file of its own in the directory, a change its client made itself, after
+which the client reads the listing from the server again (Linux NFS invalidates a directory's cached pages when
+its own create or unlink there changes the directory). Probe names match none of the patterns below. Where the
+probe cannot be written (a read-only or full volume) the listing may be up to the cache time old: that delays a
 decision, it never changes one (the attempt number is decided by ``mkdir``).
 
 Pure Python; no MindSpore.
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.files import utc_timestamp, write_atomic
+from trainer.files import fresh_listdir, utc_timestamp, write_atomic
 from trainer.launcher.contract import Var
 from trainer.launcher.ranktable import RankTable, build_table, server_from_fragment
 
@@ -265,22 +265,6 @@ class Rendezvous:
         path = self.attempt_dir() / f"hccl-pod-{self.pod_index}.json"
         write_atomic(path, table.to_json())
         return path, table
-
-
-def fresh_listdir(directory: Path, probe: str) -> list[str]:
-    """``os.listdir`` that a caching NFS client answers from the server: creating and removing ``probe`` in the
-    directory first is this client's own change, which drops its cached listing. FileNotFoundError as listdir."""
-    path = directory / probe
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    except FileNotFoundError:
-        raise
-    except OSError:
-        pass  # read-only or full: a plain listing, possibly as old as the cache time
-    else:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    return os.listdir(directory)
 
 
 def _names(pods: list[int]) -> str:
