@@ -16,6 +16,11 @@ detection (kill -> the first launcher/jobctl line), stopping the survivors (-> t
 start (-> the trainer's ``MindSpore loaded`` line: spawn, interpreter, imports), set-up (cluster, data, model),
 checkpoint load and graph compile (the trainer's own figures) and the first step (-> its progress line). The
 machine may be shared with other work: repeat (``--repeat``) to see the spread. Last line: one JSON object.
+
+``--shared-cache N`` (``make bench`` passes 30) runs everything twice, side by side: with the pods on the shared
+directory itself, and with each pod behind its own NFS-like view caching listings, lookups and attributes for N s
+(``jobctl submit --shared-cache``; jobctl.cachedfs, needs FUSE). Each job's start-up is timed too: from submit to
+the first progress line, and its rendezvous (the last pod's ``joining`` -> the last ``all N pod(s) joined``).
 """
 
 from __future__ import annotations
