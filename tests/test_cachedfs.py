@@ -229,8 +229,8 @@ def test_shared_cache_is_refused_on_the_k8s_backend(tmp_path: Path) -> None:
 def test_the_checkpoint_lister_finds_what_status_json_names_through_a_stale_listing(views, tmp_path: Path) -> None:
     """ckpt/ listed by another node seconds ago misses the newest checkpoint; status.json (opened by name, read
     afresh) names it, so resume, eval and status still find it, and a pruned one is passed over."""
-    from trainer.ckpt_files import list_checkpoints
-    from trainer.progress import write_status
+    from contract.ckpt_files import list_checkpoints
+    from contract.progress import write_status
 
     real = tmp_path / "real"
     (real / "rx-1_2.ckpt").write_bytes(b"old")
@@ -246,8 +246,8 @@ def test_the_checkpoint_lister_finds_what_status_json_names_through_a_stale_list
 
 def test_a_writable_reader_lists_checkpoints_fresh_and_a_read_only_view_refuses_writes(views, tmp_path: Path) -> None:
     """fresh_listdir: the probe file is this client's own change, after which it re-reads the listing."""
-    from trainer.ckpt_files import list_checkpoints
-    from trainer.files import fresh_listdir
+    from contract.ckpt_files import list_checkpoints
+    from contract.files import fresh_listdir
 
     real = tmp_path / "real"
     b, ro = views(3600), views(3600, read_only=True)

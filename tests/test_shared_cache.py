@@ -23,7 +23,7 @@ import pytest
 
 from jobctl.backends.base import COMPLETE
 from jobctl.backends.local import LocalBackend
-from jobctl.backends.local_pods import view_mountpoint
+from jobctl.backends.local.pods import view_mountpoint
 from jobctl.cachedfs import CachedView, is_mounted
 from jobctl.jobdir import JobDir
 
@@ -211,7 +211,7 @@ def test_rank_table_assembly_under_caching_views(tmp_path: Path) -> None:
 def test_the_rendezvous_sees_its_peers_at_once_through_hour_long_caches(tmp_path: Path) -> None:
     """Listings cached for an hour: every rendezvous listing is taken fresh (a probe file of the pod's own), so
     fragments, failure markers and newer attempts are seen at once; a plain listing of the same view is stale."""
-    from trainer.launcher.rendezvous import Fragment, Rendezvous
+    from contract.rendezvous import Fragment, Rendezvous
 
     real = tmp_path / "real"
     real.mkdir()
