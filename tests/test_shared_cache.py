@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from jobctl.backends.base import COMPLETE
-from jobctl.backends.local import LocalBackend
+from jobctl.backends.local.backend import LocalBackend
 from jobctl.backends.local.pods import view_mountpoint
 from jobctl.cachedfs import CachedView, is_mounted
 from jobctl.jobdir import JobDir
