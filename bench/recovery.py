@@ -16,6 +16,11 @@ detection (kill -> the first launcher/jobctl line), stopping the survivors (-> t
 start (-> the trainer's ``MindSpore loaded`` line: spawn, interpreter, imports), set-up (cluster, data, model),
 checkpoint load and graph compile (the trainer's own figures) and the first step (-> its progress line). The
 machine may be shared with other work: repeat (``--repeat``) to see the spread. Last line: one JSON object.
+
+``--shared-cache N`` (``make bench`` passes 30) runs everything twice, side by side: with the pods on the shared
+directory itself, and with each pod behind its own NFS-like view caching listings, lookups and attributes for N s
+(``jobctl submit --shared-cache``; jobctl.cachedfs, needs FUSE). Each job's start-up is timed too: from submit to
+the first progress line, and its rendezvous (the last pod's ``joining`` -> the last ``all N pod(s) joined``).
 """
 
 from __future__ import annotations
@@ -104,12 +109,13 @@ def jobctl(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def submit(shared: Path, data: Path, layout: JobLayout) -> None:
+def submit(shared: Path, data: Path, layout: JobLayout, shared_cache: float = 0.0) -> None:
     env = dict(os.environ)
     env.setdefault(COMPILE_CACHE_ENABLE, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
     env.setdefault(COMPILE_CACHE_PATH, str(layout.root / CACHE_DIR))
     args = ["submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--devices-per-node", "1"]
     args += ["--name", JOB, "--data", str(data), "--shared", str(shared), "--replace", "--max-restarts", "10"]
+    args += ["--shared-cache", f"{shared_cache:g}s"]
     for item in TRAIN:
         args += ["--set", item]
     jobctl(*args, env=env)
@@ -197,40 +203,66 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="kills per path and cache setting")
     parser.add_argument("--timeline", action="store_true", help="print each recovery's log lines, timed")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
+    parser.add_argument(
+        "--shared-cache",
+        type=float,
+        default=0.0,
+        help="also run every path with each pod behind an NFS-like view caching this many seconds (needs FUSE)",
+    )
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
+    starts: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
         data = make_data(Path(tmp) / "synth")
         shared = Path(tmp) / "shared"
         layout = JobLayout.of(shared, JOB)
-        for path in args.paths.split(","):
-            submit(shared, data, layout)
-            follower = Follower([layout.local_dir / "pod-0.log", layout.local_dir / "pod-1.log"])
-            try:
-                for _ in range(args.repeat):
-                    for cached in (False, True):
-                        runs.append(recover(path, layout, follower, cached, args.timeout, args.timeline))
-                        print(json.dumps(runs[-1]), flush=True)
-            finally:
-                subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])
-    report(runs)
+        for seconds in dict.fromkeys([0.0, args.shared_cache]):
+            for path in args.paths.split(","):
+                began = time.monotonic()
+                submit(shared, data, layout, seconds)
+                follower = Follower([layout.local_dir / "pod-0.log", layout.local_dir / "pod-1.log"])
+                try:
+                    starts.append({"path": path, "shared_cache": seconds, **start_up(follower, began, args.timeout)})
+                    print(json.dumps(starts[-1]), flush=True)
+                    for _ in range(args.repeat):
+                        for cached in (False, True):
+                            run = recover(path, layout, follower, cached, args.timeout, args.timeline)
+                            runs.append({**run, "shared_cache": seconds})
+                            print(json.dumps(runs[-1]), flush=True)
+                finally:
+                    subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])
+    report(runs, starts)
     return 0
 
 
-def report(runs: list[dict[str, Any]]) -> None:
+def start_up(follower: Follower, began: float, timeout: float) -> dict[str, float]:
+    """Seconds from `jobctl submit` to the first progress line, and the rendezvous: from the last pod's `joining`
+    to the last pod's `all N pod(s) joined` (what a stale listing of the attempt delays)."""
+    first = follower.wait_for(r"\[rank 0\] rank=0 epoch=", timeout)
+    joining = [t for t, _, line in follower.lines if "joining the rendezvous" in line]
+    joined = [t for t, _, line in follower.lines if re.search(r"\[launcher\] attempt 0: all \d+ pod\(s\) joined", line)]
+    return {"start_total": first[0] - began, "start_rendezvous": max(joined) - max(joining)}
+
+
+def report(runs: list[dict[str, Any]], starts: list[dict[str, Any]]) -> None:
     print("recovery on the local backend, 2 pods x 1 rank, resnext_tiny (machine shared: median, min-max)")
     summary: dict[str, Any] = {}
-    for path in dict.fromkeys(r["path"] for r in runs):
-        for cached in (False, True):
-            mine = [r for r in runs if r["path"] == path and r["cache"] == cached]
-            if not mine:
-                continue
-            key = f"{path}/{'cache' if cached else 'no-cache'}"
-            summary[key] = {k: _spread([r[k] for r in mine]) for k in ("total", *PHASES)}
-            cells = "  ".join(f"{k} {summary[key][k]}" for k in ("total", *PHASES))
-            print(f"  {key:18s} {cells}")
-            print(f"  {'':18s} the resumed attempt's compile cache: {mine[-1]['cache_seen']}")
-    print(json.dumps({"runs": runs, "summary": summary}))
+    for start in starts:
+        key = f"start/{start['path']}/shared-cache {start['shared_cache']:g}s"
+        summary[key] = {k: f"{start[k]:.2f}" for k in ("start_total", "start_rendezvous")}
+        print(f"  {key:32s} submit->first step {start['start_total']:.2f}  rendezvous {start['start_rendezvous']:.2f}")
+    for seconds in dict.fromkeys(r["shared_cache"] for r in runs):
+        for path in dict.fromkeys(r["path"] for r in runs):
+            for cached in (False, True):
+                mine = [r for r in runs if (r["path"], r["cache"], r["shared_cache"]) == (path, cached, seconds)]
+                if not mine:
+                    continue
+                key = f"{path}/{'cache' if cached else 'no-cache'}/shared-cache {seconds:g}s"
+                summary[key] = {k: _spread([r[k] for r in mine]) for k in ("total", *PHASES)}
+                cells = "  ".join(f"{k} {summary[key][k]}" for k in ("total", *PHASES))
+                print(f"  {key:32s} {cells}")
+                print(f"  {'':32s} the resumed attempt's compile cache: {mine[-1]['cache_seen']}")
+    print(json.dumps({"runs": runs, "starts": starts, "summary": summary}))
 
 
 def _spread(values: list[float]) -> str:

@@ -14,12 +14,15 @@ that the load would find truncated.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from contract.ckpt_names import parse_checkpoint_name
+from contract.files import fresh_listdir
+from contract.layout import STATUS_FILE
 
 CORRUPT_SUFFIX = ".corrupt"
 _FIELD_1_BYTES = 0x0A  # protobuf key: field number 1, wire type 2 (length-delimited)
@@ -29,16 +32,37 @@ _CRC_TRAILER_SIZE = len(_CRC_TRAILER) + 10
 
 def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
     """``rank``'s step checkpoints in ``directory``, oldest first (by global step); best.ckpt, temporaries and
-    set-aside ``*.corrupt`` files excluded."""
+    set-aside ``*.corrupt`` files excluded.
+
+    On a shared volume seen through a client cache (NFS) a listing may be older than the newest checkpoint by the
+    cache time: it is taken fresh where the reader may write (:func:`contract.files.fresh_listdir`), and the
+    checkpoint that status.json names (opened by name, so read afresh: close-to-open) joins it, also for a
+    read-only reader: no reader picks an older state than rank 0 has reported."""
     root = Path(directory)
     if not root.is_dir():
         return []
+    try:
+        names = set(fresh_listdir(root))
+    except FileNotFoundError:
+        return []
+    if rank == 0:
+        names.update(_named_in_status(root))
     found = []
-    for path in root.iterdir():
-        parsed = parse_checkpoint_name(path.name)
-        if parsed and parsed.rank == rank and path.is_file():
-            found.append((parsed.step, parsed.epoch, path))
+    for name in names:
+        parsed = parse_checkpoint_name(name)
+        if parsed and parsed.rank == rank and (root / name).is_file():
+            found.append((parsed.step, parsed.epoch, root / name))
     return [path for _, _, path in sorted(found)]
+
+
+def _named_in_status(root: Path) -> list[str]:
+    """The file name of status.json's ``checkpoint`` (a path as its writer saw it), if any."""
+    try:
+        status = json.loads((root / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    named = status.get("checkpoint") if isinstance(status, dict) else None
+    return [os.path.basename(named)] if isinstance(named, str) and named else []
 
 
 def incomplete_reason(path: str | Path) -> str | None:

@@ -4,10 +4,12 @@
   one, and the new one survives a crash once the call returns.
 - :func:`utc_timestamp`: the one timestamp format of status files and logs (ISO 8601 UTC, seconds).
 - :class:`DiskFullError`: a write that ran out of space or quota, reported as one line instead of a traceback.
+- :func:`fresh_listdir`: a directory listing that a caching NFS client takes from the server, not from its cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -70,3 +72,22 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     fsync_dir(target.parent)
+
+
+def fresh_listdir(directory: str | Path, probe: str = "") -> list[str]:
+    """``os.listdir`` that a caching NFS client answers from the server: it first creates and removes a probe file
+    (``probe``, default ``.probe-<pid>``; a name no reader parses) in the directory, and a Linux NFS client drops a
+    directory's cached listing after its own change there (other nodes' new files show at once, not after
+    acdirmin..acdirmax). Where the probe cannot be written (read-only or full volume) the listing may be as old as
+    the cache time. FileNotFoundError as listdir's."""
+    path = Path(directory) / (probe or f".probe-{os.getpid()}")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except FileNotFoundError:
+        raise
+    except OSError:
+        pass
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return os.listdir(directory)

@@ -9,6 +9,14 @@ since been superseded moves on, and so does one that is waiting when that happen
 written to a temporary name and renamed, so a reader never sees half a file. Nothing from an earlier attempt is
 ever read.
 
+On NFS each node caches directory listings for up to ``acdirmax`` (60 s by default), which would delay every step
+of the protocol by that much. Every listing here is therefore taken fresh (``contract.files.fresh_listdir``): the
+pod first creates and removes a probe file of its own in the directory, a change its client made itself, after
+which the client reads the listing from the server again (Linux NFS invalidates a directory's cached pages when
+its own create or unlink there changes the directory). Probe names match none of the patterns below. Where the
+probe cannot be written (a read-only or full volume) the listing may be up to the cache time old: that delays a
+decision, it never changes one (the attempt number is decided by ``mkdir``).
+
 Pure Python; no MindSpore.
 """
 
@@ -26,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.env import Var
-from contract.files import utc_timestamp, write_atomic
+from contract.files import fresh_listdir, utc_timestamp, write_atomic
 from contract.ranktable import RankTable, build_table, server_from_fragment
 
 _ATTEMPT = re.compile(r"^attempt-(\d+)$")
@@ -82,12 +90,13 @@ class Rendezvous:
         self.pod_index = pod_index
         self.poll_seconds = poll_seconds
         self.attempt: int | None = None
+        self.probe = f".probe-{pod_index}-{os.getpid()}"  # this process's own: no other writer, nothing parses it
 
     # --- reading the directory --------------------------------------------------------------------------
 
     def attempts(self) -> list[int]:
         try:
-            names = os.listdir(self.root)
+            names = fresh_listdir(self.root, self.probe)
         except FileNotFoundError:
             return []
         return sorted(int(m.group(1)) for n in names if (m := _ATTEMPT.match(n)))
@@ -104,7 +113,7 @@ class Rendezvous:
 
     def _markers(self, attempt: int, kind: str) -> list[int]:
         try:
-            names = os.listdir(self.attempt_dir(attempt))
+            names = fresh_listdir(self.attempt_dir(attempt), self.probe)
         except FileNotFoundError:
             return []
         return sorted(int(m.group(2)) for n in names if (m := _MARKER.match(n)) and m.group(1) == kind)
@@ -126,7 +135,7 @@ class Rendezvous:
         d = self.attempt_dir(attempt)
         found: dict[int, Fragment] = {}
         try:
-            names = os.listdir(d)
+            names = fresh_listdir(d, self.probe)
         except FileNotFoundError:
             return found
         for name in names:

@@ -160,17 +160,37 @@ def resolve_backend(backend: BackendName | None, context: str | None) -> Backend
 
 
 def make_backend(
-    backend: BackendName | None, namespace: str | None, context: str | None, shared: str | None
+    backend: BackendName | None,
+    namespace: str | None,
+    context: str | None,
+    shared: str | None,
+    shared_cache: float = 0.0,
 ) -> Backend:
     if resolve_backend(backend, context) is BackendName.local:
         from jobctl.backends.local.backend import LocalBackend
 
-        return LocalBackend(local_shared(shared or DEFAULT_SHARED))
+        return LocalBackend(local_shared(shared or DEFAULT_SHARED), shared_cache)
     from jobctl import platforms
     from jobctl.backends.k8s.backend import K8sBackend, api_client, default_namespace
 
     client = api_client(context)
     return K8sBackend(client, namespace or default_namespace(context, platforms.DEFAULT_NAMESPACE))
+
+
+def cache_seconds(text: str, backend: BackendName) -> float:
+    """--shared-cache DURATION -> seconds (0: off); only the local backend has views to cache in."""
+    from jobctl.cachedfs import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise bad_input(f"--shared-cache: {exc}") from None
+    if seconds > 0 and backend is not BackendName.local:
+        raise bad_input(
+            "--shared-cache: only the local backend mounts caching views (a cluster's storage caches by itself); "
+            "drop the flag or pass --backend local"
+        )
+    return seconds
 
 
 def key_values(items: list[str] | None, flag: str, example: str = "NCCL_DEBUG=INFO") -> dict[str, str]:

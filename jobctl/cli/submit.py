@@ -18,6 +18,7 @@ from jobctl.cli.common import (
     OutputOpt,
     app,
     build_spec,
+    cache_seconds,
     fail_cleanly,
     make_backend,
     print_objects,
@@ -73,6 +74,14 @@ def submit(
     replace: Annotated[bool, typer.Option("--replace", help="delete an earlier job of this name first")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="stream logs until the job ends; exit 1 if it failed")] = False,
     out: OutputOpt = Format.table,
+    shared_cache: Annotated[
+        str,
+        typer.Option(
+            "--shared-cache",
+            help="local backend: each pod sees --shared through its own view with NFS-like caching for this "
+            "long (e.g. 30s; 0 = off), to rehearse NFS storage; needs FUSE (docs/INTERFACES.md)",
+        ),
+    ] = "0",
 ) -> None:
     """Validate a job, create it, and print how to follow it."""
     from jobctl.render import DEFAULT_KUBE_VERSION
@@ -86,7 +95,7 @@ def submit(
         shown = Format.json if out is Format.json else Format.yaml
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), shown)
         return
-    runner = make_backend(backend, spec.namespace, context, job.shared)
+    runner = make_backend(backend, spec.namespace, context, job.shared, cache_seconds(shared_cache, backend))
     version = kube_version or target_version(runner)
     objects = render_checked(spec, version)
     message = runner.submit(spec, objects, resume=resume, replace=replace)

@@ -7,6 +7,10 @@ under the Job's rules. The other commands read what it records.
 Everything the other commands need lives in ``<job_dir>/local/``: ``state.json`` (written only by the controller),
 ``controller.pid``, ``pod-<i>.log`` (each pod's stdout, appended across replacements), ``volumes/`` (ConfigMap
 files and emptyDirs) and ``work/pod-<i>`` (each pod's working directory).
+
+``submit --shared-cache T`` (``LocalBackend(shared, shared_cache=T)``) gives each pod its own NFS-like caching view
+of the shared directory (jobctl.cachedfs), mounted by the controller for the pod's life; submit first mounts a probe
+view, so a machine without FUSE refuses the job (exit 2) before anything is written.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -54,7 +59,9 @@ from jobctl.backends.local.pods import (
     find_kind,
     plan_pods,
     training_job,
+    view_mountpoint,
 )
+from jobctl.cachedfs import CachedView, ViewError, unmount
 from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
 from jobctl.platforms import platform_info
 from jobctl.spec import train_config
@@ -66,8 +73,9 @@ if TYPE_CHECKING:
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, shared: str | Path) -> None:
+    def __init__(self, shared: str | Path, shared_cache: float = 0.0) -> None:
         self.shared = Path(shared).resolve()
+        self.shared_cache = shared_cache  # submit: seconds of NFS-like caching per pod's view (jobctl.cachedfs)
 
     def job_dir(self, name: str) -> JobDir:
         return JobDir.of(self.shared, name)
@@ -137,6 +145,8 @@ class LocalBackend(Backend):
         if resume and job_dir.has_checkpoints():
             _check_resumable(job_dir, spec)
         _check_batch_fits(spec)
+        if self.shared_cache > 0:
+            _check_views(self.shared_cache)
         config_map = _config_map_data(objects)
         existed = job_dir.exists()
         try:
@@ -161,7 +171,12 @@ class LocalBackend(Backend):
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
         job_dir.local_dir.mkdir(parents=True)
         training_job(objects)["metadata"]["uid"] = str(uuid.uuid4())  # as the API server assigns one on create
-        meta = {"objects": objects, "shared": str(self.shared), "submitted": utc_timestamp()}
+        meta = {
+            "objects": objects,
+            "shared": str(self.shared),
+            "shared_cache": self.shared_cache,
+            "submitted": utc_timestamp(),
+        }
         write_atomic(job_dir.local_dir / "job.json", json.dumps(meta, indent=1))
         plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
         with (job_dir.local_dir / "controller.log").open("ab") as log:
@@ -191,6 +206,7 @@ class LocalBackend(Backend):
             if pod.get("pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(pod["pid"]), signal.SIGKILL)
+            unmount(view_mountpoint(job_dir, int(pod["index"])))  # a view its dead supervisor left mounted
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
 
     # status / list -------------------------------------------------------------------------------------
@@ -355,6 +371,16 @@ class LocalBackend(Backend):
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"trainer.evaluate exited with code {proc.returncode} on {ckpt}:\n{tail}")
         return result
+
+
+def _check_views(seconds: float) -> None:
+    """--shared-cache needs FUSE here: mount one probe view now, so a job never starts that its pods cannot run."""
+    with tempfile.TemporaryDirectory(prefix="jobctl-view-probe-") as tmp:
+        (Path(tmp) / "real").mkdir()
+        try:
+            CachedView(Path(tmp) / "real", Path(tmp) / "view", seconds).start().stop()
+        except ViewError as exc:
+            raise BackendError(f"--shared-cache: {exc}; or submit without --shared-cache", exit_code=2) from None
 
 
 def _config_map_data(objects: list[dict[str, Any]]) -> dict[str, str]:

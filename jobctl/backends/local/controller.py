@@ -37,7 +37,9 @@ from jobctl.backends.local.pods import (
     plan_pods,
     termination_log,
     training_job,
+    view_mountpoint,
 )
+from jobctl.cachedfs import CachedView, ViewError
 from jobctl.jobdir import JobDir, write_atomic
 
 STATE_WRITE_TRIES = 10
@@ -47,14 +49,19 @@ RESERVE_BYTES = 256 * 1024  # the final state on a full volume: the trainers' cl
 class LocalJobController:
     """Runs one job's pods as local process groups under the rendered Job's rules; state in local/state.json."""
 
-    def __init__(self, job_dir: JobDir, objects: list[dict[str, Any]], shared: Path) -> None:
+    def __init__(self, job_dir: JobDir, objects: list[dict[str, Any]], shared: Path, shared_cache: float = 0.0) -> None:
         self.job_dir = job_dir
+        self.shared = shared
+        # > 0: each pod sees the shared volume through its own caching view (jobctl.cachedfs), mounted for the
+        # pod's life; the controller itself plays the API server and reads the real directory.
+        self.shared_cache = shared_cache
+        self.views: dict[int, CachedView] = {}
         self.job = training_job(objects)
         self.rules = FailureRules.from_job(self.job)
         grace = self.job["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", MAX_GRACE_SECONDS)
         self.grace = min(float(grace), MAX_GRACE_SECONDS)
         self.port = free_port()
-        self.plans = plan_pods(objects, job_dir, shared, self.port)
+        self.plans = plan_pods(objects, job_dir, shared, self.port, views=shared_cache > 0)
         self.pods = [PodState(plan.index, plan.name) for plan in self.plans]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restart_at: dict[int, float] = {}
@@ -122,6 +129,14 @@ class LocalJobController:
         message = termination_log(self.job_dir, index)
         message.unlink(missing_ok=True)  # a new container, a new message
         message.parent.mkdir(parents=True, exist_ok=True)
+        if self.shared_cache > 0:  # a new pod on a "node" of its own: a new view, with cold caches
+            view = CachedView(
+                self.shared,
+                view_mountpoint(self.job_dir, index),
+                self.shared_cache,
+                log=self.job_dir.local_dir / f"view-{index}.log",
+            )
+            self.views[index] = view.start()
         with self.pod_log(index).open("ab") as log:
             # Counted as Kubernetes' restartCount (from 0); "attempt" is the launcher's word for a group attempt.
             restarts = len(pod.exit_codes)
@@ -167,6 +182,7 @@ class LocalJobController:
             if returncode is None:
                 continue
             del self.procs[index]
+            self.stop_view(index)
             code = exit_code_of(returncode)
             pod = self.pods[index]
             pod.exit_codes.append(code)
@@ -175,6 +191,11 @@ class LocalJobController:
             pod.message = _read_message(termination_log(self.job_dir, index)) if code else None
             done.append((index, code))
         return done
+
+    def stop_view(self, index: int) -> None:
+        view = self.views.pop(index, None)
+        if view is not None:
+            view.stop()
 
     def fail(self, reason: str, message: str) -> None:
         self.phase, self.reason, self.message = FAILED, reason, message
@@ -227,10 +248,14 @@ class LocalJobController:
             while self.phase == RUNNING:
                 self.step()
                 time.sleep(POLL_SECONDS)
+        except ViewError as exc:  # a pod's view could not be mounted (FUSE gone since submit checked it)
+            self.fail("SharedCacheError", str(exc))
         except Exception as exc:  # never leave pods running without a controller
             self.fail("ControllerError", f"the local controller failed: {exc!r} (see local/controller.log)")
             raise
         finally:
+            for index in list(self.views):
+                self.stop_view(index)
             self.finished = utc_timestamp()
             self.write_final_state()
         return 0 if self.phase == COMPLETE else 1
@@ -270,7 +295,8 @@ def _read_message(path: Path) -> str | None:
 def run_controller(root: Path) -> int:
     job_dir = JobDir(root)
     meta = json.loads((job_dir.local_dir / "job.json").read_text())
-    return LocalJobController(job_dir, meta["objects"], Path(meta["shared"])).run()
+    shared_cache = float(meta.get("shared_cache") or 0.0)
+    return LocalJobController(job_dir, meta["objects"], Path(meta["shared"]), shared_cache).run()
 
 
 # The backend (runs in the CLI) -----------------------------------------------------------------------------

@@ -77,13 +77,34 @@ def termination_log(job_dir: JobDir, index: int) -> Path:
     return Path(tempfile.gettempdir()) / "jobctl-termination" / key / f"pod-{index}"
 
 
-def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int) -> list[PodPlan]:
+def view_mountpoint(job_dir: JobDir, index: int) -> Path:
+    """Where pod ``index`` sees the shared volume through its own caching view (``--shared-cache``): off the
+    shared volume (a view inside the directory it shows would show itself), one fixed place per index."""
+    key = hashlib.sha256(str(job_dir.root).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "jobctl-views" / key / f"pod-{index}"
+
+
+def _through(source: Path, shared: Path, view: Path | None) -> str:
+    """A mount's local folder; one on the shared volume seen through the pod's view when it has one."""
+    if view is not None and source.is_relative_to(shared):
+        return str(view / source.relative_to(shared))
+    return str(source)
+
+
+def plan_pods(
+    objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, master_port: int, *, views: bool = False
+) -> list[PodPlan]:
     """One PodPlan per index of the rendered Indexed Job: the interpreter's pods, with in-pod paths mapped to
-    the local folders behind their mounts (longest mount path first, so /data/train wins over /data)."""
+    the local folders behind their mounts (longest mount path first, so /data/train wins over /data); with
+    ``views`` each pod's shared volume is its ``view_mountpoint`` (the controller mounts a caching view of
+    ``shared`` there before the pod starts)."""
     where = Volumes(scratch=job_dir.local_dir, host_dirs={}, claim_dir=shared, empty_dirs=True)
     plans = []
     for pod in interpret(objects, where):
-        mounts = sorted(((m.path, str(m.source)) for m in pod.mounts if m.source), key=lambda m: -len(m[0]))
+        view = view_mountpoint(job_dir, pod.index) if views else None
+        mounts = sorted(
+            ((m.path, _through(m.source, shared, view)) for m in pod.mounts if m.source), key=lambda m: -len(m[0])
+        )
         env = {key: map_path(value, mounts) for key, value in pod.env.items()}
         # Pod 0 is this machine; several local jobs may run at once, so each gets its own port.
         env[Var.MASTER_ADDR] = LOCALHOST
