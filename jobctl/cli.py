@@ -133,10 +133,12 @@ def volume_flags(field: str, value: str | None, backend: BackendName, flag: str)
     return {f"{field}.host_path" if value.startswith("/") else f"{field}.claim": value}
 
 
-def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
-    """The validated spec from the job options; with the local backend the volumes are directories here."""
+def build_spec(job: JobOptions, backend: BackendName, base: JobSpec | None = None) -> JobSpec:
+    """The validated spec from the job options (over ``base``, a resumed job's stored spec); with the local
+    backend the volumes are directories here."""
     from jobctl import security
     from jobctl.spec import load_spec
+    from jobctl.spec.resume import stored_values
 
     values: dict[str, Any] = job.spec_fields()
     values.update({f"env.{k}": v for k, v in key_values(job.env, "--env").items()})
@@ -144,7 +146,7 @@ def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
     values.update(volume_flags("data", job.data, backend, "--data"))
     shared = job.shared or DEFAULT_SHARED if backend is BackendName.local else job.shared
     values.update(volume_flags("shared", shared, backend, "--shared"))
-    spec = load_spec(job.file, values, list(job.set_ or []))
+    spec = load_spec(job.file, values, list(job.set_ or []), None if base is None else stored_values(base))
     if backend is BackendName.local:
         if spec.data.host_path is None:
             raise bad_input(
@@ -157,6 +159,22 @@ def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
     else:
         security.check_cluster_host_paths(spec)
     return spec
+
+
+def resume_base(job: JobOptions, backend: BackendName, context: str | None) -> tuple[Backend, JobSpec | None]:
+    """The backend and the stored spec that `submit --resume` continues (None: no job of that name stored one)."""
+    from jobctl.backends.base import JobNotFound
+    from jobctl.spec.load import file_name
+
+    name = job.name or file_name(job.file)
+    if not name:
+        raise bad_input("--resume: name the job to continue with --name NAME (its stored spec is the base)")
+    runner = make_backend(backend, job.namespace, context, job.shared)
+    try:
+        return runner, runner.load_spec(name)
+    except JobNotFound:
+        output.note(f"resume: job {name!r} has no stored spec; starting from the options given here")
+        return runner, None
 
 
 def secret_flags(job: JobOptions) -> dict[str, Any]:
@@ -173,10 +191,12 @@ def secret_flags(job: JobOptions) -> dict[str, Any]:
 
 def render_checked(spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
     """Render, then validate strictly against the target version's schemas when kubernetes-validate is there."""
+    from jobctl.limits import check_object_sizes
     from jobctl.render import render, resolve_kube_version
 
     version = resolve_kube_version(kube_version)
     objects = render(spec, version)
+    check_object_sizes(objects)
     try:
         import kubernetes_validate  # noqa: F401
     except ImportError:
@@ -334,13 +354,20 @@ def submit(
     """Validate a job, create it, and print how to follow it."""
     from jobctl.render import DEFAULT_KUBE_VERSION
 
-    spec = build_spec(job, backend)
+    runner, stored = resume_base(job, backend, context) if resume else (None, None)
+    spec = build_spec(job, backend, stored)
+    if stored is not None:
+        from jobctl.spec.resume import changes, check_resumable
+
+        check_resumable(stored, spec)
+        for change in changes(stored, spec) or ["nothing: the stored spec as it was"]:
+            output.note(f"resume changes {change}")
     if backend is BackendName.k8s:
         print_warnings(spec)
     if dry_run:
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
         return
-    runner = make_backend(backend, spec.namespace, context, job.shared)
+    runner = runner or make_backend(backend, spec.namespace, context, job.shared)
     version = kube_version or target_version(runner)
     objects = render_checked(spec, version)
     message = runner.submit(spec, objects, resume=resume, replace=replace)

@@ -36,7 +36,7 @@ from jobctl.backends.base import (
 from jobctl.backends.k8s import history as k8s_history
 from jobctl.backends.k8s import logs as k8s_logs
 from jobctl.backends.k8s import status as k8s_status
-from jobctl.backends.k8s.api import api_client, default_namespace
+from jobctl.backends.k8s.api import ApiError, api_client, default_namespace
 from jobctl.backends.k8s.client import INSTANCE_LABEL, Client
 from jobctl.backends.k8s.oneshot import delete_job, run_once
 from jobctl.backends.k8s.readers import job_phase, termination_grace
@@ -111,7 +111,7 @@ class K8sBackend(Backend):
     def submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
         self.check_name(spec, resume=resume, replace=replace)
         admit_objects(self.api, objects)
-        record = self.write_record(spec)
+        record = self.write_record(spec, claim=not resume)
         try:
             create_job_and_owned(self.api, objects)
         except BaseException:
@@ -137,10 +137,23 @@ class K8sBackend(Backend):
             "data": {"spec.yaml": spec.to_yaml()},
         }
 
-    def write_record(self, spec: JobSpec) -> dict[str, Any]:
+    def write_record(self, spec: JobSpec, claim: bool = True) -> dict[str, Any]:
+        """Create the spec record. A new job's create IS the claim of the name: of two submits racing past
+        check_name, the API server lets exactly one create it (409 for the other). A resumed job's record
+        already exists and is rewritten; there the Job's create is the claim."""
         record = self.record_of(spec)
-        self.api.delete("ConfigMap", names.spec_record(spec.name))
-        self.api.create(record)
+        if not claim:
+            self.api.delete("ConfigMap", names.spec_record(spec.name))
+        try:
+            self.api.create(record)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            raise BackendError(
+                f"name: another submit created job {spec.name!r} in namespace {self.namespace} at the same moment "
+                f"and won the name; this one created nothing. Choose another --name, or `jobctl status {spec.name}`",
+                exit_code=2,
+            ) from None
         return record
 
     # delete -----------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from jobctl.backends.local.pods import (
     termination_log,
     training_job,
 )
+from jobctl.backends.local.procs import start_ticks
 from jobctl.jobdir import JobDir, write_atomic
 
 STATE_WRITE_TRIES = 10
@@ -127,10 +128,9 @@ class LocalJobController:
             with contextlib.suppress(OSError):  # a full volume must not stop the pod from starting
                 log.write(f"[jobctl] pod {plan.name} attempt {attempt} starting at {utc_timestamp()}\n".encode())
                 log.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
             proc = subprocess.Popen(
                 plan.argv,
-                env=env,
+                env=plan.process_env(),
                 cwd=plan.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -139,6 +139,7 @@ class LocalJobController:
             )
         self.procs[index] = proc
         pod.pid, pod.phase, pod.started = proc.pid, RUNNING, utc_timestamp()
+        pod.start_ticks = start_ticks(proc.pid)
 
     def signal_pods(self, sig: int) -> None:
         for proc in self.procs.values():
@@ -169,7 +170,7 @@ class LocalJobController:
             code = exit_code_of(returncode)
             pod = self.pods[index]
             pod.exit_codes.append(code)
-            pod.pid = None
+            pod.pid = pod.start_ticks = None
             pod.phase = "Succeeded" if code == 0 else FAILED
             pod.message = _read_message(termination_log(self.job_dir, index)) if code else None
             done.append((index, code))
