@@ -180,18 +180,25 @@ def test_delete_of_orphaned_pods_sends_sigterm_first(tmp_path: Path) -> None:
 
 
 def test_delete_never_signals_a_process_that_is_no_longer_the_jobs(tmp_path: Path) -> None:
-    stranger = subprocess.Popen(["sleep", "120"], start_new_session=True)  # its own group, like a pod's
+    """Pids in a stale state.json / controller.pid now name other processes: a stranger in its own group (like a
+    pod) and another job's controller (a "jobctl" command line). Neither may be signalled."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    stranger = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    other_controller = subprocess.Popen([*sleeper, "jobctl.backends.local.controller", "run", str(tmp_path / "x")])
     try:
         job_dir = backend_job_dir(tmp_path, "stale")
         pods = [{"index": 0, "name": "stale-0", "phase": RUNNING, "pid": stranger.pid, "start_ticks": 1}]
-        state = {"phase": RUNNING, "controller_pid": None, "pods": pods}
+        state = {"phase": RUNNING, "controller_pid": other_controller.pid, "pods": pods}
         (job_dir.local_dir / "state.json").write_text(json.dumps(state))
+        (job_dir.local_dir / "controller.pid").write_text(f"{other_controller.pid}\n")
         LocalBackend(tmp_path / "shared").delete("stale")
         assert stranger.poll() is None, "a pid from a stale state.json was signalled"
+        assert other_controller.poll() is None, "a stale controller.pid was signalled"
         assert not job_dir.local_dir.exists()
     finally:
-        stranger.kill()
-        stranger.wait()
+        for proc in (stranger, other_controller):
+            proc.kill()
+            proc.wait()
 
 
 def backend_job_dir(tmp_path: Path, name: str) -> Any:

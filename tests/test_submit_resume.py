@@ -170,7 +170,10 @@ def test_the_k8s_spec_record_create_is_the_claim(double: KubeDouble) -> None:
 
 def test_a_spec_file_over_the_limit_is_refused_before_parsing(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
-    big.write_text("name: big\nplatform: gpu\ndevices: 8\nenv:\n" + "".join(f"  K{i}: v\n" for i in range(MAX_SPEC_FILE_BYTES // 8)))
+    big.write_text(
+        "name: big\nplatform: gpu\ndevices: 8\nenv:\n"
+        + "".join(f"  K{i}: v\n" for i in range(MAX_SPEC_FILE_BYTES // 8))
+    )
     began = time.monotonic()
     result = subprocess.run([*JOBCTL, "render", "-f", str(big)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "1 MiB" in result.stderr and str(big) in result.stderr, result.stderr

@@ -93,7 +93,7 @@ class LocalBackend(Backend):
 
     def is_active(self, job_dir: JobDir) -> bool:
         pid = self.controller_pid(job_dir)
-        return pid is not None and process_alive(pid)
+        return pid is not None and process_alive(pid, job_dir.root)
 
     def phase(self, job_dir: JobDir) -> str:
         state = self.read_state(job_dir)
@@ -208,12 +208,12 @@ class LocalBackend(Backend):
     def delete(self, name: str) -> None:
         job_dir = self.require(name)
         pid = self.controller_pid(job_dir)
-        if pid is not None and process_alive(pid):
+        if pid is not None and process_alive(pid, job_dir.root):
             os.kill(pid, signal.SIGTERM)  # the controller stops its pods: SIGTERM, then SIGKILL after the grace
             deadline = time.monotonic() + MAX_GRACE_SECONDS + 10
-            while process_alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid, job_dir.root) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
-            if process_alive(pid):
+            if process_alive(pid, job_dir.root):
                 os.killpg(pid, signal.SIGKILL)
         # Pods whose controller died earlier still run in their own groups: stop those the same way, and only
         # groups that are still this job's (a pid in a stale state.json may belong to anyone by now).

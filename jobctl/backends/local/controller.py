@@ -276,14 +276,16 @@ def run_controller(root: Path) -> int:
 # The backend (runs in the CLI) -----------------------------------------------------------------------------
 
 
-def process_alive(pid: int) -> bool:
-    """True if pid is a live (not zombie) controller; between fork and exec its cmdline is still the CLI's."""
+def process_alive(pid: int, job_root: Path | None = None) -> bool:
+    """True if pid is a live (not zombie) controller, of the job at ``job_root`` when given: a stale
+    controller.pid may name another job's controller by now. (controller.pid is written after the exec.)"""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"jobctl" in cmdline
+    ours = any(b"jobctl" in part for part in cmdline) and (job_root is None or str(job_root).encode() in cmdline)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and ours
 
 
 def main(argv: list[str] | None = None) -> int:
