@@ -17,6 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from jobctl.backends.base import BackendError
+from jobctl.backends.k8s import backend as k8s_backend
 from jobctl.backends.k8s.backend import K8sBackend, api_client
 from jobctl.backends.local import backend as local_backend
 from jobctl.backends.local.backend import LocalBackend
@@ -163,6 +164,20 @@ def test_the_k8s_spec_record_create_is_the_claim(double: KubeDouble) -> None:
     with pytest.raises(BackendError) as refused:
         k8s.write_record(spec)
     assert refused.value.exit_code == 2 and "won the name" in str(refused.value)
+
+
+def test_of_two_racing_k8s_resumes_the_loser_changes_nothing(double: KubeDouble, monkeypatch) -> None:
+    base = ["submit", "--platform", "gpu", "--devices", "8", "--name", "rx", "-n", NS, "--set", "max_epoch=4"]
+    assert cli.invoke(app, base).exit_code == 0
+    double.set_job_status(NS, "rx", {"conditions": [{"type": "Complete", "status": "True"}]})
+    assert cli.invoke(app, ["submit", "--name", "rx", "-n", NS, "--resume"]).exit_code == 0  # the winner
+    record = double.get("configmaps", NS, "rx-spec")
+    # The loser passed the same name checks and dry runs a moment before the winner created its objects.
+    monkeypatch.setattr(K8sBackend, "check_name", lambda self, spec, **_: None)
+    monkeypatch.setattr(k8s_backend, "admit_objects", lambda api, objects: None)
+    loser = cli.invoke(app, ["submit", "--name", "rx", "-n", NS, "--resume", "--set", "max_epoch=9"])
+    assert loser.exit_code == 2 and "won the name" in loser.stderr, loser.output
+    assert double.get("configmaps", NS, "rx-spec") == record, "the loser rewrote nothing"
 
 
 # 24.6: size limits -----------------------------------------------------------------------------------------

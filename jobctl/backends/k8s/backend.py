@@ -111,13 +111,21 @@ class K8sBackend(Backend):
     def submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
         self.check_name(spec, resume=resume, replace=replace)
         admit_objects(self.api, objects)
-        record = self.write_record(spec, claim=not resume)
-        try:
-            create_job_and_owned(self.api, objects)
-        except BaseException:
-            if not resume:  # a resumed job's record was there before and still describes its directory
+        if resume and self.api.read("ConfigMap", names.spec_record(spec.name)) is not None:
+            # The name is this job's already. The objects' creates are the claim (409 for a racing resume), and
+            # only the winner then rewrites the record: a loser changes nothing.
+            try:
+                create_job_and_owned(self.api, objects)
+            except ApiError as exc:
+                raise self.lost_claim(spec.name) if exc.status == 409 else exc from None
+            self.write_record(spec, claim=False)
+        else:
+            record = self.write_record(spec)
+            try:
+                create_job_and_owned(self.api, objects)
+            except BaseException:
                 self.api.remove(record)
-            raise
+                raise
         ns = self.namespace
         return (
             f"job {spec.name} created in namespace {ns}; follow it with `jobctl logs {spec.name} -f -n {ns}`, "
@@ -147,14 +155,15 @@ class K8sBackend(Backend):
         try:
             self.api.create(record)
         except ApiError as exc:
-            if exc.status != 409:
-                raise
-            raise BackendError(
-                f"name: another submit created job {spec.name!r} in namespace {self.namespace} at the same moment "
-                f"and won the name; this one created nothing. Choose another --name, or `jobctl status {spec.name}`",
-                exit_code=2,
-            ) from None
+            raise self.lost_claim(spec.name) if exc.status == 409 else exc from None
         return record
+
+    def lost_claim(self, name: str) -> BackendError:
+        return BackendError(
+            f"name: another submit created job {name!r} in namespace {self.namespace} at the same moment and won "
+            f"the name; this one created nothing. Choose another --name, or `jobctl status {name} -n {self.namespace}`",
+            exit_code=2,
+        )
 
     # delete -----------------------------------------------------------------------------------------------
 
