@@ -191,12 +191,14 @@ def secret_flags(job: JobOptions) -> dict[str, Any]:
 
 def render_checked(spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
     """Render, then validate strictly against the target version's schemas when kubernetes-validate is there."""
-    from jobctl.limits import check_object_sizes
+    from jobctl.limits import oversized_object
     from jobctl.render import render, resolve_kube_version
 
     version = resolve_kube_version(kube_version)
     objects = render(spec, version)
-    check_object_sizes(objects)
+    too_big = oversized_object(objects)
+    if too_big:
+        raise bad_input(too_big)
     try:
         import kubernetes_validate  # noqa: F401
     except ImportError:

@@ -2,7 +2,8 @@
 
 Past these the input is refused with one line (exit 2) before it is parsed, sent or started: a 50 MB spec would be
 parsed for minutes, Kubernetes refuses a ConfigMap/Secret over 1 MiB or a request over etcd's 1.5 MiB, and Linux
-refuses an exec whose one argument/env string or whole argument+env block is too long (E2BIG).
+refuses an exec whose one argument/env string or whole argument+env block is too long (E2BIG). Each check returns
+the one-line reason (None: within the limit); the caller raises its own bad-input error with it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
-
-from jobctl.spec.errors import SpecError
 
 MIB = 1024 * 1024
 MAX_SPEC_FILE_BYTES = MIB  # a real spec is a few KiB
@@ -26,12 +25,13 @@ def _size(text: str) -> int:
     return len(text.encode())
 
 
-def check_spec_file_size(size: int, file: object) -> None:
-    if size > MAX_SPEC_FILE_BYTES:
-        raise SpecError(
-            f"spec file {file} is {size} bytes, over the {MAX_SPEC_FILE_BYTES} byte (1 MiB) limit of a spec file; "
-            "a spec is a few KiB: keep data out of it (put files on the data volume, credentials in Secrets)"
-        )
+def spec_file_too_big(size: int, file: object) -> str | None:
+    if size <= MAX_SPEC_FILE_BYTES:
+        return None
+    return (
+        f"spec file {file} is {size} bytes, over the {MAX_SPEC_FILE_BYTES} byte (1 MiB) limit of a spec file; "
+        "a spec is a few KiB: keep data out of it (put files on the data volume, credentials in Secrets)"
+    )
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, int]]:
@@ -45,8 +45,8 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, int]]:
         yield path, _size(json.dumps(value))
 
 
-def check_object_sizes(objects: list[dict[str, Any]]) -> None:
-    """SpecError naming the object and its largest field when Kubernetes would refuse it for its size."""
+def oversized_object(objects: list[dict[str, Any]]) -> str | None:
+    """Why Kubernetes would refuse one of ``objects`` for its size, naming the object and its largest field."""
     for obj in objects:
         what = f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}"
         if obj.get("kind") in ("ConfigMap", "Secret"):
@@ -54,7 +54,7 @@ def check_object_sizes(objects: list[dict[str, Any]]) -> None:
             total = sum(_size(key) + _size(str(value)) for key, value in data.items())
             if total > MAX_CONFIG_DATA_BYTES:
                 key = max(data, key=lambda k: _size(str(data[k])))
-                raise SpecError(
+                return (
                     f"{what}: its data is {total} bytes, over Kubernetes' {MAX_CONFIG_DATA_BYTES} byte (1 MiB) "
                     f"limit; the largest field is data[{key!r}] ({_size(str(data[key]))} bytes). Shrink what fills "
                     "it (an env value? a long list?); large inputs belong on the data volume"
@@ -62,10 +62,11 @@ def check_object_sizes(objects: list[dict[str, Any]]) -> None:
         size = _size(json.dumps(obj))
         if size > MAX_OBJECT_BYTES:
             path, biggest = max(_leaves(obj, ""), key=lambda leaf: leaf[1])
-            raise SpecError(
+            return (
                 f"{what}: it is {size} bytes, over the {MAX_OBJECT_BYTES} byte limit of one Kubernetes object; the "
                 f"largest field is {path} ({biggest} bytes). Shrink it; large inputs belong on the data volume"
             )
+    return None
 
 
 def check_exec_size(argv: list[str], env: Mapping[str, str], what: str) -> str | None:

@@ -13,6 +13,7 @@ import yaml
 
 from contract import config as trainer_config
 from jobctl import platforms, strict_yaml
+from jobctl.limits import MAX_SPEC_FILE_BYTES, spec_file_too_big
 from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, shorten
 from jobctl.spec.models import LAUNCH_KEY_HINTS, JobSpec, validate_spec
 from jobctl.spec.resume import overlay
@@ -20,12 +21,13 @@ from jobctl.strict_yaml import short_repr
 
 
 def _read_file(file: Path) -> dict[str, Any]:
-    from jobctl.limits import MAX_SPEC_FILE_BYTES, check_spec_file_size
-
     try:
-        with file.open("rb") as handle:  # read one byte past the limit, never the whole of a huge (or endless) file
+        with file.open("rb") as handle:  # one byte past the limit, never the whole of a huge (or endless) file
             raw = handle.read(MAX_SPEC_FILE_BYTES + 1)
-        check_spec_file_size(len(raw) if len(raw) <= MAX_SPEC_FILE_BYTES else max(len(raw), file.stat().st_size), file)
+        size = len(raw) if len(raw) <= MAX_SPEC_FILE_BYTES else max(len(raw), file.stat().st_size)
+        too_big = spec_file_too_big(size, file)
+        if too_big:
+            raise SpecError(too_big)
         text = raw.decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {file}: {exc}; check the path given to -f") from None

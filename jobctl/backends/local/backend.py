@@ -282,10 +282,10 @@ class LocalBackend(Backend):
                 "`jobctl delete` it and resubmit"
             )
         elif orphaned and phase != PENDING:
-            now = "its pods still run, but none is replaced if it fails" if phase == RUNNING else "the trainer's "
-            info.explanation = f"the local controller is gone (see {job_dir.local_dir}/controller.log); " + (
-                now if phase == RUNNING else f"{now}status.json says {phase}"
-            )
+            now = "its pods still run; none is replaced if it fails" if phase == RUNNING else "the outcome is"
+            if phase != RUNNING:
+                now += f" what this run's status.json says: {phase}"
+            info.explanation = f"the local controller is gone (see {job_dir.local_dir}/controller.log); {now}"
         elif phase == FAILED:
             info.explanation = f"{state.get('reason')}: {state.get('message')}"
         elif phase == PENDING:
