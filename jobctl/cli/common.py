@@ -249,10 +249,12 @@ def job_name(name: str) -> str:
 NameArg = Annotated[str, typer.Argument(help="the job's name", callback=job_name, show_default=False)]
 
 
-def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
-    """The validated spec from the job options; with the local backend the volumes are directories here."""
+def build_spec(job: JobOptions, backend: BackendName, base: JobSpec | None = None) -> JobSpec:
+    """The validated spec from the job options (over ``base``, a resumed job's stored spec); with the local
+    backend the volumes are directories here."""
     from jobctl import security
     from jobctl.spec import load_spec
+    from jobctl.spec.resume import stored_values
 
     values: dict[str, Any] = job.spec_fields()
     values.update({f"env.{k}": v for k, v in key_values(job.env, "--env").items()})
@@ -260,7 +262,7 @@ def build_spec(job: JobOptions, backend: BackendName) -> JobSpec:
     values.update(volume_flags("data", job.data, backend, "--data"))
     shared = job.shared or DEFAULT_SHARED if backend is BackendName.local else job.shared
     values.update(volume_flags("shared", shared, backend, "--shared"))
-    spec = load_spec(job.file, values, list(job.set_ or []))
+    spec = load_spec(job.file, values, list(job.set_ or []), None if base is None else stored_values(base))
     if backend is BackendName.local:
         if spec.data.host_path is None:
             raise bad_input(
@@ -289,6 +291,7 @@ def secret_flags(job: JobOptions) -> dict[str, Any]:
 
 def render_checked(spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
     """Render, then validate strictly against the target version's schemas when kubernetes-validate is there."""
+    from jobctl.limits import oversized_object
     from jobctl.render import render, resolve_kube_version
 
     version = resolve_kube_version(kube_version)
@@ -298,6 +301,9 @@ def render_checked(spec: JobSpec, kube_version: str) -> list[dict[str, Any]]:
             f"{version} (objects valid there are accepted by newer servers)"
         )
     objects = render(spec, version)
+    too_big = oversized_object(objects)
+    if too_big:
+        raise bad_input(too_big)
     try:
         import kubernetes_validate  # noqa: F401
     except ImportError:

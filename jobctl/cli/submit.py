@@ -17,6 +17,7 @@ from jobctl.cli.common import (
     KubeVersionOpt,
     OutputOpt,
     app,
+    bad_input,
     build_spec,
     cache_seconds,
     fail_cleanly,
@@ -61,6 +62,22 @@ def render(
     print_objects(objects, out)
 
 
+def resume_base(job: JobOptions, backend: BackendName, context: str | None) -> tuple[Backend, JobSpec | None]:
+    """The backend and the stored spec that `submit --resume` continues (None: no job of that name stored one)."""
+    from jobctl.backends.base import JobNotFound
+    from jobctl.spec.load import file_name
+
+    name = job.name or file_name(job.file)
+    if not name:
+        raise bad_input("--resume: name the job to continue with --name NAME (its stored spec is the base)")
+    runner = make_backend(backend, job.namespace, context, job.shared)
+    try:
+        return runner, runner.load_spec(name)
+    except JobNotFound:
+        output.note(f"resume: job {name!r} has no stored spec; starting from the options given here")
+        return runner, None
+
+
 @app.command()
 @fail_cleanly
 @with_job_options
@@ -88,14 +105,21 @@ def submit(
 
     # A dry run renders the cluster objects and contacts nothing: it needs no cluster to choose k8s.
     backend = chosen_backend(BackendName.k8s if dry_run and backend is None else backend, context)
-    spec = build_spec(job, backend)
+    runner, stored = resume_base(job, backend, context) if resume else (None, None)
+    spec = build_spec(job, backend, stored)
+    if stored is not None:
+        from jobctl.spec.resume import changes, check_resumable
+
+        check_resumable(stored, spec)
+        for change in changes(stored, spec) or ["nothing: the stored spec as it was"]:
+            output.note(f"resume changes {change}")
     if backend is BackendName.k8s:
         print_warnings(spec)
     if dry_run:  # the objects themselves (YAML unless -o json), as before any table existed
         shown = Format.json if out is Format.json else Format.yaml
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), shown)
         return
-    runner = make_backend(backend, spec.namespace, context, job.shared, cache_seconds(shared_cache, backend))
+    runner = runner or make_backend(backend, spec.namespace, context, job.shared, cache_seconds(shared_cache, backend))
     version = kube_version or target_version(runner)
     objects = render_checked(spec, version)
     message = runner.submit(spec, objects, resume=resume, replace=replace)

@@ -13,14 +13,22 @@ import yaml
 
 from contract import config as trainer_config
 from jobctl import platforms, strict_yaml
+from jobctl.limits import MAX_SPEC_FILE_BYTES, spec_file_too_big
 from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, shorten
 from jobctl.spec.models import LAUNCH_KEY_HINTS, JobSpec, validate_spec
+from jobctl.spec.resume import overlay
 from jobctl.strict_yaml import short_repr
 
 
 def _read_file(file: Path) -> dict[str, Any]:
     try:
-        text = file.read_text()
+        with file.open("rb") as handle:  # one byte past the limit, never the whole of a huge (or endless) file
+            raw = handle.read(MAX_SPEC_FILE_BYTES + 1)
+        size = len(raw) if len(raw) <= MAX_SPEC_FILE_BYTES else max(len(raw), file.stat().st_size)
+        too_big = spec_file_too_big(size, file)
+        if too_big:
+            raise SpecError(too_big)
+        text = raw.decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {file}: {exc}; check the path given to -f") from None
     try:
@@ -86,9 +94,14 @@ def _merge_flags(base: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def load_spec(file: Path | None, flags: Mapping[str, Any], sets: list[str]) -> JobSpec:
-    """The spec from a YAML file, `--set` trainer keys and flags (flags > --set > file); SpecError when invalid."""
+def load_spec(
+    file: Path | None, flags: Mapping[str, Any], sets: list[str], base: Mapping[str, Any] | None = None
+) -> JobSpec:
+    """The spec from a YAML file, `--set` trainer keys and flags (flags > --set > file > ``base``, the stored
+    spec a resume starts from); SpecError when invalid."""
     values = _read_file(file) if file is not None else {}
+    if base is not None:
+        values = overlay(base, values)
     set_values = _parse_sets(sets)
     if set_values:
         train = values.get("train") or {}
@@ -105,3 +118,9 @@ def load_spec(file: Path | None, flags: Mapping[str, Any], sets: list[str]) -> J
 def generated_name(platform: str) -> str:
     alphabet = string.ascii_lowercase + string.digits
     return f"resnext-{platform}-" + "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+def file_name(file: Path | None) -> str | None:
+    """The ``name`` a spec file gives, if any (a resume reads the stored spec of that job)."""
+    name = _read_file(file).get("name") if file is not None else None
+    return name if isinstance(name, str) else None

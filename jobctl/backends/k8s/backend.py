@@ -36,7 +36,7 @@ from jobctl.backends.base import (
 from jobctl.backends.k8s import history as k8s_history
 from jobctl.backends.k8s import logs as k8s_logs
 from jobctl.backends.k8s import status as k8s_status
-from jobctl.backends.k8s.api import api_client, default_namespace
+from jobctl.backends.k8s.api import ApiError, api_client, default_namespace
 from jobctl.backends.k8s.client import INSTANCE_LABEL, Client
 from jobctl.backends.k8s.oneshot import delete_job, run_once
 from jobctl.backends.k8s.readers import job_phase, termination_grace
@@ -111,13 +111,21 @@ class K8sBackend(Backend):
     def submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
         self.check_name(spec, resume=resume, replace=replace)
         admit_objects(self.api, objects)
-        record = self.write_record(spec)
-        try:
-            create_job_and_owned(self.api, objects)
-        except BaseException:
-            if not resume:  # a resumed job's record was there before and still describes its directory
+        if resume and self.api.read("ConfigMap", names.spec_record(spec.name)) is not None:
+            # The name is this job's already. The objects' creates are the claim (409 for a racing resume), and
+            # only the winner then rewrites the record: a loser changes nothing.
+            try:
+                create_job_and_owned(self.api, objects)
+            except ApiError as exc:
+                raise self.lost_claim(spec.name) if exc.status == 409 else exc from None
+            self.write_record(spec, claim=False)
+        else:
+            record = self.write_record(spec)
+            try:
+                create_job_and_owned(self.api, objects)
+            except BaseException:
                 self.api.remove(record)
-            raise
+                raise
         ns = self.namespace
         return (
             f"job {spec.name} created in namespace {ns}; follow it with `jobctl logs {spec.name} -f -n {ns}`, "
@@ -137,11 +145,25 @@ class K8sBackend(Backend):
             "data": {"spec.yaml": spec.to_yaml()},
         }
 
-    def write_record(self, spec: JobSpec) -> dict[str, Any]:
+    def write_record(self, spec: JobSpec, claim: bool = True) -> dict[str, Any]:
+        """Create the spec record. A new job's create IS the claim of the name: of two submits racing past
+        check_name, the API server lets exactly one create it (409 for the other). A resumed job's record
+        already exists and is rewritten; there the Job's create is the claim."""
         record = self.record_of(spec)
-        self.api.delete("ConfigMap", names.spec_record(spec.name))
-        self.api.create(record)
+        if not claim:
+            self.api.delete("ConfigMap", names.spec_record(spec.name))
+        try:
+            self.api.create(record)
+        except ApiError as exc:
+            raise self.lost_claim(spec.name) if exc.status == 409 else exc from None
         return record
+
+    def lost_claim(self, name: str) -> BackendError:
+        return BackendError(
+            f"name: another submit created job {name!r} in namespace {self.namespace} at the same moment and won "
+            f"the name; this one created nothing. Choose another --name, or `jobctl status {name} -n {self.namespace}`",
+            exit_code=2,
+        )
 
     # delete -----------------------------------------------------------------------------------------------
 

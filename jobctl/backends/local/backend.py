@@ -16,6 +16,7 @@ view, so a machine without FUSE refuses the job (exit 2) before anything is writ
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -35,9 +37,11 @@ from contract.metrics import read_history
 from contract.rendezvous import Rendezvous
 from contract.restarts import RestartRecord, restart_record
 from jobctl.backends.base import (
+    COMPLETE,
     FAILED,
     FINISHED,
     PENDING,
+    RUNNING,
     UNKNOWN,
     Backend,
     BackendError,
@@ -61,10 +65,13 @@ from jobctl.backends.local.pods import (
     training_job,
     view_mountpoint,
 )
+from jobctl.backends.local.procs import job_groups, stop_groups
 from jobctl.cachedfs import CachedView, ViewError, unmount
 from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
+from jobctl.limits import check_exec_size
 from jobctl.platforms import platform_info
-from jobctl.spec import train_config
+from jobctl.spec import SpecError, train_config
+from jobctl.spec.resume import check_resumable
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
@@ -95,15 +102,18 @@ class LocalBackend(Backend):
 
     def is_active(self, job_dir: JobDir) -> bool:
         pid = self.controller_pid(job_dir)
-        return pid is not None and process_alive(pid)
+        return pid is not None and process_alive(pid, job_dir.root)
 
     def phase(self, job_dir: JobDir) -> str:
         state = self.read_state(job_dir)
         if state is None:
             return PENDING if self.is_active(job_dir) else UNKNOWN
-        if state["phase"] not in FINISHED and not self.is_active(job_dir):
-            return UNKNOWN  # the controller died without writing a final state (e.g. a reboot)
-        return str(state["phase"])
+        if state["phase"] in FINISHED or self.is_active(job_dir):
+            return str(state["phase"])
+        # The controller died without a final state: its pods may still run (orphaned), or have ended since.
+        if job_groups(job_dir.root, state.get("pods", [])):
+            return RUNNING
+        return _outcome_of_orphans(job_dir, state) or UNKNOWN
 
     def require(self, name: str) -> JobDir:
         job_dir = self.job_dir(name)
@@ -124,6 +134,29 @@ class LocalBackend(Backend):
     # submit / delete -----------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
+        with self._claim(spec.name):
+            return self._submit(spec, objects, resume=resume, replace=replace)
+
+    @contextlib.contextmanager
+    def _claim(self, name: str) -> Iterator[None]:
+        """Exactly one submit of a name at a time: an exclusive lock on ``<shared>/jobs/.<name>.submit`` held from
+        the checks until the controller's pid is recorded. The file is never removed (a lock on a removed file
+        would not exclude one on its successor), and a lock dies with its process, so a crash frees the name."""
+        jobs = self.shared / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        with (jobs / f".{name}.submit").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BackendError(
+                    f"name: another `jobctl submit` of {name!r} is creating that job under {self.shared} at this "
+                    "moment, and it won the name; this one started nothing. Choose another --name, or "
+                    f"`jobctl status {name} --backend local --shared {self.shared}`",
+                    exit_code=2,
+                ) from None
+            yield
+
+    def _submit(self, spec: JobSpec, objects: list[dict[str, Any]], *, resume: bool, replace: bool) -> str:
         job_dir = self.job_dir(spec.name)
         if replace:
             if job_dir.local_dir.is_dir():
@@ -178,7 +211,11 @@ class LocalBackend(Backend):
             "submitted": utc_timestamp(),
         }
         write_atomic(job_dir.local_dir / "job.json", json.dumps(meta, indent=1))
-        plan_pods(objects, job_dir, self.shared, 0)  # fail here, not in the detached process, on unmappable pods
+        # Fail here, not in the detached process, on unmappable pods and on an exec Linux would refuse (E2BIG).
+        for plan in plan_pods(objects, job_dir, self.shared, 0):
+            too_big = check_exec_size(plan.argv, plan.process_env(), f"pod {plan.name}")
+            if too_big:
+                raise BackendError(too_big, exit_code=2)
         with (job_dir.local_dir / "controller.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "jobctl.backends.local.controller", "run", str(job_dir.root)],
@@ -194,19 +231,19 @@ class LocalBackend(Backend):
     def delete(self, name: str) -> None:
         job_dir = self.require(name)
         pid = self.controller_pid(job_dir)
-        if pid is not None and process_alive(pid):
-            os.kill(pid, signal.SIGTERM)
+        if pid is not None and process_alive(pid, job_dir.root):
+            os.kill(pid, signal.SIGTERM)  # the controller stops its pods: SIGTERM, then SIGKILL after the grace
             deadline = time.monotonic() + MAX_GRACE_SECONDS + 10
-            while process_alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid, job_dir.root) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
-            if process_alive(pid):
+            if process_alive(pid, job_dir.root):
                 os.killpg(pid, signal.SIGKILL)
-        # Pods whose controller died earlier still run in their own groups; stop those too.
+        # Pods whose controller died earlier still run in their own groups: stop those the same way, and only
+        # groups that are still this job's (a pid in a stale state.json may belong to anyone by now).
+        meta = _read_json(job_dir.local_dir / "job.json")
+        stop_groups(job_dir.root, (self.read_state(job_dir) or {}).get("pods", []), _grace(meta))
         for pod in (self.read_state(job_dir) or {}).get("pods", []):
-            if pod.get("pid"):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(pod["pid"]), signal.SIGKILL)
-            unmount(view_mountpoint(job_dir, int(pod["index"])))  # a view its dead supervisor left mounted
+            unmount(view_mountpoint(job_dir, int(pod["index"])))  # a view its dead controller left mounted
         shutil.rmtree(job_dir.local_dir, ignore_errors=True)
 
     # status / list -------------------------------------------------------------------------------------
@@ -235,7 +272,7 @@ class LocalBackend(Backend):
             for p in state.get("pods", [])
         ]
         phase = self.phase(job_dir)
-        record = _restart_record(job_dir, job)
+        record = _restart_record(job_dir, job, running=phase not in FINISHED)
         info = JobInfo(
             name=job_dir.name,
             namespace="local",
@@ -251,8 +288,9 @@ class LocalBackend(Backend):
         )
         if brief:
             return info
-        # The trainer's status.json is on this machine (unlike on a cluster): it beats parsing a log tail.
-        status = job_dir.read_status()
+        # The trainer's status.json is on this machine (unlike on a cluster): it beats parsing a log tail, once
+        # this submission's trainer has written it (after a resume the file is the previous run's until then).
+        status = _fresh_status(job_dir, meta.get("submitted") if meta else None)
         if status is not None and status.get("total_steps"):
             info.progress = {key: status.get(key) for key in PROGRESS_KEYS}
         else:
@@ -262,15 +300,23 @@ class LocalBackend(Backend):
         info.checkpoint = str(newest.path) if newest else None
         best = (status or {}).get("best") or {}
         add_history_summary(info, read_history(job_dir.metrics_file), best.get("checkpoint"))
-        if phase == FAILED:
-            info.explanation = f"{state.get('reason')}: {state.get('message')}"
-        elif phase == UNKNOWN:
+        orphaned = state.get("phase") not in FINISHED and not self.is_active(job_dir)
+        if phase == UNKNOWN:
             info.explanation = (
                 f"the local controller is gone without a final state (see {job_dir.local_dir}/controller.log); "
                 "`jobctl delete` it and resubmit"
             )
+        elif orphaned and phase != PENDING:
+            now = "its pods still run; none is replaced if it fails" if phase == RUNNING else "the outcome is"
+            if phase != RUNNING:
+                now += f" what this run's status.json says: {phase}"
+            info.explanation = f"the local controller is gone (see {job_dir.local_dir}/controller.log); {now}"
+        elif phase == FAILED:
+            info.explanation = f"{state.get('reason')}: {state.get('message')}"
         elif phase == PENDING:
             info.explanation = "the controller is starting the pods"
+        elif phase == RUNNING and info.progress is None and status is None and job_dir.read_status() is not None:
+            info.explanation = "resuming: the new attempt has not reported yet (the previous run's progress is hidden)"
         return info
 
     # logs / wait ---------------------------------------------------------------------------------------
@@ -424,12 +470,41 @@ def _resolve_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
     return path
 
 
-def _restart_record(job_dir: JobDir, job: dict[str, Any]) -> RestartRecord | None:
+def _restart_record(job_dir: JobDir, job: dict[str, Any], running: bool) -> RestartRecord | None:
     """The group's restarts, as the launchers count them, from this submission's rendezvous directory."""
     run_id = job.get("metadata", {}).get("uid", "") if job else ""
     rendezvous = Rendezvous(job_dir.root, 0, run_id=run_id)
     newest = rendezvous.newest()
-    return None if newest is None else restart_record(rendezvous, newest + 1)
+    if newest is None:
+        return None
+    # The newest attempt is the running one until a pod marks it failed: without a marker it is not "lost"
+    # (the launchers count a silent attempt as lost only once a newer one exists, and so does this).
+    ended = not running or bool(rendezvous.failures(newest))
+    return restart_record(rendezvous, newest + 1 if ended else newest)
+
+
+def _fresh_status(job_dir: JobDir, submitted: str | None) -> dict[str, Any] | None:
+    """status.json once this submission's trainer wrote it (ISO 8601 UTC stamps compare as text)."""
+    status = job_dir.read_status()
+    if status is None or (submitted and str(status.get("updated", "")) < submitted):
+        return None
+    return status
+
+
+def _outcome_of_orphans(job_dir: JobDir, state: dict[str, Any]) -> str | None:
+    """Complete or Failed as this run's status.json says, once the pods of a dead controller have all ended."""
+    status = _fresh_status(job_dir, state.get("started"))
+    outcome = {"completed": COMPLETE, "failed": FAILED, "stopped": FAILED}
+    return outcome.get(str(status.get("state"))) if status else None
+
+
+def _grace(meta: dict[str, Any]) -> float:
+    """The pods' terminationGracePeriodSeconds, at most MAX_GRACE_SECONDS (as the controller uses it)."""
+    try:
+        pod = training_job(meta["objects"])["spec"]["template"]["spec"]
+        return min(float(pod.get("terminationGracePeriodSeconds", MAX_GRACE_SECONDS)), MAX_GRACE_SECONDS)
+    except (KeyError, TypeError, ValueError, BackendError):
+        return MAX_GRACE_SECONDS
 
 
 def _check_batch_fits(spec: JobSpec) -> None:
@@ -455,19 +530,15 @@ def _check_batch_fits(spec: JobSpec) -> None:
 
 
 def _check_resumable(job_dir: JobDir, spec: JobSpec) -> None:
-    """--resume continues the job's checkpoints: the architecture must be the one they were trained for."""
+    """--resume continues the job's checkpoints: what they were trained for must not change (jobctl.spec.resume)."""
     try:
         previous = spec_from_yaml(job_dir.spec_file.read_text(), str(job_dir.spec_file))
-        before, now = train_config(previous).arch, train_config(spec).arch
     except (OSError, ValueError, BackendError):
         return  # no readable record: the trainer checks the checkpoint itself
-    if before != now:
-        raise BackendError(
-            f"train.arch: {now!r} differs from the {before!r} that the checkpoints in {job_dir.ckpt_dir} were "
-            "trained with; --resume continues them, so keep the architecture, or pass --replace to start over "
-            "(deletes them) or choose another --name",
-            exit_code=2,
-        )
+    try:
+        check_resumable(previous, spec)
+    except SpecError as exc:
+        raise BackendError(str(exc), exit_code=2) from None
 
 
 def _local_val_dir(spec: JobSpec) -> str | None:

@@ -39,6 +39,7 @@ from jobctl.backends.local.pods import (
     training_job,
     view_mountpoint,
 )
+from jobctl.backends.local.procs import start_ticks
 from jobctl.cachedfs import CachedView, ViewError
 from jobctl.jobdir import JobDir, write_atomic
 
@@ -143,10 +144,9 @@ class LocalJobController:
             with contextlib.suppress(OSError):  # a full volume must not stop the pod from starting
                 log.write(f"[jobctl] pod {plan.name} starting (restarts {restarts}) at {utc_timestamp()}\n".encode())
                 log.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
             proc = subprocess.Popen(
                 plan.argv,
-                env=env,
+                env=plan.process_env(),
                 cwd=plan.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -155,6 +155,7 @@ class LocalJobController:
             )
         self.procs[index] = proc
         pod.pid, pod.phase, pod.started = proc.pid, RUNNING, utc_timestamp()
+        pod.start_ticks = start_ticks(proc.pid)
 
     def signal_pods(self, sig: int) -> None:
         for proc in self.procs.values():
@@ -186,7 +187,7 @@ class LocalJobController:
             code = exit_code_of(returncode)
             pod = self.pods[index]
             pod.exit_codes.append(code)
-            pod.pid = None
+            pod.pid = pod.start_ticks = None
             pod.phase = "Succeeded" if code == 0 else FAILED
             pod.message = _read_message(termination_log(self.job_dir, index)) if code else None
             done.append((index, code))
@@ -302,14 +303,16 @@ def run_controller(root: Path) -> int:
 # The backend (runs in the CLI) -----------------------------------------------------------------------------
 
 
-def process_alive(pid: int) -> bool:
-    """True if pid is a live (not zombie) controller; between fork and exec its cmdline is still the CLI's."""
+def process_alive(pid: int, job_root: Path | None = None) -> bool:
+    """True if pid is a live (not zombie) controller, of the job at ``job_root`` when given: a stale
+    controller.pid may name another job's controller by now. (controller.pid is written after the exec.)"""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"jobctl" in cmdline
+    ours = any(b"jobctl" in part for part in cmdline) and (job_root is None or str(job_root).encode() in cmdline)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and ours
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ NetworkPolicies are not emulated: local pods share this machine's network. Failu
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 import tempfile
@@ -56,6 +57,10 @@ class PodPlan:
     argv: list[str]
     env: dict[str, str]
     cwd: Path
+
+    def process_env(self) -> dict[str, str]:
+        """The environment the pod's process starts with (this machine's, then the pod's)."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
 
 
 def map_path(value: str, mounts: list[tuple[str, str]]) -> str:
@@ -169,6 +174,7 @@ class PodState:
     name: str
     phase: str = PENDING
     pid: int | None = None
+    start_ticks: int | None = None  # the pid's start time: with it, a later reader knows the pid is still this pod
     restarts: int = 0
     failures: int = 0
     exit_codes: list[int] = field(default_factory=list)
