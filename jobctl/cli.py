@@ -335,8 +335,7 @@ def submit(
     from jobctl.render import DEFAULT_KUBE_VERSION
 
     spec = build_spec(job, backend)
-    if backend is BackendName.k8s:
-        print_warnings(spec)
+    print_warnings(spec, cluster=backend is BackendName.k8s)
     if dry_run:
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), out)
         return
@@ -361,13 +360,19 @@ def submit(
             raise typer.Exit(1)
 
 
-def print_warnings(spec: JobSpec) -> None:
-    """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices; and
-    what is unsafe on a shared cluster (a moving image tag, a credential in plain env)."""
+def print_warnings(spec: JobSpec, cluster: bool = True) -> None:
+    """On stderr: a recipe key the chosen schedule ignores; on a cluster also a multi-pod job on the default
+    scheduler (it can start half its pods and hold their devices) and what is unsafe on a shared cluster (a
+    moving image tag, a credential in plain env)."""
     from jobctl.render import gang_warning
     from jobctl.security import spec_warnings
+    from jobctl.spec import train_config
+    from trainer.config import recipe_warnings
 
-    for warning in [gang_warning(spec), *spec_warnings(spec)]:
+    warnings: list[str | None] = list(recipe_warnings(train_config(spec)))
+    if cluster:
+        warnings += [gang_warning(spec), *spec_warnings(spec)]
+    for warning in warnings:
         if warning:
             output.note(warning)
 

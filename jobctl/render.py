@@ -496,7 +496,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             "kind": "ConfigMap",
             "metadata": _metadata(spec, config_map_name(spec.name), common),
             "data": {
-                contract.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
+                contract.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).resolved(spec.devices).flat()),
                 contract.SPEC_KEY: spec.to_yaml(),
             },
         }

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from trainer.launcher.contract import parse_output_prefix
+
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
 
@@ -22,7 +24,6 @@ PENDING, RUNNING, COMPLETE, FAILED, UNKNOWN = "Pending", "Running", "Complete", 
 FINISHED = (COMPLETE, FAILED)
 
 LOSS_TREND_POINTS = 40  # losses in status's sparkline
-_RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
 _RESTART_LINE = re.compile(r"\] attempt \d+: all \d+ pod\(s\) joined; .*; restart (\d+) of (\d+) after (.*)$")
 
 
@@ -77,7 +78,8 @@ class JobInfo:
     checkpoint: str | None = None
     explanation: str | None = None
     best: dict[str, Any] | None = None  # {"top1", "step", "checkpoint"}: the best validation so far
-    loss_trend: list[float] = field(default_factory=list)  # the newest training losses of the history, oldest first
+    # The newest training losses of the history, oldest first; None where the loss was not finite (diverged).
+    loss_trend: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,8 +126,7 @@ class Backend(ABC):
 
 def rank_of_line(line: str) -> int | None:
     """The global rank a launcher output line belongs to (its ``[rank N] `` prefix), if any."""
-    match = _RANK_PREFIX.match(line)
-    return int(match.group(1)) if match else None
+    return parse_output_prefix(line)[1]
 
 
 def keep_line(line: str, rank: int | None) -> bool:
@@ -162,13 +163,14 @@ def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_check
     best = best_validation(kept)
     if best is not None:
         info.best = {"top1": best["top1"], "step": best["step"], "checkpoint": best_checkpoint}
-    info.loss_trend = [float(r["loss"]) for r in kept if r["kind"] == "train"][-LOSS_TREND_POINTS:]
+    losses = [r.get("loss") for r in kept if r["kind"] == "train"][-LOSS_TREND_POINTS:]
+    info.loss_trend = [float(v) if isinstance(v, int | float) else None for v in losses]  # null: not finite
 
 
 def last_json_line(text: str) -> dict[str, Any] | None:
     """trainer.evaluate's result: the last stdout line that is a JSON object (rank prefixes tolerated)."""
     for raw in reversed(text.splitlines()):
-        line = _RANK_PREFIX.sub("", raw).strip()
+        line = parse_output_prefix(raw)[2].strip()
         if line.startswith("{") and line.endswith("}"):
             try:
                 value = json.loads(line)

@@ -53,7 +53,7 @@ from jobctl.jobdir import JobDir, list_job_dirs, tail_lines, write_atomic
 from jobctl.platforms import platform_info
 from jobctl.spec import train_config
 from trainer.files import utc_timestamp
-from trainer.imagefolder import count_images
+from trainer.imagefolder import class_dirs, count_images, too_few_classes
 from trainer.launcher.contract import Var
 from trainer.launcher.rendezvous import Rendezvous
 from trainer.launcher.restarts import RestartRecord, restart_record
@@ -394,14 +394,18 @@ def _restart_record(job_dir: JobDir, job: dict[str, Any]) -> RestartRecord | Non
 
 
 def _check_batch_fits(spec: JobSpec) -> None:
-    """Each rank needs at least one batch of its share of the training images (drop_remainder)."""
+    """At least two classes (trainer.imagefolder), and each rank needs at least one batch of its share of the
+    training images (drop_remainder)."""
     if spec.data.host_path is None:
         return
     root = Path(spec.data.host_path) / spec.data.train_subpath
     try:
         images = count_images(root)
+        problem = too_few_classes(root, class_dirs(root)) if images else None
     except OSError:
-        images = 0
+        images, problem = 0, None
+    if problem:
+        raise BackendError(f"--data: {problem}", exit_code=2)
     if not images:
         return  # no class folders or images: the pods' own check says what is wrong with the directory
     batch = train_config(spec).per_batch_size

@@ -8,6 +8,7 @@ Facts reach the pod once: the platform, the data and checkpoint paths travel her
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any, Literal, get_args
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2  # the Job's podFailurePolicy fails the whole Job: retrying cannot help
+EXIT_PERMANENT = 3  # a failure retrying cannot fix (a full volume, a diverged loss): the Job fails (FailJob)
 EXIT_GROUP_CHANGED = 75  # EX_TEMPFAIL: a peer failed or stopped; this pod rejoins (podFailurePolicy: Ignore)
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped after saving
 EXIT_RESTARTS_SPENT = 76  # the group failed more often than max_restarts allows: the Job fails (FailJob)
 # Exit codes after which retrying cannot help: the rendered Job's podFailurePolicy fails the whole Job on them.
-FAIL_JOB_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_RESTARTS_SPENT)
+FAIL_JOB_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_PERMANENT, EXIT_RESTARTS_SPENT)
 
 
 def exit_code_of(returncode: int) -> int:
@@ -160,6 +162,36 @@ class JobLayout:
 
     def launcher_log(self, pod_index: int) -> Path:
         return self.logs_dir / f"launcher-{pod_index}.log"
+
+
+# --- the launcher's merged output (the pod's stdout) --------------------------------------------------------
+# Every line carries its source: `[rank N] ` (a trainer rank, N global), `[sched] ` (MindSpore's scheduler) or
+# `[launcher] `. The pod's stdout holds only global rank 0's progress and validation lines (one per step, not one
+# per rank) and no MindSpore INFO/WARNING log line; every rank's log file (JobLayout.rank_log) keeps all its lines.
+LAUNCHER_LABEL = "launcher"
+SCHEDULER_LABEL = "sched"
+MERGED_VIEW_RANK = 0  # the rank whose progress and validation lines the merged view shows
+_OUTPUT_PREFIX = re.compile(r"^\[(?:rank (?P<rank>\d+)|(?P<label>sched|launcher))\] ")
+
+
+def rank_label(rank: int) -> str:
+    return f"rank {rank}"
+
+
+def output_prefix(label: str) -> str:
+    """The prefix of a merged-output line: ``[rank 3] ``, ``[sched] ``, ``[launcher] ``."""
+    return f"[{label}] "
+
+
+def parse_output_prefix(line: str) -> tuple[str | None, int | None, str]:
+    """``(label, global rank or None, the rest of the line)`` of a merged-output line; ``(None, None, line)``
+    when it has no prefix (a line jobctl or Kubernetes added)."""
+    match = _OUTPUT_PREFIX.match(line)
+    if match is None:
+        return None, None, line
+    rank = match.group("rank")
+    label = rank_label(int(rank)) if rank is not None else match.group("label")
+    return label, int(rank) if rank is not None else None, line[match.end() :]
 
 
 # --- the pod env --------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from trainer.launcher.output import Output, open_log
+from trainer.launcher.contract import output_prefix
+from trainer.launcher.output import Output, merged_view_keeps, open_log
 from trainer.progress import parse_progress
 
 # Variables a trainer must only get from this launcher (stale values in the pod env would mislead MindSpore).
@@ -48,11 +49,12 @@ def _die_with_launcher() -> None:
 class LocalProcess:
     """One trainer rank or the scheduler, with the thread that copies its output."""
 
-    label: str  # "rank 3" or "sched"
+    label: str  # "rank 3" or "sched" (contract.rank_label, SCHEDULER_LABEL)
     argv: list[str]
     env: dict[str, str]
     log_path: Path
     is_rank: bool = True
+    rank: int | None = None  # the global rank (None: the scheduler, or unknown)
     popen: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = None
     log: IO[str] | None = field(default=None, repr=False)
@@ -62,7 +64,7 @@ class LocalProcess:
 
     @property
     def prefix(self) -> str:
-        return f"[{self.label}] "
+        return output_prefix(self.label)
 
     def spawn(self) -> None:
         self.log = open_log(self.log_path)
@@ -90,7 +92,7 @@ class LocalProcess:
             elif (progress := parse_progress(line)) is not None:
                 self.last_step = progress["step"]
             try:
-                out.emit(self.prefix, line, self.log)
+                out.emit(self.prefix, line, self.log, to_stdout=merged_view_keeps(self.rank, line))
             except Exception as exc:  # never lose the rest of a rank's output to one bad write
                 with contextlib.suppress(Exception):
                     out.say(f"{self.label}: dropped a line ({exc})")
