@@ -33,8 +33,11 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
     env["PYTHONUNBUFFERED"] = "1"  # line-by-line output: prefixes, log files and the stall timer rely on it
     # MindSpore's C++ log at its default level prints ~100 cluster warnings per rank, which buries the progress
-    # lines in `kubectl logs`; errors only, unless the job's env asks for more (spec env GLOG_v=2).
+    # lines in `kubectl logs`; errors only, unless the job's env asks for more (spec env GLOG_v=2). To stderr, so
+    # whatever it prints lands in the rank's log file (never in files under $HOME); the merged stdout view leaves
+    # out its INFO/WARNING lines at any level (trainer.launcher.output.merged_view_keeps).
     env.setdefault("GLOG_v", "3")
+    env.setdefault("GLOG_logtostderr", "1")
     env.update(extra)
     return env
 
