@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from trainer.launcher.contract import EXIT_PERMANENT
 from trainer.launcher.main import read_env
 from trainer.launcher.modes import LaunchError
 from trainer.launcher.ranktable import build_server, build_table
@@ -262,14 +263,36 @@ def test_a_failing_rank_restarts_the_group_in_place(tmp_path) -> None:
 
 
 def test_a_rank_failing_on_every_start_fails_the_job_with_each_reason(tmp_path) -> None:
-    env = pod_env(tmp_path, FAKE_EXIT_RANK_1="3", FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
+    env = pod_env(tmp_path, FAKE_EXIT_RANK_1="4", FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
     code, text = run(env)
     assert code == 76, text  # the rendered Job's podFailurePolicy fails the Job on it
     assert text.count("restarting the group in place") == 2
     message = (tmp_path / "termination-log").read_text()
     assert message.startswith("the group failed 3 time(s), more than max_restarts=2 allows")
     for attempt in (0, 1, 2):
-        assert f"attempt {attempt}: pod 0: rank 1 exited with code 3" in message
+        assert f"attempt {attempt}: pod 0: rank 1 exited with code 4" in message
+
+
+def test_a_permanent_failure_of_a_rank_fails_the_pod_at_once(tmp_path) -> None:
+    """Issues 24.3/24.9: a full volume or a diverged loss (trainer exit 3) is not retried in place three times:
+    the pod exits 3 at once (FailJob) and its termination message is the rank's one line."""
+    env = pod_env(tmp_path, FAKE_EXIT_RANK_1=str(EXIT_PERMANENT), FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
+    code, text = run(env)
+    assert code == EXIT_PERMANENT, text
+    assert "restarting the group in place" not in text
+    assert (tmp_path / "termination-log").read_text() == "rank 1 exited with code 3"
+
+
+def test_a_full_shared_volume_fails_the_pod_for_good(tmp_path, tmpfs) -> None:
+    """Issue 24.9: no room on the shared volume for the rendezvous: exit 3 (FailJob) with one error line, not a
+    failure a replacement pod would retry."""
+    volume = tmpfs("shared", "64k")
+    (volume / "filler").write_bytes(b"\0" * (64 * 1024))  # the volume is full from the start
+    code, text = run(pod_env(tmp_path, JOBCTL_JOB_DIR=str(volume / "jobs" / "t")))
+    assert code == EXIT_PERMANENT, text
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in text and len(errors) == 1 and "no space left on" in errors[0], text
+    assert "no space left on" in (tmp_path / "termination-log").read_text()
 
 
 def test_peer_failure_marker_stops_the_ranks_and_rejoins(tmp_path) -> None:

@@ -319,6 +319,20 @@ def test_a_killed_launcher_replaces_its_pod(tmp_path: Path, dataset: Path) -> No
     assert "restart 1 of 3 after attempt 0" in (job_dir.local_dir / "pod-0.log").read_text()
 
 
+def test_a_one_class_dataset_is_refused_at_submit(tmp_path: Path) -> None:
+    """Issue 24.5: every rank died with a ValueError traceback and the group restarted three times; the local
+    backend sees the data, so it refuses at once (exit 2) and writes nothing."""
+    spec = make_spec(tmp_path, name="oneclass")
+    (tmp_path / "data" / "train" / "cat").mkdir()
+    for i in range(20):
+        (tmp_path / "data" / "train" / "cat" / f"{i}.JPEG").write_bytes(b"")
+    backend = LocalBackend(tmp_path / "shared")
+    with pytest.raises(BackendError, match=r"1 class folder \(cat\); training needs at least 2 classes") as info:
+        backend.submit(spec, render(spec), resume=False, replace=False)
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "shared" / "jobs" / "oneclass").exists()
+
+
 def test_a_batch_larger_than_a_ranks_share_is_refused_at_submit(tmp_path: Path) -> None:
     """The local backend sees the data: the pods' "per_batch_size is larger than this rank's share" comes first."""
     spec = make_spec(tmp_path, name="bigbatch", devices=2, per_node=1, train={"per_batch_size": 16})
@@ -359,8 +373,9 @@ def test_the_final_state_is_recorded_even_when_the_volume_refuses_writes_for_a_w
 
 @pytest.mark.slow
 def test_a_full_shared_volume_fails_the_job_with_the_reason(tmpfs, dataset: Path) -> None:
-    """Saves fill the volume: the trainer says so in one line, the launchers restart once, then the job fails with
-    the reason in `jobctl status`; nothing dies with a traceback and the earlier checkpoint stays loadable."""
+    """Saves fill the volume: the trainer says so in one line and the job fails at once (issue 24.9: exit 3,
+    FailJob; no in-place restart loop) with the reason, short, in `jobctl status`; nothing dies with a traceback
+    and the earlier checkpoint stays loadable."""
     small_shared = tmpfs("shared", "4m")
     cmd = [*JOBCTL, "submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--name", "full"]
     cmd += ["--data", str(dataset), "--shared", str(small_shared), "--max-restarts", "1", "--wait"]
@@ -376,6 +391,10 @@ def test_a_full_shared_volume_fails_the_job_with_the_reason(tmpfs, dataset: Path
     info = json.loads(status.stdout)
     assert info["phase"] == FAILED, status.stdout
     assert "no space left on" in json.dumps(info), status.stdout  # the trainer's line reached status
+    # Failed at once: no in-place restart, no pod replaced, one short reason (was 3 restarts and ~1,450 chars).
+    assert "restarting the group in place" not in done.stdout and "[launcher] attempt 1" not in done.stdout
+    assert [pod["restarts"] for pod in info["pods"]] == [0] and [pod["exit_code"] for pod in info["pods"]] == [3]
+    assert len(info["explanation"]) < 400, info["explanation"]
     assert "Traceback" not in done.stdout + done.stderr
     job_dir = JobDir.of(small_shared, "full")
     assert job_dir.newest_checkpoint() is not None

@@ -14,6 +14,7 @@ Pure Python (no MindSpore import): it must start fast and run where the trainer'
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -23,10 +24,13 @@ from typing import TypeVar
 
 from trainer import compile_cache
 from trainer.config import ConfigError, build, load_file, parse_args
+from trainer.files import is_disk_full
 from trainer.launcher.contract import (
     EXIT_BAD_INPUT,
+    EXIT_FAILURE,
     EXIT_GROUP_CHANGED,
     EXIT_OK,
+    EXIT_PERMANENT,
     EXIT_RESTARTS_SPENT,
     EXIT_TERMINATED,
     FAIL_JOB_EXIT_CODES,
@@ -105,6 +109,11 @@ def _split_argv(argv: Sequence[str]) -> list[str]:
     )
 
 
+def permanent_code(exc: OSError) -> int:
+    """A full or read-only volume stays so for every replacement pod: EXIT_PERMANENT (FailJob), not a retry."""
+    return EXIT_PERMANENT if is_disk_full(exc) or exc.errno == errno.EROFS else EXIT_FAILURE
+
+
 def _marking_failures(rendezvous: Rendezvous, env: PodEnv, wait: Callable[[], T]) -> T:
     """Run a wait; if it fails or is stopped, tell the peers (a group change needs no marker: it is the news)."""
     try:
@@ -130,6 +139,7 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
         raise LaunchError(
             f"cannot join the rendezvous in {rendezvous.root}: {exc.strerror or exc}; free space on the shared "
             "volume (old checkpoints, compile-cache/) or give the job a larger one",
+            permanent_code(exc),
             in_place=False,
         ) from None
     except RendezvousError as exc:
@@ -245,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Output(env.layout, env.pod_index)
         except OSError as exc:
             raise LaunchError(
-                f"cannot write logs under {Var.JOB_DIR}={env.job_dir}: {exc}; is the shared volume mounted?"
+                f"cannot write logs under {Var.JOB_DIR}={env.job_dir}: {exc}; is the shared volume mounted?",
+                permanent_code(exc),
             ) from None
     except LaunchError as exc:
         print(f"[launcher] error: {exc}", file=sys.stderr, flush=True)
