@@ -196,9 +196,10 @@ def test_prefixed_output_rank_logs_and_rank_env(tmp_path) -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("rank_exit", "launcher_exit"), [(3, 76), (2, 2), (75, 76), (137, 76)])
+@pytest.mark.parametrize(("rank_exit", "launcher_exit"), [(4, 76), (2, 2), (3, 3), (75, 76), (137, 76)])
 def test_failing_rank_stops_the_others_at_once(tmp_path, rank_exit, launcher_exit) -> None:
-    """No restarts allowed (JOBCTL_MAX_RESTARTS 0): the first failure fails the Job (76), bad input too (2)."""
+    """No restarts allowed (JOBCTL_MAX_RESTARTS 0): the first failure fails the Job (76), bad input (2) and a
+    permanent failure (3) with their own codes."""
     env = pod_env(tmp_path, FAKE_HANG="1", FAKE_HANG_RANK_1="0", FAKE_LINES_RANK_1="1", FAKE_EXIT=str(rank_exit))
     code, text = run(env)
     assert code == launcher_exit, text
@@ -460,7 +461,10 @@ def test_real_trainer_two_pods_dynamic_cluster(tmp_path) -> None:
     codes = [pod.finish(timeout=180) for pod in pods]
     assert codes == [0, 0], "\n".join(pod.text for pod in pods)
     assert re.search(r"^\[rank 0\] rank=0 epoch=1/1 step=4/4 loss=", pods[0].text, re.M)
-    assert re.search(r"^\[rank 1\] rank=1 epoch=1/1 step=4/4 loss=", pods[1].text, re.M)
+    # Rank 1's progress lines stay in its log file: the merged views show one line per step, rank 0's.
+    assert not re.search(r"^\[rank 1\] rank=1 epoch=", pods[1].text, re.M)
+    rank_1_log = (tmp_path / "job" / "logs" / "rank-1.log").read_text()
+    assert re.search(r"^rank=1 epoch=1/1 step=4/4 loss=", rank_1_log, re.M)
     assert json.loads((tmp_path / "job" / "ckpt" / "status.json").read_text())["state"] == "completed"
 
 
