@@ -236,7 +236,8 @@ def test_an_image_with_an_absurd_header_is_skipped_and_counted_alike_in_validati
     write_png_bomb(bomb)
     scan = scan_images(root / "val")
     assert scan.unreadable == (str(bomb),) and scan.num_images == 11
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    # This tree's trainer package (the subprocess runs in tmp_path, where MindSpore may drop files).
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     counts = {}
     for mode in ("validation", "eval"):
         cmd = [sys.executable, "-c", COUNT_ROWS, str(root / "train"), str(root / "val"), mode]

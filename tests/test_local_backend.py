@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def test_plan_maps_pod_env_and_volumes_to_local_values(tmp_path: Path) -> None:
 
 
 # The smallest file that passes the trainer's truncation check: one empty record and the CRC trailer.
-COMPLETE_CKPT = b"\x0a\x00" + b"crc_num" + bytes(10)
+# One empty record and MindSpore's CRC trailer over it: complete, and intact (status checks the CRC too).
+COMPLETE_CKPT = b"\x0a\x00" + b"crc_num" + zlib.crc32(b"\x0a\x00").to_bytes(10, "big")
 
 
 def test_job_dir_finds_the_newest_step_checkpoint(tmp_path: Path) -> None:
@@ -117,7 +119,8 @@ def test_job_dir_finds_the_newest_step_checkpoint(tmp_path: Path) -> None:
 def test_failure_rules_follow_the_rendered_pod_failure_policy(tmp_path: Path) -> None:
     rules = FailureRules.from_job(training_job(render(make_spec(tmp_path, max_restarts=5))))
     assert rules.backoff_limit == 5 and not rules.per_index
-    assert [rules.action(code) for code in (2, 75, 1, 137, 143)] == ["FailJob", "Ignore", "Count", "Count", "Count"]
+    codes = (2, 3, 75, 1, 137, 143)  # 3: a permanent failure (full volume, diverged loss)
+    assert [rules.action(code) for code in codes] == ["FailJob", "FailJob", "Ignore", "Count", "Count", "Count"]
     assert parse_indexes("0,2-4") == {0, 2, 3, 4}
 
 
