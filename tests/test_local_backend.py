@@ -255,8 +255,14 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert "[rank 0] rank=0 epoch=2/2 step=8/8" in out and "[rank 1]" in out, "merged, prefixed logs streamed"
+    # Issue 23.5: one progress line per step (rank 0's) and no MindSpore INFO/WARNING line in the merged view...
+    assert "[rank 1] rank=1 epoch=" not in out and not re.search(r"\] \[(INFO|WARNING)\] ", out), out[-3000:]
     job_dir = JobDir.of(shared, "e2e")
     assert job_dir.spec_file.is_file() and sorted(job_dir.rank_logs()) == [0, 1]
+    # ...while rank 1's file keeps its lines, and `logs --rank 1` reads it.
+    shown = subprocess.run([*JOBCTL, "logs", "e2e", "--rank", "1", "--backend", "local", "--shared", str(shared)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "[rank 1] rank=1 epoch=2/2 step=8/8" in shown.stdout, shown.stdout[-2000:]
     status = LocalBackend(shared).status("e2e")
     assert status.phase == COMPLETE and status.progress is not None and status.progress["step"] == 8
     assert status.checkpoint is not None and status.checkpoint.endswith("resnext_tiny-2_8.ckpt")

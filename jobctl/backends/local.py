@@ -54,7 +54,7 @@ from jobctl.platforms import platform_info
 from jobctl.spec import train_config
 from trainer.files import utc_timestamp
 from trainer.imagefolder import class_dirs, count_images, too_few_classes
-from trainer.launcher.contract import Var
+from trainer.launcher.contract import Var, output_prefix, rank_label
 from trainer.launcher.rendezvous import Rendezvous
 from trainer.launcher.restarts import RestartRecord, restart_record
 from trainer.metrics import read_history
@@ -256,11 +256,15 @@ class LocalBackend(Backend):
         job_dir = self.require(name)
         count = int(training_job(_read_json(job_dir.local_dir / "job.json")["objects"])["spec"]["completions"])
         paths = [job_dir.local_dir / f"pod-{i}.log" for i in range(count)]
+        prefix = ""
+        if rank is not None and job_dir.rank_log(rank).is_file():
+            # The pods' merged view holds rank 0's progress lines only; the launcher's file of the rank holds all.
+            paths, prefix = [job_dir.rank_log(rank)], output_prefix(rank_label(rank))
         if not follow:
             for path in paths:
                 for line in _read_lines(path):
-                    if keep_line(line, rank):
-                        out.write(line + "\n")
+                    if prefix or keep_line(line, rank):
+                        out.write(prefix + line + "\n")
             return
         positions = dict.fromkeys(paths, 0)
         partial = dict.fromkeys(paths, "")
@@ -277,8 +281,8 @@ class LocalBackend(Backend):
                 text = partial[path] + chunk.decode("utf-8", "replace")
                 *complete, partial[path] = text.split("\n")
                 for line in complete:
-                    if keep_line(line, rank):
-                        out.write(line + "\n")
+                    if prefix or keep_line(line, rank):
+                        out.write(prefix + line + "\n")
             out.flush()
             if finished:  # one last read after the final state, so nothing written before it is lost
                 return
