@@ -13,8 +13,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from contract.files import strict_json
 from jobctl.backends.base import JobInfo
-from trainer.files import strict_json
 
 
 class Format(StrEnum):
@@ -48,7 +48,7 @@ def dump(data: Any, fmt: Format) -> None:
 def age(created: str | None) -> str:
     if not created:
         return "-"
-    from trainer.progress import format_duration
+    from contract.progress import format_duration
 
     try:
         stamp = datetime.fromisoformat(created.replace("Z", "+00:00"))
@@ -94,7 +94,7 @@ def sparkline(values: list[float | None]) -> str:
 
 
 def progress_line(job: JobInfo) -> str:
-    from trainer.progress import format_duration
+    from contract.progress import format_duration
 
     progress = job.progress
     if not progress:

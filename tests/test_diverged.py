@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from contract.env import EXIT_PERMANENT, FAIL_JOB_EXIT_CODES
+from contract.metrics import History, read_history
+from contract.progress import read_status, write_status
 from jobctl.backends.base import JobInfo, add_history_summary
 from jobctl.output import SPARK_NOT_FINITE, Format, dump, history_lines, sparkline
-from trainer.launcher.contract import EXIT_PERMANENT, FAIL_JOB_EXIT_CODES
-from trainer.metrics import History, read_history
-from trainer.progress import read_status, write_status
 
 ROOT = Path(__file__).resolve().parents[1]
 

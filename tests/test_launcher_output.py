@@ -7,10 +7,11 @@ import io
 import sys
 import textwrap
 
-from trainer.launcher.contract import JobLayout, output_prefix, parse_output_prefix, rank_label
-from trainer.launcher.output import Output
-from trainer.launcher.processes import LocalProcess, child_env
-from trainer.progress import parse_progress
+from contract.layout import JobLayout
+from contract.lines import format_prefix, parse_rank_prefix, rank_label, strip_rank_prefix
+from contract.progress import parse_progress
+from launcher.output import Output
+from launcher.processes import LocalProcess, child_env
 
 
 class FullDisk(io.StringIO):
@@ -90,8 +91,8 @@ def test_the_merged_view_shows_rank_0s_progress_once_and_no_mindspore_chatter(tm
         lines = [line.format(r=rank) for line in (progress, validation, routine)]
         logged[rank] = _run_rank(tmp_path, rank, [*lines, MINDSPORE_INFO, MINDSPORE_WARNING, error])
     printed = capsys.readouterr().out.splitlines()
-    ranks = [parse_output_prefix(line) for line in printed]
-    shown = [(rank, rest) for label, rank, rest in ranks if rank is not None]
+    ranked = [line for line in printed if parse_rank_prefix(line) is not None]
+    shown = [(parse_rank_prefix(line), strip_rank_prefix(line)) for line in ranked]
     assert [rest for rank, rest in shown if parse_progress(rest)] == [progress.format(r=0)]
     assert [rest for rank, rest in shown if "validation" in rest] == [validation.format(r=0)]
     assert (1, routine.format(r=1)) in shown and (1, error) in shown  # what is not per-step still shows
@@ -101,11 +102,10 @@ def test_the_merged_view_shows_rank_0s_progress_once_and_no_mindspore_chatter(tm
         assert MINDSPORE_WARNING in logged[rank] and error in logged[rank]
 
 
-def test_the_output_prefix_parses_back() -> None:
-    assert parse_output_prefix(output_prefix(rank_label(12)) + "x y") == ("rank 12", 12, "x y")
-    assert parse_output_prefix("[sched] ready") == ("sched", None, "ready")
-    assert parse_output_prefix("[launcher] exit 0") == ("launcher", None, "exit 0")
-    assert parse_output_prefix("[jobctl] pod x") == (None, None, "[jobctl] pod x")
+def test_the_rank_prefix_parses_back() -> None:
+    line = format_prefix(rank_label(12)) + "x y"
+    assert (parse_rank_prefix(line), strip_rank_prefix(line)) == (12, "x y")
+    assert parse_rank_prefix("[sched] ready") is None and parse_rank_prefix("[jobctl] pod x") is None
 
 
 def test_mindspore_logs_to_stderr_at_error_level_unless_the_job_asks(monkeypatch) -> None:

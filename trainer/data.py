@@ -39,9 +39,9 @@ from typing import IO, Any, Literal
 import numpy as np
 from PIL import Image
 
+from contract.config import ZOO_COLOR_JITTER
+from contract.imagefolder import EXTENSIONS, class_dirs, image_names
 from trainer.bars import progress_bar
-from trainer.config import ZOO_COLOR_JITTER
-from trainer.imagefolder import EXTENSIONS, class_dirs, image_names
 
 log = logging.getLogger(__name__)
 
