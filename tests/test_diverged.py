@@ -107,3 +107,17 @@ def test_a_diverging_run_stops_early_with_the_reason(tmp_path: Path, dataset: Pa
     assert saved and max(saved) < first_bad  # no checkpoint of the non-finite steps
     records = [strict_loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in records if r["kind"] == "train" and r["step"] >= first_bad] == [None] * 3
+
+
+def test_the_guard_counts_consecutive_non_finite_steps_and_sink_chunks() -> None:
+    from trainer.divergence import DivergedError, DivergenceGuard
+
+    guard = DivergenceGuard(limit=5)
+    guard.check(math.nan, step=1, count=1, lr=0.1)
+    guard.check(math.inf, step=2, count=1, lr=0.1)
+    guard.check(2.0, step=3, count=1, lr=0.1)  # a finite loss in between: the count starts again
+    assert (guard.bad_steps, guard.first_bad) == (0, None)
+    guard.check(math.nan, step=7, count=4, lr=0.1)  # a sink chunk of 4 steps whose last loss is NaN
+    assert (guard.bad_steps, guard.first_bad) == (4, 4)
+    with pytest.raises(DivergedError, match=r"^loss diverged at step 4: nan for 8 consecutive step\(s\)"):
+        guard.check(math.nan, step=11, count=4, lr=0.1)

@@ -43,6 +43,7 @@ from trainer.async_save import BackgroundSaver
 from trainer.checkpoint import Checkpoint
 from trainer.data import DataError, create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
+from trainer.divergence import DivergedError, DivergenceGuard
 from trainer.loss import LabelSmoothingCrossEntropy
 from trainer.model import build_model
 from trainer.schedule import learning_rates
@@ -441,33 +442,6 @@ def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) 
         if all_reduce_max(int(stop.requested), run.group_size):
             return stop_run(run, status, saving, epoch=epoch, step=step, saved=saved_step == step)
     return finish_run(run, status, saving, step=step, saved=saved_step == step)
-
-
-class DivergedError(RuntimeError):
-    """The loss was not finite for ``diverge_steps`` consecutive steps: a restart would diverge again."""
-
-
-class DivergenceGuard:
-    """Counts consecutive steps whose loss is NaN or infinite; at ``limit`` the run stops as failed. A sink chunk
-    reports only its last loss, so a non-finite one counts the whole chunk."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.bad_steps = 0
-        self.first_bad: int | None = None  # the first step of the current non-finite run
-
-    def check(self, loss: float, step: int, count: int, lr: float) -> None:
-        if math.isfinite(loss):
-            self.bad_steps, self.first_bad = 0, None
-            return
-        if self.first_bad is None:
-            self.first_bad = step - count + 1
-        self.bad_steps += count
-        if self.bad_steps >= self.limit:
-            raise DivergedError(
-                f"loss diverged at step {self.first_bad}: {loss} for {self.bad_steps} consecutive step(s) "
-                f"(diverge_steps={self.limit}); lower lr (now {lr:g}) or check the data, then resubmit"
-            )
 
 
 class StopRequest:

@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.checkpoint import CheckpointError
     from trainer.data import DataError
     from trainer.distributed import DistributedError
-    from trainer.loop import DivergedError, train
+    from trainer.divergence import DivergedError
+    from trainer.loop import train
 
     try:
         state = train(cfg)
