@@ -54,7 +54,7 @@ demo: ## generate a small dataset, train resnext_tiny on 2 local CPU workers, ev
 	$(BIN)/jobctl submit --backend local --platform cpu --devices 2 --name $(DEMO_JOB) \
 		--data $(DEMO_DATA) --shared $(SHARED) --replace --wait \
 		--set arch=resnext_tiny --set image_size=64 --set per_batch_size=16 \
-		--set max_epoch=$(DEMO_EPOCHS) --set T_max=$(DEMO_EPOCHS) --set lr=0.2 --set ckpt_interval=20 \
+		--set max_epoch=$(DEMO_EPOCHS) --set lr=0.2 --set ckpt_interval=20 \
 		--set log_interval=4
 	$(BIN)/jobctl eval $(DEMO_JOB) --backend local --shared $(SHARED) --data $(DEMO_DATA)/val
 	@plot=$$($(BIN)/jobctl plot $(DEMO_JOB) --backend local --shared $(SHARED) -o $(SHARED)/jobs/$(DEMO_JOB)/plot.png) \

@@ -2,6 +2,8 @@
 
 - :func:`list_checkpoints`: one rank's ``<arch>-<epoch>_<step>[-rank<N>].ckpt`` files, oldest first.
 - :func:`incomplete_reason`: a cheap structural check that catches a truncated file without reading it.
+- :func:`crc_mismatch`: MindSpore's own CRC check (one sequential read of the file), for a file whose structure
+  is intact but whose bytes are not (a bit flip): what ``jobctl status`` must not name as the newest checkpoint.
 - :func:`set_aside`: rename a bad checkpoint to ``<name>.corrupt`` so no lister sees it again, but a person can.
 
 A MindSpore ``.ckpt`` is a sequence of serialized ``Checkpoint { repeated Value value = 1; }`` messages (one per
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -94,6 +97,45 @@ def _scan(handle: BinaryIO, size: int) -> str | None:
     return f"truncated at byte {size}: no CRC trailer" if size else "empty file"
 
 
+_CRC_CHUNK = 4 << 20
+# (path, size, mtime_ns) -> crc_mismatch's answer: `status --watch` re-checks a file only when it changed.
+_crc_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def crc_mismatch(path: str | Path) -> str | None:
+    """Why ``path``'s content does not match its CRC trailer (the CRC-32 of everything before it, as MindSpore's
+    ``load_checkpoint(crc_check=True)`` computes it), or None when it matches. Reads the whole file once; the
+    answer is remembered per (size, mtime)."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _crc_checked:
+        _crc_checked[key] = _crc_of(path, stat.st_size)
+    return _crc_checked[key]
+
+
+def _crc_of(path: str | Path, size: int) -> str | None:
+    if size < _CRC_TRAILER_SIZE:
+        return "no CRC trailer"
+    crc, left = 0, size - _CRC_TRAILER_SIZE
+    try:
+        with open(path, "rb") as handle:
+            while left:
+                block = handle.read(min(_CRC_CHUNK, left))
+                if not block:
+                    return f"truncated at byte {size - _CRC_TRAILER_SIZE - left}"
+                crc, left = zlib.crc32(block, crc), left - len(block)
+            trailer = handle.read(_CRC_TRAILER_SIZE)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    if trailer[: len(_CRC_TRAILER)] != _CRC_TRAILER:
+        return "no CRC trailer"
+    stored = int.from_bytes(trailer[len(_CRC_TRAILER) :], "big")
+    return None if stored == crc else f"CRC mismatch (stored {stored}, content {crc}): the file is corrupt"
+
+
 def _varint(data: bytes, start: int) -> tuple[int | None, int]:
     """The base-128 varint at ``data[start:]`` and the bytes used up to its end; (None, 0) if cut off."""
     value, shift = 0, 0
@@ -117,10 +159,13 @@ def set_aside(path: str | Path) -> Path | None:
     return target
 
 
-def newest_complete(directory: str | Path, rank: int = 0, log: Callable[[str], None] | None = None) -> Path | None:
-    """The newest of ``rank``'s checkpoints that passes :func:`incomplete_reason` (nothing is renamed)."""
+def newest_complete(
+    directory: str | Path, rank: int = 0, log: Callable[[str], None] | None = None, crc: bool = False
+) -> Path | None:
+    """The newest of ``rank``'s checkpoints that passes :func:`incomplete_reason` (and, with ``crc``, its CRC:
+    the one resume and eval would use); nothing is renamed."""
     for path in reversed(list_checkpoints(directory, rank)):
-        reason = incomplete_reason(path)
+        reason = incomplete_reason(path) or (crc_mismatch(path) if crc else None)
         if reason is None:
             return path
         if log is not None:

@@ -19,11 +19,12 @@ from contract.layout import TRAIN_CONFIG_KEY, JobLayout
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2  # the Job's podFailurePolicy fails the whole Job: retrying cannot help
+EXIT_PERMANENT = 3  # a failure retrying cannot fix (a full volume, a diverged loss): the Job fails (FailJob)
 EXIT_GROUP_CHANGED = 75  # EX_TEMPFAIL: a peer failed or stopped; this pod rejoins (podFailurePolicy: Ignore)
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped after saving
 EXIT_RESTARTS_SPENT = 76  # the group failed more often than max_restarts allows: the Job fails (FailJob)
 # Exit codes after which retrying cannot help: the rendered Job's podFailurePolicy fails the whole Job on them.
-FAIL_JOB_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_RESTARTS_SPENT)
+FAIL_JOB_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_PERMANENT, EXIT_RESTARTS_SPENT)
 
 
 def exit_code_of(returncode: int) -> int:

@@ -5,16 +5,20 @@
 - :func:`utc_timestamp`: the one timestamp format of status files and logs (ISO 8601 UTC, seconds).
 - :class:`DiskFullError`: a write that ran out of space or quota, reported as one line instead of a traceback.
 - :func:`fresh_listdir`: a directory listing that a caching NFS client takes from the server, not from its cache.
+- :func:`strict_json`: what we write as JSON is JSON (a non-finite float, e.g. a diverged loss, becomes null).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -31,6 +35,34 @@ class DiskFullError(OSError):
 
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_cause(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind ``exc`` (itself, or its cause/context chain), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if is_disk_full(current):
+            return current  # type: ignore[return-value]  # is_disk_full checked the type
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf), at any depth of dicts, lists and tuples, as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def strict_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps`` that never writes ``NaN``/``Infinity`` (not JSON: strict parsers refuse them): null instead."""
+    return json.dumps(finite_or_none(value), allow_nan=False, **dumps)
 
 
 def utc_timestamp() -> str:

@@ -25,3 +25,17 @@ def image_names(class_dir: Path) -> list[str]:
 def count_images(root: Path) -> int:
     """Image files under the class folders (unreadable ones included: the trainer's scan finds those)."""
     return sum(len(image_names(root / name)) for name in class_dirs(root))
+
+
+MIN_CLASSES = 2  # a classifier of one class learns nothing (and its loss and top-5 are undefined)
+
+
+def too_few_classes(root: Path, classes: list[str]) -> str | None:
+    """Why ``root`` cannot be trained on (fewer than MIN_CLASSES class folders), else None."""
+    if len(classes) >= MIN_CLASSES:
+        return None
+    found = f"{len(classes)} class folder ({classes[0]})" if classes else "no class folders"
+    return (
+        f"data directory {root} has {found}; training needs at least {MIN_CLASSES} classes, one sub-folder each "
+        f"({root}/<class>/<image>.JPEG); point the data at the folder that holds all the class folders"
+    )

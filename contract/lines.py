@@ -2,7 +2,8 @@
 contract.progress, the validation line and metrics records contract.metrics).
 
 - the trainer's own prefix ``rank=R `` on each line it prints;
-- the launcher's prefixes on its stdout: ``[rank N] `` for a rank's lines, ``[launcher] `` for its own;
+- the launcher's prefixes on its stdout: ``[rank N] `` for a rank's lines, ``[sched] `` for MindSpore's scheduler,
+  ``[launcher] `` for its own (the merged view: rank MERGED_VIEW_RANK's progress only);
 - the launcher's ``attempt K: all P pod(s) joined; world size W[; restart R of M after <why>]`` line (jobctl status
   shows R, M and why);
 - rank 0's ``saved <checkpoint> (...)`` line (jobctl status shows the newest checkpoint).
@@ -13,6 +14,11 @@ from __future__ import annotations
 import re
 
 LAUNCHER_PREFIX = "[launcher] "
+SCHEDULER_LABEL = "sched"  # MindSpore's scheduler process (msrun mode): its lines are `[sched] ...`
+# The launcher's stdout is the merged view a person follows (make demo, jobctl logs, kubectl logs): it shows the
+# progress and validation lines of this rank only (every rank prints one per step) and no MindSpore INFO/WARNING
+# log line; each rank's log file (JobLayout.rank_log) keeps every line (launcher.output.merged_view_keeps).
+MERGED_VIEW_RANK = 0
 _RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
 _JOINED = re.compile(
     r"attempt (\d+): all (\d+) pod\(s\) joined; world size (\d+)(?:; restart (\d+) of (\d+) after (.*))?$"

@@ -8,7 +8,7 @@ Rank 0 appends one JSON record per line to ``<job dir>/metrics.jsonl`` (docs/INT
 - ``train``: one per progress line (loss, lr, img/s, ETA);
 - ``val``: one per validation (top-1, top-5, images).
 
-Lines are only ever appended, in batches at the status.json cadence. The same records mirror into TensorBoard
+Lines are only ever appended, each as it happens (fsynced). The same records mirror into TensorBoard
 event files under ``<job dir>/tensorboard/`` (tensorboardX, imported only when a run starts). On a cluster the
 history is rebuilt from rank 0's log: its progress and validation lines plus one ``metrics {json}`` line per
 attempt (:func:`history_from_log`).
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.env import Var
-from contract.files import utc_timestamp
+from contract.files import strict_json, utc_timestamp
 from contract.layout import JobLayout
 from contract.progress import parse_progress
 
@@ -78,11 +78,13 @@ def history_paths(ckpt_path: str | Path, environ: Mapping[str, str] = os.environ
 class History:
     """Rank 0's writer of metrics.jsonl and the TensorBoard files; ``enabled=False`` (other ranks) records nothing.
 
-    Records are buffered and appended every ``flush_seconds`` (and at once for attempt and validation records),
-    so the shared volume sees one small write per status.json rewrite."""
+    Each record is appended (and fsynced) and the event file flushed as it happens, so a crash, a kill -9 or a
+    group stop loses no record written before it: one small write per progress line (every ``log_interval``
+    steps). ``flush_seconds`` > 0 batches train records instead (validation and attempt records always go at once).
+    """
 
     def __init__(
-        self, path: Path | None, tensorboard: TensorBoard | None = None, restarts: int = 0, flush_seconds: float = 10
+        self, path: Path | None, tensorboard: TensorBoard | None = None, restarts: int = 0, flush_seconds: float = 0
     ) -> None:
         self.path, self.tensorboard, self.restarts = path, tensorboard, restarts
         self.flush_seconds = flush_seconds
@@ -123,7 +125,7 @@ class History:
         self.flushed = time.monotonic()
         if self.path is None or not self.pending:
             return
-        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.pending)
+        text = "".join(strict_json(r, separators=(",", ":")) + "\n" for r in self.pending)
         try:
             self._append(self.path, text)
         except OSError as exc:  # the history is for people: a failed append is retried, never fatal
@@ -256,7 +258,7 @@ def effective(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def log_record_line(record: dict[str, Any]) -> str:
     """An attempt record as rank 0 logs it (after ``rank=0``)."""
-    return f"{LOG_TAG} {json.dumps(record, separators=(',', ':'))}"
+    return f"{LOG_TAG} {strict_json(record, separators=(',', ':'))}"
 
 
 def is_log_record(line: str) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.env import Var
-from contract.files import utc_timestamp, write_atomic
+from contract.files import finite_or_none, strict_json, utc_timestamp, write_atomic
 
 STATES = ("starting", "running", "completed", "failed", "stopped")
 UNKNOWN = "-"  # shown for img/s and ETA until a steady-state step has been timed
@@ -152,8 +152,8 @@ def write_status(path: str | Path, **fields: Any) -> dict[str, Any]:
         raise ValueError(f"status state must be one of {', '.join(STATES)}, not {state!r}")
     record = dict(fields)
     record["updated"] = utc_timestamp()
-    write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return record
+    write_atomic(path, strict_json(record, indent=2, sort_keys=True) + "\n")
+    return finite_or_none(record)
 
 
 def restarts_from_env(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -68,8 +68,10 @@ class JobDir(JobLayout):
         return bool(self.checkpoints())
 
     def newest_checkpoint(self) -> CheckpointFile | None:
-        """The newest step checkpoint that is complete (a cheap structural check: a truncated file is skipped)."""
-        path = newest_complete(self.ckpt_dir)
+        """The newest step checkpoint that resume and eval would use: complete (structure) and intact (CRC, as
+        MindSpore checks it on load). One read of the newest file, remembered while it does not change; older
+        ones are read only when a newer one is bad."""
+        path = newest_complete(self.ckpt_dir, crc=True)
         return _named(path) if path is not None else None
 
     # Status and logs --------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -13,6 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from contract.files import strict_json
 from jobctl.backends.base import JobInfo
 
 
@@ -39,7 +40,7 @@ def note(message: str) -> None:
 def dump(data: Any, fmt: Format) -> None:
     """Machine-readable output on stdout (YAML unless fmt is json)."""
     if fmt is Format.json:
-        print(json.dumps(data, indent=2, default=str))
+        print(strict_json(data, indent=2, default=str))  # a diverged loss is null, not NaN
     else:
         print(yaml.safe_dump(data, sort_keys=False), end="")
 
@@ -98,13 +99,22 @@ def object_summary(obj: dict[str, Any]) -> str:
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: list[float]) -> str:
-    """One block character per value, scaled between the smallest and the largest."""
-    if not values:
-        return ""
-    low, high = min(values), max(values)
+SPARK_NOT_FINITE = "×"  # a NaN/inf loss (a diverging run) or one recorded as null
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One block character per value, scaled between the smallest and the largest finite one; a non-finite or
+    missing value is SPARK_NOT_FINITE."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return SPARK_NOT_FINITE * len(values)
+    low, high = min(finite), max(finite)
     span = (high - low) or 1.0
-    return "".join(SPARK_BLOCKS[round((v - low) / span * (len(SPARK_BLOCKS) - 1))] for v in values)
+    top = len(SPARK_BLOCKS) - 1
+    return "".join(
+        SPARK_BLOCKS[round((v - low) / span * top)] if v is not None and math.isfinite(v) else SPARK_NOT_FINITE
+        for v in values
+    )
 
 
 def progress_line(job: JobInfo) -> str:
@@ -130,7 +140,8 @@ def history_lines(job: JobInfo) -> list[str]:
         lines.append(f"best top-1: {job.best['top1'] * 100:.2f}% at step {job.best['step']}{where}")
     if job.loss_trend:
         trend = job.loss_trend
-        lines.append(f"loss: {sparkline(trend)}  {trend[0]:.4f} -> {trend[-1]:.4f} (last {len(trend)} lines)")
+        ends = " -> ".join("-" if v is None else f"{v:.4f}" for v in (trend[0], trend[-1]))
+        lines.append(f"loss: {sparkline(trend)}  {ends} (last {len(trend)} lines)")
     budget = f"/{job.max_restarts}" if job.max_restarts is not None else ""
     lines.append(f"restarts: {job.restarts}{budget}" + (f", last: {job.last_restart}" if job.last_restart else ""))
     return lines

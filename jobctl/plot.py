@@ -1,11 +1,15 @@
 """`jobctl plot`: one PNG of a job's training curves from its metrics history (contract.metrics).
 
 Four panels against the global step: loss (log scale), learning rate, throughput, validation top-1/top-5; every
-restart is a dashed line across all four. matplotlib (the `plot` extra) is imported only here, with Agg.
+restart is a dashed line across all four, and no curve is drawn across a restart or across missing steps.
+matplotlib (the `plot` extra) is imported only here, with Agg.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +49,38 @@ def title_of(records: list[dict[str, Any]], job: str, arch: str | None, devices:
     return PlotTitle(job, arch or newest("arch"), devices or newest("rank_size"))
 
 
-def _series(records: list[dict[str, Any]], kind: str, field: str) -> tuple[list[int], list[float]]:
-    points = [(r["step"], float(r[field])) for r in records if r["kind"] == kind and r.get(field) is not None]
-    return [s for s, _ in points], [v for _, v in points]
+GAP_FACTOR = 3  # a step distance this many times the usual spacing of the records means records are missing
+
+
+def _series(records: list[dict[str, Any]], kind: str, field: str) -> tuple[list[float], list[float]]:
+    """Steps and values of ``field`` in ``kind`` records, with a NaN point (matplotlib breaks the line there)
+    where an attempt ended (a start/resume record) or steps are missing (a gap far wider than the usual spacing),
+    so no line is drawn across a restart or a crash. A null or non-finite value is a break as well."""
+    points: list[tuple[float, float]] = []
+    for record in records:
+        if record["kind"] in ATTEMPT_KINDS:
+            points.append((float(record["step"]), math.nan))
+        elif record["kind"] == kind:
+            value = record.get(field)
+            points.append((float(record["step"]), float(value) if isinstance(value, int | float) else math.nan))
+    steps = [s for s, v in points if not math.isnan(v)]
+    spacing = statistics.median(b - a for a, b in itertools.pairwise(steps)) if len(steps) > 2 else None
+    xs: list[float] = []
+    ys: list[float] = []
+    last: float | None = None
+    for step, value in points:
+        if math.isnan(value):
+            xs.append(step)
+            ys.append(math.nan)
+            last = None
+            continue
+        if last is not None and spacing and step - last > GAP_FACTOR * spacing:
+            xs.append((step + last) / 2)
+            ys.append(math.nan)
+        xs.append(step)
+        ys.append(value)
+        last = step
+    return xs, ys
 
 
 def _heading(title: PlotTitle, records: list[dict[str, Any]]) -> str:

@@ -485,7 +485,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             "kind": "ConfigMap",
             "metadata": _metadata(spec, names.config_map(spec.name), common),
             "data": {
-                layout.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
+                layout.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).resolved(spec.devices).flat()),
                 layout.SPEC_KEY: spec.to_yaml(),
             },
         }

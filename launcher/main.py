@@ -14,6 +14,7 @@ Pure Python (no MindSpore import): it must start fast and run where the trainer'
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -26,8 +27,10 @@ from contract.env import (
     COMPILE_CACHE_ENABLE,
     COMPILE_CACHE_PATH,
     EXIT_BAD_INPUT,
+    EXIT_FAILURE,
     EXIT_GROUP_CHANGED,
     EXIT_OK,
+    EXIT_PERMANENT,
     EXIT_RESTARTS_SPENT,
     EXIT_TERMINATED,
     FAIL_JOB_EXIT_CODES,
@@ -36,6 +39,7 @@ from contract.env import (
     PodEnv,
     Var,
 )
+from contract.files import is_disk_full
 from contract.lines import format_joined
 from contract.ranktable import RankTableError
 from contract.rendezvous import Fragment, GroupCompleted, Rendezvous, RendezvousError
@@ -107,6 +111,11 @@ def _split_argv(argv: Sequence[str]) -> list[str]:
     )
 
 
+def permanent_code(exc: OSError) -> int:
+    """A full or read-only volume stays so for every replacement pod: EXIT_PERMANENT (FailJob), not a retry."""
+    return EXIT_PERMANENT if is_disk_full(exc) or exc.errno == errno.EROFS else EXIT_FAILURE
+
+
 def _marking_failures(rendezvous: Rendezvous, env: PodEnv, wait: Callable[[], T]) -> T:
     """Run a wait; if it fails or is stopped, tell the peers (a group change needs no marker: it is the news)."""
     try:
@@ -132,6 +141,7 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
         raise LaunchError(
             f"cannot join the rendezvous in {rendezvous.root}: {exc.strerror or exc}; free space on the shared "
             "volume (old checkpoints, compile-cache/) or give the job a larger one",
+            permanent_code(exc),
             in_place=False,
         ) from None
     except RendezvousError as exc:
@@ -249,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Output(env.layout, env.pod_index)
         except OSError as exc:
             raise LaunchError(
-                f"cannot write logs under {Var.JOB_DIR}={env.job_dir}: {exc}; is the shared volume mounted?"
+                f"cannot write logs under {Var.JOB_DIR}={env.job_dir}: {exc}; is the shared volume mounted?",
+                permanent_code(exc),
             ) from None
     except LaunchError as exc:
         print(f"[launcher] error: {exc}", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
-from contract.lines import rank_label
+from contract.lines import SCHEDULER_LABEL, rank_label
 from contract.ranktable import (
     RankTable,
     RankTableError,
@@ -41,7 +41,9 @@ class LaunchError(Exception):
 def _rank_process(
     env: PodEnv, command: list[str], rank: int, extra: dict[str, str], attempt: Mapping[str, str]
 ) -> LocalProcess:
-    return LocalProcess(rank_label(rank), command, child_env({**attempt, **extra}), env.layout.rank_log(rank))
+    return LocalProcess(
+        rank_label(rank), command, child_env({**attempt, **extra}), env.layout.rank_log(rank), rank=rank
+    )
 
 
 # --- rank tables (ranktable, controller) --------------------------------------------------------------------
@@ -165,7 +167,7 @@ def msrun_processes(env: PodEnv, command: list[str], sched_host: str, attempt: M
     procs = []
     if env.pod_index == 0:
         sched_env = child_env({**common, "MS_ROLE": "MS_SCHED"})
-        procs.append(LocalProcess("sched", command, sched_env, env.layout.scheduler_log, is_rank=False))
+        procs.append(LocalProcess(SCHEDULER_LABEL, command, sched_env, env.layout.scheduler_log, is_rank=False))
     for i in range(env.devices_per_pod):
         rank = env.global_rank(i)
         extra = {**common, "MS_ROLE": "MS_WORKER", "MS_NODE_ID": str(rank), "RANK_ID": str(rank)}

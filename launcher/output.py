@@ -1,10 +1,12 @@
 """The launcher's output: ranks' lines with ``[rank N] `` prefixes on stdout, each process's own log file.
 
 Writing a log file can fail (a full shared volume); that never stops stdout, which is what ``kubectl logs`` shows.
+Stdout is the merged view a person follows (:func:`merged_view_keeps`); the log files keep every line.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from pathlib import Path
@@ -12,7 +14,23 @@ from typing import IO
 
 from contract.files import utc_timestamp
 from contract.layout import JobLayout
-from contract.lines import LAUNCHER_PREFIX
+from contract.lines import LAUNCHER_PREFIX, MERGED_VIEW_RANK
+from contract.metrics import parse_validation
+from contract.progress import parse_progress
+
+# MindSpore's own log lines below ERROR: its C++ log (`[INFO] DISTRIBUTED(pid,tid,python3):<time> [file:line] ...`,
+# printed even at GLOG_v=3 while the process exits) and its Python logger (`[WARNING] ME(pid:tid,MainProcess):...`).
+_MINDSPORE_CHATTER = re.compile(r"^\[(?:DEBUG|INFO|WARNING)\] [A-Z_]+\(\d+[,:]")
+
+
+def merged_view_keeps(rank: int | None, line: str) -> bool:
+    """Whether a line of ``rank`` (None: the scheduler) reaches stdout: not MindSpore's INFO/WARNING log, and
+    progress and validation lines of MERGED_VIEW_RANK only (every rank prints one per step)."""
+    if _MINDSPORE_CHATTER.match(line):
+        return False
+    if rank is None or rank == MERGED_VIEW_RANK:
+        return True
+    return parse_progress(line) is None and parse_validation(line) is None
 
 
 class Output:
@@ -25,13 +43,14 @@ class Output:
         # Open for the launcher's lifetime; the process exit closes it.
         self.launcher_log: IO[str] | None = open(layout.launcher_log(pod_index), "a", buffering=1)  # noqa: SIM115
 
-    def emit(self, prefix: str, line: str, log: IO[str] | None) -> None:
+    def emit(self, prefix: str, line: str, log: IO[str] | None, to_stdout: bool = True) -> None:
         with self.lock:
-            try:
-                sys.stdout.write(f"{prefix}{line}\n")
-                sys.stdout.flush()
-            except (OSError, ValueError):
-                pass  # nobody reads our stdout any more; the log files still get everything
+            if to_stdout:
+                try:
+                    sys.stdout.write(f"{prefix}{line}\n")
+                    sys.stdout.flush()
+                except (OSError, ValueError):
+                    pass  # nobody reads our stdout any more; the log files still get everything
             if log is not None:
                 self._write_log(log, line + "\n")
 

@@ -18,7 +18,7 @@ from typing import IO
 
 from contract.lines import format_prefix
 from contract.progress import parse_progress
-from launcher.output import Output, open_log
+from launcher.output import Output, merged_view_keeps, open_log
 
 # Variables a trainer must only get from this launcher (stale values in the pod env would mislead MindSpore).
 DISTRIBUTED_VARS = (
@@ -33,8 +33,11 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
     env["PYTHONUNBUFFERED"] = "1"  # line-by-line output: prefixes, log files and the stall timer rely on it
     # MindSpore's C++ log at its default level prints ~100 cluster warnings per rank, which buries the progress
-    # lines in `kubectl logs`; errors only, unless the job's env asks for more (spec env GLOG_v=2).
+    # lines in `kubectl logs`; errors only, unless the job's env asks for more (spec env GLOG_v=2). To stderr, so
+    # whatever it prints lands in the rank's log file (never in files under $HOME); the merged stdout view leaves
+    # out its INFO/WARNING lines at any level (launcher.output.merged_view_keeps).
     env.setdefault("GLOG_v", "3")
+    env.setdefault("GLOG_logtostderr", "1")
     env.update(extra)
     return env
 
@@ -49,11 +52,12 @@ def _die_with_launcher() -> None:
 class LocalProcess:
     """One trainer rank or the scheduler, with the thread that copies its output."""
 
-    label: str  # "rank 3" or "sched"
+    label: str  # "rank 3" or "sched" (contract.rank_label, SCHEDULER_LABEL)
     argv: list[str]
     env: dict[str, str]
     log_path: Path
     is_rank: bool = True
+    rank: int | None = None  # the global rank (None: the scheduler, or unknown)
     popen: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = None
     log: IO[str] | None = field(default=None, repr=False)
@@ -91,7 +95,7 @@ class LocalProcess:
             elif (progress := parse_progress(line)) is not None:
                 self.last_step = progress["step"]
             try:
-                out.emit(self.prefix, line, self.log)
+                out.emit(self.prefix, line, self.log, to_stdout=merged_view_keeps(self.rank, line))
             except Exception as exc:  # never lose the rest of a rank's output to one bad write
                 with contextlib.suppress(Exception):
                     out.say(f"{self.label}: dropped a line ({exc})")

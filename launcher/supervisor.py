@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 
 from contract.env import (
-    EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_GROUP_CHANGED,
     EXIT_OK,
     EXIT_TERMINATED,
+    FAIL_JOB_EXIT_CODES,
     PodEnv,
     Var,
     exit_code_of,
@@ -121,8 +121,8 @@ class PodSupervisor:
         self.stop_now()
         reason = proc.describe_exit(code)
         self.rendezvous.mark_failed(f"pod {self.env.pod_index}: {reason}")
-        if code == EXIT_BAD_INPUT:
-            return self._ended(EXIT_BAD_INPUT, reason)
+        if code in FAIL_JOB_EXIT_CODES:  # bad input, a full volume, a diverged loss: the pod passes it on as is
+            return self._ended(code, reason)
         passed_on = 0 < code < 256 and code not in (EXIT_GROUP_CHANGED, EXIT_TERMINATED)
         return self._ended(code if passed_on else EXIT_FAILURE, reason)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from contract.ckpt_files import list_checkpoints, newest_complete
+from contract.env import EXIT_PERMANENT
 from contract.files import DiskFullError
 from contract.progress import read_status
 from trainer.async_save import BackgroundSaver
@@ -222,13 +223,13 @@ def test_a_full_volume_in_a_background_save_is_one_error_line(
     trainer = Trainer(data, tmp_path, "enospc:2", *ENDLESS)
     trainers.append(trainer)
     code, err = trainer.finish()
-    assert code == 1, trainer.output()[-3000:] + err[-3000:]
+    assert code == EXIT_PERMANENT, trainer.output()[-3000:] + err[-3000:]  # issue 24.9: FailJob, no restart
     line = err.strip()
     assert line == f"error: no space left on {trainer.ckpt} while saving resnext_tiny-1_10.ckpt", err[-3000:]
     assert not list(trainer.ckpt.glob(".tmp-*"))
     assert loads(list_checkpoints(trainer.ckpt)) == [5]
     status = read_status(trainer.ckpt / "status.json")
-    assert status is not None and status["state"] == "failed"
+    assert status is not None and status["state"] == "failed" and status["reason"] == line.removeprefix("error: ")
     assert status["checkpoint"] == str(trainer.ckpt / "resnext_tiny-1_5.ckpt")
 
 

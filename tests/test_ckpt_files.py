@@ -13,7 +13,7 @@ import mindspore as ms
 import pytest
 from mindspore import nn
 
-from contract.ckpt_files import incomplete_reason, list_checkpoints, newest_complete, set_aside
+from contract.ckpt_files import crc_mismatch, incomplete_reason, list_checkpoints, newest_complete, set_aside
 from contract.ckpt_names import parse_checkpoint_name
 from jobctl.jobdir import JobDir
 
@@ -74,3 +74,28 @@ def test_status_names_the_newest_complete_checkpoint(real_ckpt: bytes, tmp_path:
     messages: list[str] = []
     assert newest_complete(job.ckpt_dir, log=messages.append) == job.ckpt_dir / "a-1_10.ckpt"
     assert len(messages) == 1 and "a-2_20.ckpt: truncated" in messages[0]
+
+
+def test_status_never_names_a_bit_flipped_checkpoint_that_resume_and_eval_would_refuse(
+    real_ckpt: bytes, tmp_path: Path
+) -> None:
+    """Issue 24.8: same size, one bit flipped inside a tensor: the structure is intact, the CRC is not. Status
+    names the checkpoint that MindSpore's CRC-checked load (resume, eval) accepts."""
+    job = JobDir(tmp_path / "job")
+    job.create()
+    for name in ("a-1_10.ckpt", "a-2_20.ckpt"):
+        (job.ckpt_dir / name).write_bytes(real_ckpt)
+    flipped = bytearray(real_ckpt)
+    flipped[len(flipped) // 2] ^= 0x10  # inside the parameter data, far from any record header
+    (job.ckpt_dir / "a-2_20.ckpt").write_bytes(bytes(flipped))
+    assert incomplete_reason(job.ckpt_dir / "a-2_20.ckpt") is None  # the cheap scan cannot tell
+    with pytest.raises(ValueError):  # MindSpore's own check, which resume and eval rely on
+        ms.load_checkpoint(str(job.ckpt_dir / "a-2_20.ckpt"), crc_check=True)
+    assert "CRC mismatch" in str(crc_mismatch(job.ckpt_dir / "a-2_20.ckpt"))
+    assert crc_mismatch(job.ckpt_dir / "a-1_10.ckpt") is None
+    newest = job.newest_checkpoint()
+    assert newest is not None and newest.path.name == "a-1_10.ckpt"
+    (job.ckpt_dir / "a-2_20.ckpt").write_bytes(real_ckpt)  # repaired (new mtime): checked again, and chosen
+    os.utime(job.ckpt_dir / "a-2_20.ckpt", ns=(1, 10**18))
+    newest = job.newest_checkpoint()
+    assert newest is not None and newest.path.name == "a-2_20.ckpt"

@@ -6,14 +6,20 @@ import sys
 
 import pytest
 
-from contract.config import ConfigError, TrainConfig, build, parse_args
+from contract.config import ConfigError, TrainConfig, build, parse_args, recipe_warnings
 
 
 def test_defaults_are_the_seed_recipe() -> None:
     cfg = TrainConfig()
     assert cfg.arch == "resnext101_64x4d"
     assert (cfg.per_batch_size, cfg.momentum, cfg.weight_decay) == (64, 0.9, 1e-4)
-    assert (cfg.lr_scheduler, cfg.T_max, cfg.max_epoch, cfg.warmup_epochs) == ("cosine_annealing", 150, 150, 1.0)
+    assert (cfg.lr_scheduler, cfg.effective_T_max(), cfg.max_epoch, cfg.warmup_epochs) == (
+        "cosine_annealing",
+        150,
+        150,
+        1.0,
+    )
+    assert cfg.color_jitter == 0.4  # the model zoo's RandomColorAdjust(0.4, 0.4, 0.4)
     assert (cfg.loss_scale, cfg.label_smooth_factor, cfg.eta_min) == (1024.0, 0.1, 0.0)
     assert cfg.lr_epochs == [30, 60, 90, 120]
     # 0.05 on one device at batch 64; the seed's 8-device scripts use 0.4.
@@ -67,3 +73,37 @@ def test_help_lists_every_key_with_its_default(capsys) -> None:
     assert "--data_dir VALUE required" in text
     assert "--lr_epochs VALUE default 30,60,90,120" in text
     assert all(f"--{name}" in text for name in TrainConfig.model_fields)
+
+
+def test_t_max_follows_max_epoch_unless_set() -> None:
+    """Issue 23.4: `--set max_epoch=90` must not leave the cosine at 150 (the run would end at 36% of the lr)."""
+    assert build({"max_epoch": 90}).effective_T_max() == 90
+    assert build({"max_epoch": 90, "T_max": 150}).effective_T_max() == 150
+    resolved = build({"max_epoch": 90, "per_batch_size": 32}).resolved(group_size=4)
+    assert (resolved.T_max, resolved.lr) == (90, pytest.approx(0.05 * 32 * 4 / 64))
+
+
+@pytest.mark.parametrize(
+    ("values", "ignored"),
+    [
+        ({"lr_epochs": "30,60"}, ["lr_epochs"]),
+        ({"lr_epochs": "30,60", "lr_gamma": 0.5, "T_max": 10}, ["lr_epochs", "lr_gamma"]),
+        ({"lr_scheduler": "step", "T_max": 10, "eta_min": 0.001, "lr_epochs": "3"}, ["T_max", "eta_min"]),
+        ({"lr_scheduler": "exponential", "lr_epochs": "3", "lr_gamma": 0.5}, []),
+        ({}, []),
+    ],
+)
+def test_a_key_the_schedule_ignores_is_one_warning_line(values: dict, ignored: list[str]) -> None:
+    """Issue 23.4: the README's `--set max_epoch=90 --set lr_epochs=30,60` under cosine sets a dead key."""
+    warnings = recipe_warnings(build(values))
+    assert len(warnings) == len(ignored)
+    for key, line in zip(ignored, warnings, strict=True):
+        assert "\n" not in line and key in line and build(values).lr_scheduler in line
+
+
+@pytest.mark.parametrize("raw", ["inf", "1e999", ".inf", "-inf", "nan"])
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "eta_min", "loss_scale", "warmup_epochs", "color_jitter"])
+def test_every_float_key_is_finite(key: str, raw: str) -> None:
+    """Issue 24.3: `--set lr=inf` / `1e999` / `weight_decay=.inf` were accepted; each names its field."""
+    with pytest.raises(ConfigError, match=rf"{key}: .*finite"):
+        parse_args(["--data_dir", "d", f"--{key}={raw}"])

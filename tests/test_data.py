@@ -200,3 +200,76 @@ def test_synth_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "d" / "train").rglob("*.JPEG"))) == 400
     assert list_classes(tmp_path / "d" / "val") == [f"class_{i}" for i in range(10)]
+
+
+def write_png_bomb(path: Path, side: int = 100_000) -> None:
+    """A valid PNG whose header claims side x side pixels (CRCs right, data tiny): it passes magic-number and
+    end-marker checks, Pillow refuses it as a decompression bomb, MindSpore refuses to decode it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 49)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+COUNT_ROWS = """
+import sys
+from trainer.data import create_eval_dataset, create_train_dataset
+train, val, mode = sys.argv[1:]
+if mode == "validation":  # as in the trainer: the training pipeline exists first (MindSpore's REPLACE mode)
+    create_train_dataset(train, 32, 4, num_workers=1)
+rows = create_eval_dataset(val, 32, 4, num_workers=1).create_tuple_iterator(output_numpy=True, num_epochs=1)
+print(sum(len(label) for _, label in rows))
+"""
+
+
+def test_an_image_with_an_absurd_header_is_skipped_and_counted_alike_in_validation_and_eval(tmp_path: Path) -> None:
+    """Issue 24.7: a PNG named .JPEG claiming 100000² passed the quick scan; MindSpore replaced it silently during
+    validation (102 images) and skipped it in `jobctl eval` (101). The scan now flags it: both count the same
+    readable images, and both log the skipped one."""
+    root = write_synthetic(tmp_path / "synth", 2, 8, 32, val_per_class=5, seed=4)
+    bomb = root / "val" / "class_1" / "class_1_99999.JPEG"
+    write_png_bomb(bomb)
+    scan = scan_images(root / "val")
+    assert scan.unreadable == (str(bomb),) and scan.num_images == 11
+    # This tree's trainer package (the subprocess runs in tmp_path, where MindSpore may drop files).
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    counts = {}
+    for mode in ("validation", "eval"):
+        cmd = [sys.executable, "-c", COUNT_ROWS, str(root / "train"), str(root / "val"), mode]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        counts[mode] = int(done.stdout.split()[-1])
+        assert f"1 unreadable image(s) in {root / 'val'} are left out: {bomb}" in done.stderr, done.stderr[-2000:]
+    assert counts == {"validation": 10, "eval": 10}
+
+
+def test_the_scan_reads_the_claimed_size_of_jpeg_and_png_cheaply(tmp_path: Path) -> None:
+    from trainer.data import _header_pixels
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.JPEG", quality=90)
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    for name in ("a.JPEG", "a.png"):
+        with open(tmp_path / name, "rb") as f:
+            assert _header_pixels(f.read(24), f) == 1200, name
+    write_png_bomb(tmp_path / "bomb.JPEG")
+    with open(tmp_path / "bomb.JPEG", "rb") as f:
+        assert _header_pixels(f.read(24), f) == 100_000**2
+
+
+def test_the_model_zoo_colour_jitter_is_on_by_default_and_can_be_turned_off(synth: Path) -> None:
+    """Issue 23.4: training applies RandomColorAdjust(0.4, 0.4, 0.4) as the model zoo did (color_jitter=0: off)."""
+    import mindspore.dataset as ds
+
+    def first_batch(**kwargs: float) -> np.ndarray:
+        ds.config.set_seed(7)
+        dataset, _ = create_train_dataset(synth / "train", 32, 8, num_workers=1, seed=3, **kwargs)
+        return _rows(dataset)[0][0]
+
+    plain, jittered, default = first_batch(color_jitter=0.0), first_batch(color_jitter=0.4), first_batch()
+    assert np.array_equal(first_batch(color_jitter=0.0), plain)  # the same stream without the jitter
+    assert not np.allclose(plain, jittered) and np.array_equal(default, jittered)

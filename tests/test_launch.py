@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.env import EXIT_PERMANENT
 from contract.ranktable import build_server, build_table
 from contract.rendezvous import Fragment, Rendezvous
 from launcher.main import read_env
@@ -195,9 +196,10 @@ def test_prefixed_output_rank_logs_and_rank_env(tmp_path) -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("rank_exit", "launcher_exit"), [(3, 76), (2, 2), (75, 76), (137, 76)])
+@pytest.mark.parametrize(("rank_exit", "launcher_exit"), [(4, 76), (2, 2), (3, 3), (75, 76), (137, 76)])
 def test_failing_rank_stops_the_others_at_once(tmp_path, rank_exit, launcher_exit) -> None:
-    """No restarts allowed (JOBCTL_MAX_RESTARTS 0): the first failure fails the Job (76), bad input too (2)."""
+    """No restarts allowed (JOBCTL_MAX_RESTARTS 0): the first failure fails the Job (76), bad input (2) and a
+    permanent failure (3) with their own codes."""
     env = pod_env(tmp_path, FAKE_HANG="1", FAKE_HANG_RANK_1="0", FAKE_LINES_RANK_1="1", FAKE_EXIT=str(rank_exit))
     code, text = run(env)
     assert code == launcher_exit, text
@@ -262,14 +264,36 @@ def test_a_failing_rank_restarts_the_group_in_place(tmp_path) -> None:
 
 
 def test_a_rank_failing_on_every_start_fails_the_job_with_each_reason(tmp_path) -> None:
-    env = pod_env(tmp_path, FAKE_EXIT_RANK_1="3", FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
+    env = pod_env(tmp_path, FAKE_EXIT_RANK_1="4", FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
     code, text = run(env)
     assert code == 76, text  # the rendered Job's podFailurePolicy fails the Job on it
     assert text.count("restarting the group in place") == 2
     message = (tmp_path / "termination-log").read_text()
     assert message.startswith("the group failed 3 time(s), more than max_restarts=2 allows")
     for attempt in (0, 1, 2):
-        assert f"attempt {attempt}: pod 0: rank 1 exited with code 3" in message
+        assert f"attempt {attempt}: pod 0: rank 1 exited with code 4" in message
+
+
+def test_a_permanent_failure_of_a_rank_fails_the_pod_at_once(tmp_path) -> None:
+    """Issues 24.3/24.9: a full volume or a diverged loss (trainer exit 3) is not retried in place three times:
+    the pod exits 3 at once (FailJob) and its termination message is the rank's one line."""
+    env = pod_env(tmp_path, FAKE_EXIT_RANK_1=str(EXIT_PERMANENT), FAKE_LINES_RANK_1="0", JOBCTL_MAX_RESTARTS="2")
+    code, text = run(env)
+    assert code == EXIT_PERMANENT, text
+    assert "restarting the group in place" not in text
+    assert (tmp_path / "termination-log").read_text() == "rank 1 exited with code 3"
+
+
+def test_a_full_shared_volume_fails_the_pod_for_good(tmp_path, tmpfs) -> None:
+    """Issue 24.9: no room on the shared volume for the rendezvous: exit 3 (FailJob) with one error line, not a
+    failure a replacement pod would retry."""
+    volume = tmpfs("shared", "64k")
+    (volume / "filler").write_bytes(b"\0" * (64 * 1024))  # the volume is full from the start
+    code, text = run(pod_env(tmp_path, JOBCTL_JOB_DIR=str(volume / "jobs" / "t")))
+    assert code == EXIT_PERMANENT, text
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in text and len(errors) == 1 and "no space left on" in errors[0], text
+    assert "no space left on" in (tmp_path / "termination-log").read_text()
 
 
 def test_peer_failure_marker_stops_the_ranks_and_rejoins(tmp_path) -> None:
@@ -437,7 +461,10 @@ def test_real_trainer_two_pods_dynamic_cluster(tmp_path) -> None:
     codes = [pod.finish(timeout=180) for pod in pods]
     assert codes == [0, 0], "\n".join(pod.text for pod in pods)
     assert re.search(r"^\[rank 0\] rank=0 epoch=1/1 step=4/4 loss=", pods[0].text, re.M)
-    assert re.search(r"^\[rank 1\] rank=1 epoch=1/1 step=4/4 loss=", pods[1].text, re.M)
+    # Rank 1's progress lines stay in its log file: the merged views show one line per step, rank 0's.
+    assert not re.search(r"^\[rank 1\] rank=1 epoch=", pods[1].text, re.M)
+    rank_1_log = (tmp_path / "job" / "logs" / "rank-1.log").read_text()
+    assert re.search(r"^rank=1 epoch=1/1 step=4/4 loss=", rank_1_log, re.M)
     assert json.loads((tmp_path / "job" / "ckpt" / "status.json").read_text())["state"] == "completed"
 
 

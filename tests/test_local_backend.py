@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def test_plan_maps_pod_env_and_volumes_to_local_values(tmp_path: Path) -> None:
 
 
 # The smallest file that passes the trainer's truncation check: one empty record and the CRC trailer.
-COMPLETE_CKPT = b"\x0a\x00" + b"crc_num" + bytes(10)
+# One empty record and MindSpore's CRC trailer over it: complete, and intact (status checks the CRC too).
+COMPLETE_CKPT = b"\x0a\x00" + b"crc_num" + zlib.crc32(b"\x0a\x00").to_bytes(10, "big")
 
 
 def test_job_dir_finds_the_newest_step_checkpoint(tmp_path: Path) -> None:
@@ -117,7 +119,8 @@ def test_job_dir_finds_the_newest_step_checkpoint(tmp_path: Path) -> None:
 def test_failure_rules_follow_the_rendered_pod_failure_policy(tmp_path: Path) -> None:
     rules = FailureRules.from_job(training_job(render(make_spec(tmp_path, max_restarts=5))))
     assert rules.backoff_limit == 5 and not rules.per_index
-    assert [rules.action(code) for code in (2, 75, 1, 137, 143)] == ["FailJob", "Ignore", "Count", "Count", "Count"]
+    codes = (2, 3, 75, 1, 137, 143)  # 3: a permanent failure (full volume, diverged loss)
+    assert [rules.action(code) for code in codes] == ["FailJob", "FailJob", "Ignore", "Count", "Count", "Count"]
     assert parse_indexes("0,2-4") == {0, 2, 3, 4}
 
 
@@ -253,8 +256,14 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert "[rank 0] rank=0 epoch=2/2 step=8/8" in out and "[rank 1]" in out, "merged, prefixed logs streamed"
+    # Issue 23.5: one progress line per step (rank 0's) and no MindSpore INFO/WARNING line in the merged view...
+    assert "[rank 1] rank=1 epoch=" not in out and not re.search(r"\] \[(INFO|WARNING)\] ", out), out[-3000:]
     job_dir = JobDir.of(shared, "e2e")
     assert job_dir.spec_file.is_file() and sorted(job_dir.rank_logs()) == [0, 1]
+    # ...while rank 1's file keeps its lines, and `logs --rank 1` reads it.
+    shown = subprocess.run([*JOBCTL, "logs", "e2e", "--rank", "1", "--backend", "local", "--shared", str(shared)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "[rank 1] rank=1 epoch=2/2 step=8/8" in shown.stdout, shown.stdout[-2000:]
     status = LocalBackend(shared).status("e2e")
     assert status.phase == COMPLETE and status.progress is not None and status.progress["step"] == 8
     assert status.checkpoint is not None and status.checkpoint.endswith("resnext_tiny-2_8.ckpt")
@@ -320,6 +329,20 @@ def test_a_killed_launcher_replaces_its_pod(tmp_path: Path, dataset: Path) -> No
     assert "restart 1 of 3 after attempt 0" in (job_dir.local_dir / "pod-0.log").read_text()
 
 
+def test_a_one_class_dataset_is_refused_at_submit(tmp_path: Path) -> None:
+    """Issue 24.5: every rank died with a ValueError traceback and the group restarted three times; the local
+    backend sees the data, so it refuses at once (exit 2) and writes nothing."""
+    spec = make_spec(tmp_path, name="oneclass")
+    (tmp_path / "data" / "train" / "cat").mkdir()
+    for i in range(20):
+        (tmp_path / "data" / "train" / "cat" / f"{i}.JPEG").write_bytes(b"")
+    backend = LocalBackend(tmp_path / "shared")
+    with pytest.raises(BackendError, match=r"1 class folder \(cat\); training needs at least 2 classes") as info:
+        backend.submit(spec, render(spec), resume=False, replace=False)
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "shared" / "jobs" / "oneclass").exists()
+
+
 def test_a_batch_larger_than_a_ranks_share_is_refused_at_submit(tmp_path: Path) -> None:
     """The local backend sees the data: the pods' "per_batch_size is larger than this rank's share" comes first."""
     spec = make_spec(tmp_path, name="bigbatch", devices=2, per_node=1, train={"per_batch_size": 16})
@@ -360,8 +383,9 @@ def test_the_final_state_is_recorded_even_when_the_volume_refuses_writes_for_a_w
 
 @pytest.mark.slow
 def test_a_full_shared_volume_fails_the_job_with_the_reason(tmpfs, dataset: Path) -> None:
-    """Saves fill the volume: the trainer says so in one line, the launchers restart once, then the job fails with
-    the reason in `jobctl status`; nothing dies with a traceback and the earlier checkpoint stays loadable."""
+    """Saves fill the volume: the trainer says so in one line and the job fails at once (issue 24.9: exit 3,
+    FailJob; no in-place restart loop) with the reason, short, in `jobctl status`; nothing dies with a traceback
+    and the earlier checkpoint stays loadable."""
     small_shared = tmpfs("shared", "4m")
     cmd = [*JOBCTL, "submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--name", "full"]
     cmd += ["--data", str(dataset), "--shared", str(small_shared), "--max-restarts", "1", "--wait"]
@@ -377,6 +401,10 @@ def test_a_full_shared_volume_fails_the_job_with_the_reason(tmpfs, dataset: Path
     info = json.loads(status.stdout)
     assert info["phase"] == FAILED, status.stdout
     assert "no space left on" in json.dumps(info), status.stdout  # the trainer's line reached status
+    # Failed at once: no in-place restart, no pod replaced, one short reason (was 3 restarts and ~1,450 chars).
+    assert "restarting the group in place" not in done.stdout and "[launcher] attempt 1" not in done.stdout
+    assert [pod["restarts"] for pod in info["pods"]] == [0] and [pod["exit_code"] for pod in info["pods"]] == [3]
+    assert len(info["explanation"]) < 400, info["explanation"]
     assert "Traceback" not in done.stdout + done.stderr
     job_dir = JobDir.of(small_shared, "full")
     assert job_dir.newest_checkpoint() is not None

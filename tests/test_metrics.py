@@ -176,3 +176,29 @@ def test_history_from_a_pod_log_with_rank_prefixes() -> None:
          "restarts": 2},
         {"kind": "val", "step": 25, "epoch": 1, "top1": 0.5, "top5": 0.9, "images": 100, "restarts": 2},
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_record_is_on_disk_before_its_progress_line_is_printed(data: Path, tmp_path: Path) -> None:
+    """Issue 23.6: records were appended every ~10 s, so a crash lost the steps before it from metrics.jsonl and
+    TensorBoard. Now each is written (and fsynced) before its line is printed: kill -9 right after a line, and its
+    step is there."""
+    job_dir = tmp_path / "jobs" / "rx"
+    cmd = trainer_command(data, job_dir, "--max_epoch", "1000", "--T_max", "2")
+    run = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=job_env(job_dir),
+        start_new_session=True,
+    )  # fmt: skip
+    assert run.stdout is not None
+    seen = None
+    for line in run.stdout:
+        progress = parse_progress(line)
+        if progress is not None and progress["step"] >= 15:
+            seen = progress["step"]
+            os.killpg(run.pid, signal.SIGKILL)
+            break
+    run.wait(60)
+    assert seen is not None, "no progress line"
+    steps = [r["step"] for r in read_history(job_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == list(range(5, seen + 1, 5)), steps
+    assert [s for s, _ in tensorboard_scalars(job_dir / "tensorboard")["train/loss"]] == steps

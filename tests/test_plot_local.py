@@ -86,3 +86,22 @@ def test_watch_prints_a_line_per_change_and_stops_when_the_job_ends(tmp_path: Pa
     assert last.phase == "Complete"
     lines = out.read_text().splitlines()
     assert [line.split()[2] for line in lines] == ["Pending", "Running", "Running", "Complete"]
+
+
+def test_the_plot_keeps_gaps_as_gaps() -> None:
+    """Issue 23.6: no line across a restart (an attempt record) or across missing steps (records lost to a crash
+    before they were written through): a NaN point breaks the matplotlib line there."""
+    import math
+
+    from jobctl.plot import _series
+
+    def train(step: int) -> dict[str, object]:
+        return {"kind": "train", "step": step, "epoch": 1, "loss": 1.0 / step}
+
+    records = [{"kind": "start", "step": 0}, *map(train, (5, 10, 15, 20, 45, 50))]
+    records += [{"kind": "resume", "step": 50}, *map(train, (55, 60))]
+    steps, values = _series(effective(records), "train", "loss")
+    breaks = [s for s, v in zip(steps, values, strict=True) if math.isnan(v)]
+    assert breaks[0] == 0 and 20 < breaks[1] < 45 and breaks[2] == 50 and len(breaks) == 3, (steps, values)
+    drawn = [s for s, v in zip(steps, values, strict=True) if not math.isnan(v)]
+    assert drawn == [5, 10, 15, 20, 45, 50, 55, 60]

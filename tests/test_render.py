@@ -328,8 +328,21 @@ def test_config_map_holds_the_trainer_config_and_spec() -> None:
     train = yaml.safe_load(data["train.yaml"])
     # The launch keys reach the trainer once, as the launcher's flags from the pod env (contract.env).
     assert not set(train) & set(LAUNCH_KEYS)
-    assert train == {k: v for k, v in train_config(spec).flat().items() if k not in LAUNCH_KEYS}
+    resolved = train_config(spec).resolved(spec.devices)
+    assert train == {k: v for k, v in resolved.flat().items() if k not in LAUNCH_KEYS}
     assert validate_spec(yaml.safe_load(data["spec.yaml"])) == spec
+
+
+def test_train_yaml_shows_the_effective_learning_rate_and_period() -> None:
+    """Issue 23.4: never `lr: null`; the seed's rule (0.05 x global batch / 64) resolved for the job's devices,
+    and T_max follows max_epoch unless set."""
+    train = yaml.safe_load(
+        by_kind(render(make("gpu", 16, train={"max_epoch": 90})))["ConfigMap/rx-config"]["data"]["train.yaml"]
+    )
+    assert (train["lr"], train["T_max"], train["max_epoch"]) == (0.8, 90, 90)  # 16 devices x 64 = batch 1024
+    given = make("cpu", 2, train={"lr": 0.01, "T_max": 150, "max_epoch": 90, "per_batch_size": 16})
+    train = yaml.safe_load(by_kind(render(given))["ConfigMap/rx-config"]["data"]["train.yaml"])
+    assert (train["lr"], train["T_max"]) == (0.01, 150)  # what is set stays as set
 
 
 def test_render_is_pure_and_deterministic() -> None:

@@ -294,6 +294,11 @@ def test_bad_input_exits_2_and_writes_nothing(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run(data, tmp_path / "a", "--data_dir", str(empty)).returncode == 2
+    one_class = tmp_path / "one"
+    shutil.copytree(data / "train" / "class_0", one_class / "class_0")
+    single = run(data, tmp_path / "a", "--data_dir", str(one_class))  # issue 24.5: exit 2 (FailJob), one line
+    assert single.returncode == 2 and "Traceback" not in single.stderr, single.stderr[-2000:]
+    assert single.stderr.strip().splitlines()[-1].startswith(f"error: data directory {one_class} has 1 class folder")
     invalid = run(data, tmp_path / "a", "--lr", "-1")
     assert invalid.returncode == 2 and "lr" in invalid.stderr
     unknown = run(data, tmp_path / "a", "--config", str(write(tmp_path / "c.yaml", "learning_rate: 0.1\n")))
@@ -340,7 +345,7 @@ def test_fast_cpu_convolution_is_in_effect(data: Path, tmp_path: Path) -> None:
 def test_a_full_volume_is_one_error_line_and_leaves_every_checkpoint_loadable(data: Path, tmpfs) -> None:
     ckpt = tmpfs("volume", "3m") / "ckpt"  # room for one checkpoint
     result = run(data, ckpt, *ENDLESS, "--ckpt_interval", "5", "--keep_checkpoint_max", "10")
-    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]  # EXIT_PERMANENT: FailJob
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     line = result.stderr.strip()  # one line: no traceback, no MindSpore guess about permissions
     assert re.fullmatch(rf"error: no space left on {ckpt} while saving resnext_tiny-\d+_\d+\.ckpt", line), line

@@ -1,6 +1,7 @@
 """ImageNet-style input pipelines (one folder per class) and a small synthetic dataset for tests and demos.
 
-Training follows the seed: fused ``RandomCropDecodeResize`` (decode only the crop), horizontal flip, Normalize,
+Training follows the seed: fused ``RandomCropDecodeResize`` (decode only the crop), horizontal flip, the model
+zoo's ``RandomColorAdjust(0.4, 0.4, 0.4)`` (config key ``color_jitter``; the seed README leaves it out), Normalize,
 HWC2CHW, sharded by ``ImageFolderDataset(num_shards, shard_id)``, whole batches only. Evaluation decodes, resizes,
 centre-crops and keeps the last partial batch so every image is scored exactly once.
 
@@ -33,11 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from PIL import Image
 
+from contract.config import ZOO_COLOR_JITTER
 from contract.imagefolder import EXTENSIONS, class_dirs, image_names
 from trainer.bars import progress_bar
 
@@ -48,6 +50,8 @@ MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # First two bytes of each format, and the bytes a complete file ends with (None: no fixed ending).
 _FORMATS = {b"\xff\xd8": b"\xff\xd9", b"\x89P": b"IEND\xaeB`\x82", b"BM": None}
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_JPEG_SEGMENTS = 32  # segments walked looking for the SOF before giving up (the end-marker check still runs)
 _SCAN_THREADS = 16  # the scan is I/O-bound (two small reads per file); threads hide the latency of a network volume
 
 
@@ -103,18 +107,42 @@ def _check_classes(data_dir: Path, classes: Sequence[str] | None) -> list[str]:
     return list(classes)
 
 
+def _header_pixels(head: bytes, f: IO[bytes]) -> int | None:
+    """Width x height as the file's header claims it (PNG's IHDR, JPEG's SOF marker), if found cheaply."""
+    if head[:2] == b"\x89P":
+        return int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big") if len(head) >= 24 else None
+    if head[:2] != b"\xff\xd8":
+        return None
+    f.seek(2)
+    for _ in range(_JPEG_SEGMENTS):  # APPn/DQT/DHT... segments come first; each says its own length
+        marker = f.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            return None
+        if marker[1] in _JPEG_SOF:
+            size = f.read(5)  # precision, height, width
+            return int.from_bytes(size[1:3], "big") * int.from_bytes(size[3:5], "big") if len(size) == 5 else None
+        f.seek(int.from_bytes(marker[2:4], "big") - 2, os.SEEK_CUR)
+    return None
+
+
 def _looks_unreadable(path: Path) -> bool:
-    """Cheap check (two small reads); a suspect is confirmed by decoding it fully with Pillow."""
+    """Cheap check (a few small reads: magic number, claimed size, end marker); a suspect is confirmed by decoding
+    it fully with Pillow. A header claiming more than Pillow's MAX_IMAGE_PIXELS is a suspect: MindSpore refuses to
+    decode such a file (and would silently substitute another image in training)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
-            if head in _FORMATS:
-                ending = _FORMATS[head]
-                if ending is None:
+            head = f.read(24)
+            if head[:2] in _FORMATS:
+                pixels = _header_pixels(head, f)
+                ending = _FORMATS[head[:2]]
+                if pixels is not None and pixels > (Image.MAX_IMAGE_PIXELS or pixels):
+                    pass  # a decompression bomb or a corrupt header: Pillow decides below
+                elif ending is None:
                     return False
-                f.seek(max(0, os.fstat(f.fileno()).st_size - len(ending)))
-                if f.read(len(ending)) == ending:
-                    return False
+                else:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - len(ending)))
+                    if f.read(len(ending)) == ending:
+                        return False
     except OSError:
         return True
     try:
@@ -213,6 +241,7 @@ def create_train_dataset(
     num_workers: int = 8,
     seed: int = 1,
     classes: Sequence[str] | None = None,
+    color_jitter: float = ZOO_COLOR_JITTER,
 ) -> tuple[Any, list[str]]:
     """The seed's training pipeline for this rank's shard: ``(dataset, classes)``.
 
@@ -220,7 +249,8 @@ def create_train_dataset(
     ``dataset.get_dataset_size()`` is the number of batches per epoch (shards are padded to equal size by
     MindSpore's DistributedSampler, so every rank runs the same number of steps). The shuffle is global and new
     every epoch. ``seed`` fixes the shuffle order (the same on every rank, which the sharding needs) and the
-    augmentation stream.
+    augmentation stream. ``color_jitter`` > 0 adds the model zoo's ``RandomColorAdjust`` (brightness, contrast
+    and saturation each by up to that fraction) after the flip.
     """
     import mindspore.dataset as ds
     import mindspore.dataset.vision as V
@@ -256,6 +286,7 @@ def create_train_dataset(
     image_ops = [
         V.RandomCropDecodeResize(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
         V.RandomHorizontalFlip(prob=0.5),
+        *([V.RandomColorAdjust(color_jitter, color_jitter, color_jitter)] if color_jitter > 0 else []),
         V.Normalize(mean=MEAN, std=STD),
         V.HWC2CHW(),
     ]

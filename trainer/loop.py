@@ -31,6 +31,8 @@ from mindspore import nn
 
 from contract.config import ConfigError, TrainConfig
 from contract.env import Var
+from contract.files import DiskFullError
+from contract.imagefolder import too_few_classes
 from contract.layout import STATUS_FILE
 from contract.lines import format_saved, format_trainer_line
 from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
@@ -39,8 +41,9 @@ from trainer import checkpoint as ckpt
 from trainer import compile_cache
 from trainer.async_save import BackgroundSaver
 from trainer.checkpoint import Checkpoint
-from trainer.data import create_eval_dataset, create_train_dataset, data_workers, list_classes
+from trainer.data import DataError, create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
+from trainer.divergence import DivergedError, DivergenceGuard
 from trainer.loss import LabelSmoothingCrossEntropy
 from trainer.model import build_model
 from trainer.schedule import learning_rates
@@ -72,9 +75,9 @@ def train(cfg: TrainConfig) -> str:
     saving = Checkpointer(run, status)
     try:
         return train_loop(run, status, saving, start_step=start_step)
-    except Exception:
+    except Exception as exc:
         saving.close()  # a save in flight still ends cleanly: renamed into place, or its temporary removed
-        status.mark_failed()
+        status.mark_failed(str(exc) if isinstance(exc, DivergedError | DiskFullError) else None)
         raise
     finally:
         status.history.close()
@@ -153,6 +156,9 @@ def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
     """The class folders, and the checkpoint to resume from (newest valid; bad ones set aside by rank 0) or the
     pretrained one; ConfigError/CheckpointError before anything is built."""
     classes = list_classes(cfg.data_dir)
+    problem = too_few_classes(Path(cfg.data_dir), classes)
+    if problem:  # DataError: exit 2, so the Job fails at once instead of restarting into the same error
+        raise DataError(problem)
     num_classes = cfg.num_classes or len(classes)
     if num_classes < len(classes):
         raise ConfigError(
@@ -193,6 +199,7 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
         num_workers=workers,
         seed=cfg.seed,
         classes=inputs.classes,
+        color_jitter=cfg.color_jitter,
     )
     inputs.classes = classes  # the dataset's label order (the same folders)
     steps_per_epoch = dataset.get_dataset_size()
@@ -209,7 +216,7 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
         steps_per_epoch=steps_per_epoch,
         max_epoch=cfg.max_epoch,
         warmup_epochs=cfg.warmup_epochs,
-        T_max=cfg.T_max,
+        T_max=cfg.effective_T_max(),
         eta_min=cfg.eta_min,
         lr_epochs=cfg.lr_epochs,
         lr_gamma=cfg.lr_gamma,
@@ -349,10 +356,10 @@ class Status:
             if time.monotonic() - self.written >= STATUS_SECONDS:
                 self.update()
 
-    def mark_failed(self) -> None:
+    def mark_failed(self, reason: str | None = None) -> None:
         """Best effort on the way out: the volume may be the reason for the failure."""
         with contextlib.suppress(OSError):
-            self.update(state="failed")
+            self.update(state="failed", reason=reason)
 
 
 def open_status(run: Run, start_step: int) -> Status:
@@ -366,6 +373,7 @@ def open_status(run: Run, start_step: int) -> Status:
         run.ckpt_dir / STATUS_FILE,
         enabled=run.rank == 0,
         state="starting",
+        reason=None,
         epoch=start_step // run.steps_per_epoch,
         max_epoch=run.cfg.max_epoch,
         step=start_step,
@@ -388,7 +396,7 @@ def open_history(run: Run, start_step: int) -> History:
     tensorboard = TensorBoard(tensorboard_dir) if TensorBoard.available() else None
     if tensorboard is None:
         run.log("note: tensorboardX is not installed, so no TensorBoard files (pip install 'resnext-jobs[train]')")
-    history = History(metrics_file, tensorboard, restarts=run.inputs.restarts["count"], flush_seconds=STATUS_SECONDS)
+    history = History(metrics_file, tensorboard, restarts=run.inputs.restarts["count"])
     found = run.inputs.resume
     record = history.attempt(
         start_step,
@@ -412,6 +420,7 @@ def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) 
     stop = StopRequest()
     stepper = Stepper(run)
     progress = ProgressReport(run, status)
+    divergence = DivergenceGuard(run.cfg.diverge_steps)
     step = start_step
     saved_step = start_step if run.inputs.resume is not None else -1
     status.update(state="running")
@@ -423,7 +432,8 @@ def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) 
         step += n
         saving.check()  # a background save that failed ends the run here, as a synchronous one would have
         progress.steps_done(epoch=epoch, step=step, count=n, loss=loss)
-        if checkpoint_due(run, step=step, count=n):
+        divergence.check(loss, step=step, count=n, lr=float(run.lrs[step - 1]))
+        if checkpoint_due(run, step=step, count=n) and divergence.bad_steps == 0:  # never save NaN weights
             saving.save_step(step)
             saved_step = step
         if run.val_dataset is not None and step % run.steps_per_epoch == 0 and epoch % run.cfg.eval_interval == 0:
@@ -522,10 +532,10 @@ class ProgressReport:
                 img_per_sec=meter.img_per_sec,
                 eta_seconds=eta,
             )
+            # The record first: once the line is out, the step is in metrics.jsonl (and TensorBoard) for good.
+            self.status.history.train(step, epoch, loss=loss, lr=lr, img_per_sec=meter.img_per_sec, eta_seconds=eta)
             log(line)
             self.last_line = time.monotonic()
-            speed = meter.img_per_sec
-            self.status.history.train(step, epoch, loss=loss, lr=lr, img_per_sec=speed, eta_seconds=eta)
 
 
 def describe_run(run: Run, start_step: int, stepper: Stepper) -> str:

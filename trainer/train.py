@@ -4,8 +4,9 @@ Parses the config, puts the CPU fast path (``ONEDNN_MAX_CPU_ISA``) into the envi
 runs :func:`trainer.loop.train` (read that module top to bottom: build, resume, loop, checkpoint, validate,
 stop) and maps its outcome to the exit code.
 
-Exit codes: 0 done, 2 bad input or config (nothing written), 143 stopped by SIGTERM after saving, 1 other failure
-(a full volume is one line on stderr: ``error: no space left on <dir> while saving <checkpoint>``).
+Exit codes: 0 done, 2 bad input or config (nothing written), 3 a permanent failure that a restart cannot fix (a
+full volume: one line on stderr, ``error: no space left on <dir> while saving <checkpoint>``; a diverged loss:
+``error: loss diverged at step S ...``), 143 stopped by SIGTERM after saving, 1 other failure.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from contract.config import ConfigError, parse_args
-from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED
-from contract.files import DiskFullError
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_PERMANENT, EXIT_TERMINATED
+from contract.files import DiskFullError, disk_full_cause
 from trainer.cpu import apply_cpu_fast_path
 
 
@@ -31,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.checkpoint import CheckpointError
     from trainer.data import DataError
     from trainer.distributed import DistributedError
+    from trainer.divergence import DivergedError
     from trainer.loop import train
 
     try:
@@ -38,10 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, DistributedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except DiskFullError as exc:
+    except (DiskFullError, DivergedError) as exc:  # permanent: a restart would fail the same way
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_FAILURE
-    except Exception:
+        return EXIT_PERMANENT
+    except Exception as exc:
+        full = disk_full_cause(exc)
+        if full is not None:  # a full volume under another write (TensorBoard, a library): still one line
+            where = Path(full.filename).parent if full.filename else "the volume"
+            message = f"error: no space left on {where} ({full.strerror}); free space or use a larger volume"
+            print(message, file=sys.stderr, flush=True)
+            return EXIT_PERMANENT
         traceback.print_exc()
         return EXIT_FAILURE
     return EXIT_TERMINATED if state == "stopped" else EXIT_OK

@@ -76,7 +76,8 @@ class JobInfo:
     checkpoint: str | None = None
     explanation: str | None = None
     best: dict[str, Any] | None = None  # {"top1", "step", "checkpoint"}: the best validation so far
-    loss_trend: list[float] = field(default_factory=list)  # the newest training losses of the history, oldest first
+    # The newest training losses of the history, oldest first; None where the loss was not finite (diverged).
+    loss_trend: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +159,8 @@ def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_check
     best = best_validation(kept)
     if best is not None:
         info.best = {"top1": best["top1"], "step": best["step"], "checkpoint": best_checkpoint}
-    info.loss_trend = [float(r["loss"]) for r in kept if r["kind"] == "train"][-LOSS_TREND_POINTS:]
+    losses = [r.get("loss") for r in kept if r["kind"] == "train"][-LOSS_TREND_POINTS:]
+    info.loss_trend = [float(v) if isinstance(v, int | float) else None for v in losses]  # null: not finite
 
 
 def last_json_line(text: str) -> dict[str, Any] | None:

@@ -113,8 +113,7 @@ def submit(
         check_resumable(stored, spec)
         for change in changes(stored, spec) or ["nothing: the stored spec as it was"]:
             output.note(f"resume changes {change}")
-    if backend is BackendName.k8s:
-        print_warnings(spec)
+    print_warnings(spec, cluster=backend is BackendName.k8s)
     if dry_run:  # the objects themselves (YAML unless -o json), as before any table existed
         shown = Format.json if out is Format.json else Format.yaml
         print_objects(render_checked(spec, kube_version or DEFAULT_KUBE_VERSION), shown)
@@ -149,13 +148,19 @@ def chosen_backend(backend: BackendName | None, context: str | None) -> BackendN
     return chosen
 
 
-def print_warnings(spec: JobSpec) -> None:
-    """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices; and
-    what is unsafe on a shared cluster (a moving image tag, a credential in plain env)."""
+def print_warnings(spec: JobSpec, cluster: bool = True) -> None:
+    """On stderr: a recipe key the chosen schedule ignores; on a cluster also a multi-pod job on the default
+    scheduler (it can start half its pods and hold their devices) and what is unsafe on a shared cluster (a
+    moving image tag, a credential in plain env)."""
+    from contract.config import recipe_warnings
     from jobctl.render import gang_warning
     from jobctl.security import spec_warnings
+    from jobctl.spec import train_config
 
-    for warning in [gang_warning(spec), *spec_warnings(spec)]:
+    warnings: list[str | None] = list(recipe_warnings(train_config(spec)))
+    if cluster:
+        warnings += [gang_warning(spec), *spec_warnings(spec)]
+    for warning in warnings:
         if warning:
             output.note(warning)
 

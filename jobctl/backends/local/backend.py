@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from contract.env import EXIT_BAD_INPUT
 from contract.files import utc_timestamp
-from contract.imagefolder import count_images
+from contract.imagefolder import class_dirs, count_images, too_few_classes
+from contract.lines import format_prefix, rank_label
 from contract.metrics import read_history
 from contract.rendezvous import Rendezvous
 from contract.restarts import RestartRecord, restart_record
@@ -325,11 +326,15 @@ class LocalBackend(Backend):
         job_dir = self.require(name)
         count = int(training_job(_read_json(job_dir.local_dir / "job.json")["objects"])["spec"]["completions"])
         paths = [job_dir.local_dir / f"pod-{i}.log" for i in range(count)]
+        prefix = ""
+        if rank is not None and job_dir.rank_log(rank).is_file():
+            # The pods' merged view holds rank 0's progress lines only; the launcher's file of the rank holds all.
+            paths, prefix = [job_dir.rank_log(rank)], format_prefix(rank_label(rank))
         if not follow:
             for path in paths:
                 for line in _read_lines(path):
-                    if keep_line(line, rank):
-                        out.write(line + "\n")
+                    if prefix or keep_line(line, rank):
+                        out.write(prefix + line + "\n")
             return
         positions = dict.fromkeys(paths, 0)
         partial = dict.fromkeys(paths, "")
@@ -346,8 +351,8 @@ class LocalBackend(Backend):
                 text = partial[path] + chunk.decode("utf-8", "replace")
                 *complete, partial[path] = text.split("\n")
                 for line in complete:
-                    if keep_line(line, rank):
-                        out.write(line + "\n")
+                    if prefix or keep_line(line, rank):
+                        out.write(prefix + line + "\n")
             out.flush()
             if finished:  # one last read after the final state, so nothing written before it is lost
                 return
@@ -508,14 +513,18 @@ def _grace(meta: dict[str, Any]) -> float:
 
 
 def _check_batch_fits(spec: JobSpec) -> None:
-    """Each rank needs at least one batch of its share of the training images (drop_remainder)."""
+    """At least two classes (contract.imagefolder), and each rank needs at least one batch of its share of the
+    training images (drop_remainder)."""
     if spec.data.host_path is None:
         return
     root = Path(spec.data.host_path) / spec.data.train_subpath
     try:
         images = count_images(root)
+        problem = too_few_classes(root, class_dirs(root)) if images else None
     except OSError:
-        images = 0
+        images, problem = 0, None
+    if problem:
+        raise BackendError(f"--data: {problem}", exit_code=2)
     if not images:
         return  # no class folders or images: the pods' own check says what is wrong with the directory
     batch = train_config(spec).per_batch_size
