@@ -364,10 +364,10 @@ def submit(
 def print_warnings(spec: JobSpec) -> None:
     """On stderr: a multi-pod job on the default scheduler can start half its pods and hold their devices; and
     what is unsafe on a shared cluster (a moving image tag, a credential in plain env)."""
-    from jobctl.render import gang_warning
+    from jobctl.render import gang_warning, snapshot_note
     from jobctl.security import spec_warnings
 
-    for warning in [gang_warning(spec), *spec_warnings(spec)]:
+    for warning in [gang_warning(spec), *spec_warnings(spec), snapshot_note(spec)]:
         if warning:
             output.note(warning)
 

@@ -39,6 +39,30 @@ _CHUNK = 16 << 20  # CRC and copies in 16 MB pieces: bounded extra memory, and a
 ALIGN = 64
 
 
+# The training state's bytes (every parameter of the training network: weights, BN statistics, moments, global
+# step, loss scale; fp32) per architecture: fixed + per_class * num_classes. Measured from trainer.model (checked by
+# tests/test_snapshot.py); jobctl sizes the pods' memory with it, so it lives here, without MindSpore.
+STATE_BYTES: dict[str, tuple[int, int]] = {
+    "resnext101_64x4d": (652_061_720, 16_392),
+    "resnext101_32x4d": (337_581_080, 16_392),
+    "resnext50_32x4d": (184_112_152, 16_392),
+    "resnext_tiny": (2_895_384, 4_104),
+}
+# A pod's memory holds the current snapshot and the superseded one whose pages the next write reuses (SPARE).
+POD_COPIES = 2
+MARGIN_BYTES = 16 << 20  # the learning-rate table (4 bytes a step) and the header, per copy
+
+
+def state_bytes(arch: str, num_classes: int) -> int:
+    fixed, per_class = STATE_BYTES[arch]
+    return fixed + per_class * num_classes
+
+
+def pod_memory_bytes(arch: str, num_classes: int) -> int:
+    """What a pod's snapshots take in its memory (/dev/shm) at most."""
+    return POD_COPIES * (state_bytes(arch, num_classes) + MARGIN_BYTES)
+
+
 class SnapshotError(ValueError):
     """A snapshot file that must not be used; the message says why (half written, damaged, not a snapshot)."""
 
@@ -89,11 +113,12 @@ class SnapshotHeader:
 
 def layout_arrays(arrays: Iterable[tuple[str, str, tuple[int, ...], int]]) -> tuple[list[dict[str, Any]], int]:
     """(name, dtype, shape, nbytes) per array -> the header's array entries with offsets, and the payload size."""
-    entries, offset = [], 0
+    entries, end = [], 0
     for name, dtype, shape, nbytes in arrays:
+        offset = -(-end // ALIGN) * ALIGN  # each array starts aligned; the payload ends with the last one
         entries.append({"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "nbytes": nbytes})
-        offset += -(-nbytes // ALIGN) * ALIGN
-    return entries, offset
+        end = offset + nbytes
+    return entries, end
 
 
 def payload_crc(buffers: Iterable[memoryview], entries: list[dict[str, Any]]) -> int:
@@ -118,8 +143,7 @@ def write(directory: Path, header: SnapshotHeader, buffers: list[memoryview]) ->
     tmp, current, spare = directory / f"{TEMP_PREFIX}{os.getpid()}{TEMP_SUFFIX}", directory / NAME, directory / SPARE
     raw = header.to_bytes()
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(spare, tmp)
+        _reuse(spare, current, tmp)
         with open(tmp, "r+b" if tmp.exists() else "wb") as out:
             out.write(_PREFIX.pack(MAGIC, len(raw), zlib.crc32(raw)))
             out.write(raw)
@@ -129,8 +153,6 @@ def write(directory: Path, header: SnapshotHeader, buffers: list[memoryview]) ->
                     out.write(bytes(entry["offset"] - position))
                 out.write(buffer)
                 position = entry["offset"] + len(buffer)
-            if header.payload_bytes > position:
-                out.write(bytes(header.payload_bytes - position))
             out.truncate()
         spare.unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -139,6 +161,16 @@ def write(directory: Path, header: SnapshotHeader, buffers: list[memoryview]) ->
     finally:
         tmp.unlink(missing_ok=True)
     return current
+
+
+def _reuse(spare: Path, current: Path, tmp: Path) -> None:
+    """Take the spare's memory as the temporary, unless a writer killed between its two renames left the spare a
+    second name of the current snapshot (writing into it would damage the current one)."""
+    with contextlib.suppress(FileNotFoundError):
+        if current.exists() and os.path.samefile(spare, current):
+            spare.unlink()
+        else:
+            os.replace(spare, tmp)
 
 
 def _read_prefix(handle: BinaryIO, path: Path) -> tuple[SnapshotHeader, int]:

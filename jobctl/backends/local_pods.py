@@ -70,8 +70,11 @@ def training_job(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return jobs[0]
 
 
-def _volume_dirs(pod_spec: dict[str, Any], objects: list[dict[str, Any]], local: Path, shared: Path) -> dict[str, Path]:
-    """Each pod volume as a local directory (ConfigMaps and emptyDirs are materialised under ``local``)."""
+def _volume_dirs(
+    pod_spec: dict[str, Any], objects: list[dict[str, Any]], local: Path, shared: Path, pod_dir: Path
+) -> dict[str, Path]:
+    """Each pod volume as a local directory: ConfigMaps under ``local``, emptyDirs in the pod's own ``pod_dir``
+    (which the controller empties when it replaces the pod, as a node drops a pod's emptyDirs)."""
     config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
     dirs: dict[str, Path] = {}
     for volume in pod_spec.get("volumes", []):
@@ -92,7 +95,10 @@ def _volume_dirs(pod_spec: dict[str, Any], objects: list[dict[str, Any]], local:
                     write_atomic(target / item["path"], data[item["key"]])
             target.mkdir(parents=True, exist_ok=True)
             dirs[name] = target
-        else:  # emptyDir, downwardAPI, projected: an empty local directory is the closest equivalent
+        elif "emptyDir" in volume:  # the pod's own: its in-memory snapshots live in one (/dev/shm)
+            dirs[name] = pod_dir / name
+            dirs[name].mkdir(parents=True, exist_ok=True)
+        else:  # downwardAPI, projected: an empty local directory is the closest equivalent
             dirs[name] = local / "volumes" / name
             dirs[name].mkdir(parents=True, exist_ok=True)
     return dirs
@@ -180,6 +186,11 @@ def pod_work_dir(job_dir: JobDir, index: int) -> Path:
     return job_dir.local_dir / "work" / f"{job_dir.name}-{index}"
 
 
+def pod_volumes_dir(job_dir: JobDir, index: int) -> Path:
+    """Pod ``index``'s emptyDir volumes (its /dev/shm among them): gone when the pod is replaced."""
+    return job_dir.local_dir / "pods" / f"{job_dir.name}-{index}"
+
+
 def termination_log(job_dir: JobDir, index: int) -> Path:
     """Where pod ``index``'s launcher writes why it ended. Kubernetes keeps that file on the node, not on the
     shared volume, and so does the local backend: a full shared volume must not swallow the reason."""
@@ -196,9 +207,10 @@ def plan_pods(objects: list[dict[str, Any]], job_dir: JobDir, shared: Path, mast
     pod_spec = job["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
     config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in find_kind(objects, "ConfigMap")}
-    mounts = _mount_map(container, _volume_dirs(pod_spec, objects, job_dir.local_dir, shared))
     plans = []
     for index in range(int(job["spec"].get("completions", 1))):
+        pod_dir = pod_volumes_dir(job_dir, index)
+        mounts = _mount_map(container, _volume_dirs(pod_spec, objects, job_dir.local_dir, shared, pod_dir))
         pod_name = f"{job_name}-{index}"
         env: dict[str, str] = {Var.POD_INDEX: str(index)}
         for source in container.get("envFrom", []):
