@@ -228,7 +228,7 @@ def snapshot_note(spec: JobSpec) -> str | None:
 def _plus(quantity: str, extra: int) -> str:
     if not extra:
         return quantity
-    mib = -(-(parse_quantity(quantity) + extra) // 2**20)
+    mib = -(-(int(parse_quantity(quantity)) + extra) // 2**20)  # rounded up (a Decimal // truncates)
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 

@@ -40,13 +40,14 @@ ALIGN = 64
 
 
 # The training state's bytes (every parameter of the training network: weights, BN statistics, moments, global
-# step, loss scale; fp32) per architecture: fixed + per_class * num_classes. Measured from trainer.model (checked by
-# tests/test_snapshot.py); jobctl sizes the pods' memory with it, so it lives here, without MindSpore.
+# step, loss scale; fp32) per architecture: fixed + per_class * num_classes, without the learning-rate table.
+# Measured from trainer.model (checked by tests/test_snapshot.py); jobctl sizes the pods' memory with it, so it
+# lives here, without MindSpore.
 STATE_BYTES: dict[str, tuple[int, int]] = {
-    "resnext101_64x4d": (652_061_720, 16_392),
-    "resnext101_32x4d": (337_581_080, 16_392),
-    "resnext50_32x4d": (184_112_152, 16_392),
-    "resnext_tiny": (2_895_384, 4_104),
+    "resnext101_64x4d": (652_061_704, 16_392),
+    "resnext101_32x4d": (337_581_064, 16_392),
+    "resnext50_32x4d": (184_112_136, 16_392),
+    "resnext_tiny": (2_895_368, 4_104),
 }
 # A pod's memory holds the current snapshot and the superseded one whose pages the next write reuses (SPARE).
 POD_COPIES = 2
