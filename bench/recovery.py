@@ -1,8 +1,12 @@
-"""Recovery time on the local backend: from a killed rank to training again (``python -m bench.recovery``).
+"""Recovery on the local backend: from a killed rank to training again, and the finished steps lost
+(``python -m bench.recovery``).
 
-A 2-pod x 1-rank resnext_tiny job (``jobctl submit --backend local``) trains until it has a checkpoint; then one
-process of pod 1 gets SIGKILL and the bench follows both pods' logs (``<job>/local/pod-<i>.log``), stamping each
-line as it arrives (polled every 20 ms), until the first progress line after a ``resuming from`` line. Paths:
+A 2-pod x 1-rank resnext_tiny job (``jobctl submit --backend local``) trains until it has a state to resume from;
+then one process of pod 1 gets SIGKILL and the bench follows both pods' logs (``<job>/local/pod-<i>.log``), stamping
+each line as it arrives (polled every 20 ms), until the first progress line after a ``resuming from`` line. States
+(``--states``): ``snapshots`` (a snapshot in pod memory every step, ``ckpt_interval`` larger than the run) and
+``checkpoints`` (snapshots off, a checkpoint every 5 steps, as before). Steps lost = the newest step rank 0 logged
+before the kill (``log_interval: 1``) minus the step the group resumed at. Paths:
 
 - ``pod``: kill pod 1's launcher (the pod process): the pod is replaced, as when a node dies;
 - ``in-place``: kill pod 1's trainer (rank 1): whatever the launcher does about it, in place or via a new pod.
@@ -44,7 +48,12 @@ BIN = Path(sys.executable).parent
 JOB = "recovery-bench"
 POLL = 0.02
 TRAIN = ["arch=resnext_tiny", "image_size=32", "per_batch_size=16", "max_epoch=1000", "T_max=2", "lr=0.1"]
-TRAIN += ["log_interval=1", "ckpt_interval=5", "num_parallel_workers=1"]
+TRAIN += ["log_interval=1", "num_parallel_workers=1"]
+STATES = {
+    "snapshots": ["snapshot_interval=1", "ckpt_interval=100000"],
+    "checkpoints": ["snapshot_interval=0", "ckpt_interval=5"],
+}
+READY = {"snapshots": r"first snapshot of step", "checkpoints": r"saved \S+\.ckpt"}  # a state to resume from
 CACHE_DIR = "compile-cache"
 PHASES = (
     "detection",
@@ -104,13 +113,13 @@ def jobctl(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def submit(shared: Path, data: Path, layout: JobLayout) -> None:
+def submit(shared: Path, data: Path, layout: JobLayout, state: str) -> None:
     env = dict(os.environ)
     env.setdefault(ENABLE_VAR, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
     env.setdefault(PATH_VAR, str(layout.root / CACHE_DIR))
     args = ["submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--devices-per-node", "1"]
     args += ["--name", JOB, "--data", str(data), "--shared", str(shared), "--replace", "--max-restarts", "10"]
-    for item in TRAIN:
+    for item in TRAIN + STATES[state]:
         args += ["--set", item]
     jobctl(*args, env=env)
 
@@ -129,11 +138,13 @@ def victim_pid(path: str, layout: JobLayout, follower: Follower) -> int:
 
 
 def recover(
-    path: str, layout: JobLayout, follower: Follower, cached: bool, timeout: float, show_timeline: bool
+    path: str, state: str, layout: JobLayout, follower: Follower, cached: bool, timeout: float, show_timeline: bool
 ) -> dict[str, Any]:
     """Kill, then time the phases up to the first progress line of the resumed attempt."""
     follower.wait_for(r"\[rank 0\] .*step=\d+/", timeout)  # training (again)
-    follower.wait_for(r"saved \S+\.ckpt", timeout)  # a checkpoint to resume from
+    follower.wait_for(READY[state], timeout)
+    for _ in range(3):  # a few steps past it: the kill lands mid-run
+        follower.wait_for(r"\[rank 0\] .*step=\d+/", timeout, after=time.monotonic())
     if not cached:
         shutil.rmtree(layout.root / CACHE_DIR, ignore_errors=True)
     follower.poll()
@@ -142,14 +153,25 @@ def recover(
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     detected = follower.wait_for(r"^\[(launcher|jobctl)\]", timeout, after=killed)
-    resumed = follower.wait_for(r"resuming from \S+ at step", timeout, after=killed)
+    resumed = follower.wait_for(r"\[rank 0\] rank=0 resuming from .* at step \d+", timeout, after=killed)
+    resumed_step = int(re.findall(r"at step (\d+)", resumed[2])[0])
+    last_step = logged_step(layout)
     progress = follower.wait_for(r"\[rank \d\] rank=\d epoch=", timeout, after=resumed[0])
     lines = follower.lines
     if show_timeline:
         for stamp, pod, line in lines:
             if stamp <= progress[0] and not parse_progress(line):
                 print(f"    {stamp - killed:7.2f} s  pod {pod}  {line[:150]}")
-    return {"path": path, "cache": cached, **phases(lines, killed, detected[0], progress)}
+    lost = {"steps_lost": last_step - resumed_step, "resumed_from": resumed[2].split("resuming from ", 1)[1]}
+    return {"path": path, "state": state, "cache": cached, **lost, **phases(lines, killed, detected[0], progress)}
+
+
+def logged_step(layout: JobLayout) -> int:
+    """The newest step rank 0 logged before the group resumed (pod 0's log up to its last resume)."""
+    text = (layout.local_dir / "pod-0.log").read_text(errors="replace")
+    text = text[: text.rfind("rank=0 resuming from")]
+    steps = [int(m) for m in re.findall(r"\[rank 0\] rank=0 epoch=\d+/\d+ step=(\d+)/", text)]
+    return max(steps, default=0)
 
 
 def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, progress: Any) -> dict[str, Any]:
@@ -167,9 +189,9 @@ def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, 
     survivors_down = r"\[launcher\] (exit \d+|attempt \d+ ended \(.*\); restarting the group in place)$"
     stopped = max(detected, last(survivors_down, joined) or detected)
     up = last(rf"\[rank {rank}\] trainer pid \d+: MindSpore loaded", progress[0]) or joined
-    resumed = last(rf"\[rank {rank}\] rank=\d loaded checkpoint in", progress[0]) or up
+    resumed = last(rf"\[rank {rank}\] rank=\d loaded (checkpoint|snapshot) in", progress[0]) or up
     compiled = last(rf"\[rank {rank}\] rank=\d compiled the train graph in", progress[0]) or resumed
-    load = figure(r"loaded checkpoint in ([\d.]+) s")
+    load = figure(r"loaded (?:checkpoint|snapshot) in ([\d.]+) s")
     compile_s = figure(r"compiled the train graph in ([\d.]+) s")
     cache_lines = [line for t, _, line in lines if t <= progress[0] and "compile cache" in line]
     return {
@@ -194,6 +216,8 @@ def make_data(root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
     parser.add_argument("--paths", default="pod,in-place", help="comma-separated: pod, in-place")
+    parser.add_argument("--states", default="snapshots,checkpoints", help="comma-separated: snapshots, checkpoints")
+    parser.add_argument("--caches", default="no-cache,cache", help="comma-separated: no-cache, cache")
     parser.add_argument("--repeat", type=int, default=1, help="kills per path and cache setting")
     parser.add_argument("--timeline", action="store_true", help="print each recovery's log lines, timed")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
@@ -203,16 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         data = make_data(Path(tmp) / "synth")
         shared = Path(tmp) / "shared"
         layout = JobLayout.of(shared, JOB)
-        for path in args.paths.split(","):
-            submit(shared, data, layout)
-            follower = Follower([layout.local_dir / "pod-0.log", layout.local_dir / "pod-1.log"])
-            try:
-                for _ in range(args.repeat):
-                    for cached in (False, True):
-                        runs.append(recover(path, layout, follower, cached, args.timeout, args.timeline))
-                        print(json.dumps(runs[-1]), flush=True)
-            finally:
-                subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])
+        caches = [name == "cache" for name in args.caches.split(",")]
+        for state in args.states.split(","):
+            for path in args.paths.split(","):
+                submit(shared, data, layout, state)
+                follower = Follower([layout.local_dir / "pod-0.log", layout.local_dir / "pod-1.log"])
+                try:
+                    for _ in range(args.repeat):
+                        for cached in caches:
+                            runs.append(recover(path, state, layout, follower, cached, args.timeout, args.timeline))
+                            print(json.dumps(runs[-1]), flush=True)
+                finally:
+                    subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])
     report(runs)
     return 0
 
@@ -220,16 +246,14 @@ def main(argv: list[str] | None = None) -> int:
 def report(runs: list[dict[str, Any]]) -> None:
     print("recovery on the local backend, 2 pods x 1 rank, resnext_tiny (machine shared: median, min-max)")
     summary: dict[str, Any] = {}
-    for path in dict.fromkeys(r["path"] for r in runs):
-        for cached in (False, True):
-            mine = [r for r in runs if r["path"] == path and r["cache"] == cached]
-            if not mine:
-                continue
-            key = f"{path}/{'cache' if cached else 'no-cache'}"
-            summary[key] = {k: _spread([r[k] for r in mine]) for k in ("total", *PHASES)}
-            cells = "  ".join(f"{k} {summary[key][k]}" for k in ("total", *PHASES))
-            print(f"  {key:18s} {cells}")
-            print(f"  {'':18s} the resumed attempt's compile cache: {mine[-1]['cache_seen']}")
+    groups = dict.fromkeys((r["state"], r["path"], r["cache"]) for r in runs)
+    for state, path, cached in groups:
+        mine = [r for r in runs if (r["state"], r["path"], r["cache"]) == (state, path, cached)]
+        key = f"{state}/{path}/{'cache' if cached else 'no-cache'}"
+        summary[key] = {k: _spread([r[k] for r in mine]) for k in ("steps_lost", "total", *PHASES)}
+        cells = "  ".join(f"{k} {summary[key][k]}" for k in ("steps_lost", "total", *PHASES))
+        print(f"  {key:32s} {cells}")
+        print(f"  {'':32s} resumed from {mine[-1]['resumed_from']}; compile cache: {mine[-1]['cache_seen']}")
     print(json.dumps({"runs": runs, "summary": summary}))
 
 
