@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = r["mean"] / base
         print(f"  {name:10s} mean step {r['mean']:.3f} s ({low:.2f}-{high:.2f}, n={len(gaps)}) = {ratio:.3f}x")
         if r["size_mb"]:
-            print(f"  {'':10s} snapshot {r['size_mb']:.0f} MB, first write {r['write_s']:.2f} s, off the training thread")
+            print(f"  {'':10s} snapshot {r['size_mb']:.0f} MB, first write {r['write_s']:.2f} s (writer thread)")
         for interval, cost, copy in r["intervals"]:
             print(f"  {'':10s} pacer: interval {interval} (a snapshot cost {cost:.3f} s, host copy {copy:.3f} s)")
     ratio = results["default"]["mean"] / base
