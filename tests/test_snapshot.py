@@ -191,3 +191,23 @@ def test_the_state_sizes_jobctl_reserves_memory_for_match_the_model(arch: str) -
         train_net = ms.amp.build_train_network(net, optimizer, LabelSmoothingCrossEntropy(classes, 0.1), level="O0")
         nbytes = sum(p.data.nbytes for _, p in train_net.parameters_and_names() if p.name != "learning_rate")
         assert nbytes == snapshot_file.state_bytes(arch, classes)
+
+
+def test_the_default_interval_keeps_the_measured_cost_under_3_percent_of_a_step() -> None:
+    from trainer.snapshot import SnapshotPacer
+
+    said: list[str] = []
+    pacer = SnapshotPacer(None, said.append)
+    pacer.step_done(30.0, 1, writing=False)  # the first step compiles: not a step time
+    assert pacer.due(1)
+    for _ in range(5):
+        pacer.step_done(2.0, 1, writing=False)
+    pacer.taken(6, copy_seconds=0.2)
+    pacer.step_done(2.3, 1, writing=True)  # the write slows one step by 0.3 s
+    pacer.step_done(2.0, 1, writing=False)  # the write is done: cost 0.5 s, a step 2 s -> 0.5 / 0.06 = 9 steps
+    assert pacer.interval == 9 and not pacer.due(14) and pacer.due(15)
+    assert said == ["snapshot interval now 9 step(s): a snapshot costs 0.500 s (copy 0.200 s), a step 2.000 s"]
+    fixed = SnapshotPacer(1, said.append)
+    fixed.taken(3, copy_seconds=5.0)
+    fixed.step_done(9.0, 1, writing=False)
+    assert fixed.interval == 1 and fixed.due(4)

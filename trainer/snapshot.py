@@ -102,6 +102,7 @@ class SnapshotPacer:
     def __init__(self, interval: int | None, log: Callable[[str], None]) -> None:
         self.fixed = interval
         self.interval = interval or 1
+        self.logged = self.interval  # the interval the log last named
         self.log = log
         self.last: int | None = None  # step of the newest snapshot taken
         self.normal: deque[float] = deque(maxlen=_STEPS_KEPT)
@@ -136,12 +137,13 @@ class SnapshotPacer:
         step = statistics.median(self.normal)
         cost = self.copy_seconds + self.excess
         interval = min(MAX_AUTO_INTERVAL, max(1, math.ceil(cost / (BUDGET * step)))) if step > 0 else 1
-        if interval != self.interval:
+        if abs(interval - self.logged) > self.logged // 4:  # said again only when it moves by more than a quarter
             self.log(
                 f"snapshot interval now {interval} step(s): a snapshot costs {cost:.3f} s "
                 f"(copy {self.copy_seconds:.3f} s), a step {step:.3f} s"
             )
-            self.interval = interval
+            self.logged = interval
+        self.interval = interval
 
 
 def pod_index(environ: Mapping[str, str]) -> int:

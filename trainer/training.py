@@ -32,7 +32,7 @@ from mindspore import nn
 from trainer import checkpoint as ckpt
 from trainer import compile_cache
 from trainer import snapshot as snapshots
-from trainer.async_save import BackgroundSaver
+from trainer.async_save import BackgroundSaver, lower_priority
 from trainer.checkpoint import Checkpoint
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import create_eval_dataset, create_train_dataset, data_workers, list_classes
@@ -475,7 +475,7 @@ class Stepper:
         self.sink: Any = ms.data_sink(run.train_net, run.dataset, sink_size=self.chunk) if self.chunk > 1 else None
         # The data position: step by step, the pipeline starts at the batch of start_step (MindSpore skips the
         # steps done without running their transforms); a sink starts at its epoch's beginning.
-        self.epochs, self.start_step = run.cfg.max_epoch, start_step
+        self.epochs = run.cfg.max_epoch
         self.batches = None if self.sink else endless(run.dataset, self.epochs, start_step)
         self.compiled = False
 
@@ -656,6 +656,8 @@ class Checkpointer:
                 self._write_snapshot(source, meta)
             if path is None or done is None:
                 return
+            if self.saver.background:
+                lower_priority()  # this thread only: the snapshot above was written at full speed
             began = time.perf_counter()
             saved = ckpt.save(source, path, meta)
             done(saved)
