@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import synth
-from trainer.compile_cache import ENABLE_VAR, PATH_VAR
-from trainer.launcher.contract import JobLayout
-from trainer.progress import parse_progress
+from contract.env import COMPILE_CACHE_ENABLE, COMPILE_CACHE_PATH
+from contract.layout import JobLayout
+from contract.lines import parse_resumed
+from contract.progress import parse_progress
 
 BIN = Path(sys.executable).parent
 JOB = "recovery-bench"
@@ -115,8 +116,8 @@ def jobctl(*args: str, env: dict[str, str] | None = None) -> str:
 
 def submit(shared: Path, data: Path, layout: JobLayout, state: str) -> None:
     env = dict(os.environ)
-    env.setdefault(ENABLE_VAR, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
-    env.setdefault(PATH_VAR, str(layout.root / CACHE_DIR))
+    env.setdefault(COMPILE_CACHE_ENABLE, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
+    env.setdefault(COMPILE_CACHE_PATH, str(layout.root / CACHE_DIR))
     args = ["submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--devices-per-node", "1"]
     args += ["--name", JOB, "--data", str(data), "--shared", str(shared), "--replace", "--max-restarts", "10"]
     for item in TRAIN + STATES[state]:
@@ -153,8 +154,10 @@ def recover(
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     detected = follower.wait_for(r"^\[(launcher|jobctl)\]", timeout, after=killed)
-    resumed = follower.wait_for(r"\[rank 0\] rank=0 resuming from .* at step \d+", timeout, after=killed)
-    resumed_step = int(re.findall(r"at step (\d+)", resumed[2])[0])
+    resumed = follower.wait_for(r"\[rank 0\] rank=0 resuming from ", timeout, after=killed)
+    parsed = parse_resumed(resumed[2])
+    assert parsed is not None, resumed[2]
+    _, where, resumed_step = parsed
     last_step = logged_step(layout)
     progress = follower.wait_for(r"\[rank \d\] rank=\d epoch=", timeout, after=resumed[0])
     lines = follower.lines
@@ -162,7 +165,7 @@ def recover(
         for stamp, pod, line in lines:
             if stamp <= progress[0] and not parse_progress(line):
                 print(f"    {stamp - killed:7.2f} s  pod {pod}  {line[:150]}")
-    lost = {"steps_lost": last_step - resumed_step, "resumed_from": resumed[2].split("resuming from ", 1)[1]}
+    lost = {"steps_lost": last_step - resumed_step, "resumed_from": where}
     return {"path": path, "state": state, "cache": cached, **lost, **phases(lines, killed, detected[0], progress)}
 
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from bench.checkpoint_stall import BATCH, make_data, timed_lines
 from bench.workers import ARCH, CLASSES, SIZE
+from contract.env import Var
+from contract.progress import parse_progress
 from trainer.cpu import ISA_VAR
-from trainer.launcher.contract import Var
-from trainer.progress import parse_progress
 
 RUNS = {"none": "0", "every step": "1", "default": None}
 INTERVAL_RE = re.compile(r"snapshot interval now (\d+) step\(s\): a snapshot costs ([\d.]+) s \(copy ([\d.]+) s\)")

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from contract.lines import parse_resumed
 from jobctl.backends.base import COMPLETE
 from jobctl.backends.local import LocalBackend
-from jobctl.backends.local_pods import pod_volumes_dir
+from jobctl.backends.local.pods import pod_volumes_dir
 from jobctl.jobdir import JobDir
 from tests.test_local_backend import JOBCTL, e2e_env, local_state
 
@@ -65,7 +66,7 @@ def text_of(path: Path) -> str:
 def snapshots_taken(job_dir: JobDir, steps: int) -> bool:
     """Pod 0 has logged ``steps`` progress lines and both pods have a snapshot in memory."""
     logged = PROGRESS.findall(text_of(job_dir.local_dir / "pod-0.log"))
-    held = [(pod_volumes_dir(job_dir, i) / "shm" / "jobctl-snapshot" / "snapshot.bin").exists() for i in (0, 1)]
+    held = [(pod_volumes_dir(job_dir, i) / "dev_shm" / "jobctl-snapshot" / "snapshot.bin").exists() for i in (0, 1)]
     return len(logged) >= steps and all(held)
 
 
@@ -142,4 +143,5 @@ def test_a_replaced_pod_takes_the_state_from_the_surviving_pod(tmp_path: Path, d
     assert "no snapshot in this pod's memory" in pod1  # the replacement's memory is new
     assert "waiting for pod 0's copy" in pod1
     assert "copied this pod's snapshot for the pods without it" in text_of(job_dir.local_dir / "pod-0.log")
-    assert f"[rank 1] rank=1 resuming from snapshot of pod 0 at step {resume['step']}" in pod1
+    resumed = [parsed for line in pod1.splitlines() if (parsed := parse_resumed(line))]
+    assert resumed == [(1, f"snapshot of pod 0 at step {resume['step']}", resume["step"])]

@@ -1,5 +1,5 @@
-"""In-memory snapshots: the file format (trainer.snapshot_file), the launchers' agreement
-(trainer.launcher.recovery), a writer killed during the copy, and the state sizes jobctl reserves memory for."""
+"""In-memory snapshots: the file format (contract.snapshot_file), the launchers' agreement
+(launcher.recovery), a writer killed during the copy, and the state sizes jobctl reserves memory for."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import snapshot_file
-from trainer.launcher.recovery import Plan, decide, local_snapshot, newest_checkpoint
-from trainer.launcher.rendezvous import Fragment
+from contract import snapshot_file
+from contract.rendezvous import Fragment
+from launcher.recovery import Plan, decide, local_snapshot, newest_checkpoint
 
 ARRAYS = [
     ("conv.weight", np.arange(10, dtype=np.float32)),
@@ -180,10 +180,10 @@ def test_the_state_sizes_jobctl_reserves_memory_for_match_the_model(arch: str) -
     table, 4 bytes a step, which MARGIN_BYTES covers)."""
     import mindspore as ms
     from mindspore import nn
+    from trainer.training import param_groups
 
     from trainer.loss import LabelSmoothingCrossEntropy
     from trainer.model import build_model
-    from trainer.training import param_groups
 
     for classes in (10, 1000):
         net = build_model(arch, classes)

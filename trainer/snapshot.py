@@ -1,5 +1,5 @@
 """In-memory snapshots, the trainer's side: write the host copy of the training state to the pod's memory, pace the
-snapshots, and restore one the launcher chose (format: trainer.snapshot_file; protocol: docs/INTERFACES.md).
+snapshots, and restore one the launcher chose (format: contract.snapshot_file; protocol: docs/INTERFACES.md).
 
 One rank per pod writes (the launcher gives it ``JOBCTL_SNAPSHOT_WRITE=<dir>``, a directory in the pod's memory,
 not the process's, so it outlives a trainer crash). The state is the one host copy a background checkpoint save
@@ -22,10 +22,10 @@ from typing import Any
 import mindspore as ms
 import numpy as np
 
-from trainer import snapshot_file
+from contract import snapshot_file
+from contract.env import Var
+from contract.files import utc_timestamp
 from trainer.checkpoint import Checkpoint, CorruptCheckpointError, Snapshot
-from trainer.files import utc_timestamp
-from trainer.launcher.contract import Var
 
 BUDGET = 0.03  # the default interval keeps a snapshot's measured cost under this share of a step
 MAX_AUTO_INTERVAL = 1000
