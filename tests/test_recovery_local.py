@@ -17,7 +17,7 @@ import pytest
 
 from contract.lines import parse_resumed
 from jobctl.backends.base import COMPLETE
-from jobctl.backends.local import LocalBackend
+from jobctl.backends.local.backend import LocalBackend
 from jobctl.backends.local.pods import pod_volumes_dir
 from jobctl.jobdir import JobDir
 from tests.test_local_backend import JOBCTL, e2e_env, local_state

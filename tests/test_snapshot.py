@@ -180,8 +180,8 @@ def test_the_state_sizes_jobctl_reserves_memory_for_match_the_model(arch: str) -
     table, 4 bytes a step, which MARGIN_BYTES covers)."""
     import mindspore as ms
     from mindspore import nn
-    from trainer.loop import param_groups
 
+    from trainer.loop import param_groups
     from trainer.loss import LabelSmoothingCrossEntropy
     from trainer.model import build_model
 
