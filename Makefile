@@ -74,11 +74,12 @@ lint: scan ## ruff, mypy, hadolint, and the manifest scan
 scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
 	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
-bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), checkpoint stall, recovery (0 s and 30 s NFS-like caches)
+bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), checkpoint stall, snapshot cost, recovery (0 s and 30 s NFS-like caches)
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.cpu_speed
 	$(BIN)/python -m bench.checkpoint_stall
+	$(BIN)/python -m bench.snapshot_cost
 	$(BIN)/python -m bench.recovery --shared-cache 30
 
 render: ## regenerate the example manifests under k8s/examples/

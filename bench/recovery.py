@@ -1,8 +1,12 @@
-"""Recovery time on the local backend: from a killed rank to training again (``python -m bench.recovery``).
+"""Recovery on the local backend: from a killed rank to training again, and the finished steps lost
+(``python -m bench.recovery``).
 
-A 2-pod x 1-rank resnext_tiny job (``jobctl submit --backend local``) trains until it has a checkpoint; then one
-process of pod 1 gets SIGKILL and the bench follows both pods' logs (``<job>/local/pod-<i>.log``), stamping each
-line as it arrives (polled every 20 ms), until the first progress line after a ``resuming from`` line. Paths:
+A 2-pod x 1-rank resnext_tiny job (``jobctl submit --backend local``) trains until it has a state to resume from;
+then one process of pod 1 gets SIGKILL and the bench follows both pods' logs (``<job>/local/pod-<i>.log``), stamping
+each line as it arrives (polled every 20 ms), until the first progress line after a ``resuming from`` line. States
+(``--states``): ``snapshots`` (a snapshot in pod memory every step, ``ckpt_interval`` larger than the run) and
+``checkpoints`` (snapshots off, a checkpoint every 5 steps, as before). Steps lost = the newest step rank 0 logged
+before the kill (``log_interval: 1``) minus the step the group resumed at. Paths:
 
 - ``pod``: kill pod 1's launcher (the pod process): the pod is replaced, as when a node dies;
 - ``in-place``: kill pod 1's trainer (rank 1): whatever the launcher does about it, in place or via a new pod.
@@ -43,13 +47,19 @@ from typing import Any
 from bench.data import synth
 from contract.env import COMPILE_CACHE_ENABLE, COMPILE_CACHE_PATH
 from contract.layout import JobLayout
+from contract.lines import parse_resumed
 from contract.progress import parse_progress
 
 BIN = Path(sys.executable).parent
 JOB = "recovery-bench"
 POLL = 0.02
 TRAIN = ["arch=resnext_tiny", "image_size=32", "per_batch_size=16", "max_epoch=1000", "T_max=2", "lr=0.1"]
-TRAIN += ["log_interval=1", "ckpt_interval=5", "num_parallel_workers=1"]
+TRAIN += ["log_interval=1", "num_parallel_workers=1"]
+STATES = {
+    "snapshots": ["snapshot_interval=1", "ckpt_interval=100000"],
+    "checkpoints": ["snapshot_interval=0", "ckpt_interval=5"],
+}
+READY = {"snapshots": r"first snapshot of step", "checkpoints": r"saved \S+\.ckpt"}  # a state to resume from
 CACHE_DIR = "compile-cache"
 PHASES = (
     "detection",
@@ -109,14 +119,18 @@ def jobctl(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def submit(shared: Path, data: Path, layout: JobLayout, shared_cache: float = 0.0) -> None:
+def jobctl_delete(shared: Path) -> None:
+    subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])
+
+
+def submit(shared: Path, data: Path, layout: JobLayout, state: str, shared_cache: float = 0.0) -> None:
     env = dict(os.environ)
     env.setdefault(COMPILE_CACHE_ENABLE, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
     env.setdefault(COMPILE_CACHE_PATH, str(layout.root / CACHE_DIR))
     args = ["submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--devices-per-node", "1"]
     args += ["--name", JOB, "--data", str(data), "--shared", str(shared), "--replace", "--max-restarts", "10"]
     args += ["--shared-cache", f"{shared_cache:g}s"]
-    for item in TRAIN:
+    for item in TRAIN + STATES[state]:
         args += ["--set", item]
     jobctl(*args, env=env)
 
@@ -135,11 +149,13 @@ def victim_pid(path: str, layout: JobLayout, follower: Follower) -> int:
 
 
 def recover(
-    path: str, layout: JobLayout, follower: Follower, cached: bool, timeout: float, show_timeline: bool
+    path: str, state: str, layout: JobLayout, follower: Follower, cached: bool, timeout: float, show_timeline: bool
 ) -> dict[str, Any]:
     """Kill, then time the phases up to the first progress line of the resumed attempt."""
     follower.wait_for(r"\[rank 0\] .*step=\d+/", timeout)  # training (again)
-    follower.wait_for(r"saved \S+\.ckpt", timeout)  # a checkpoint to resume from
+    follower.wait_for(READY[state], timeout)
+    for _ in range(3):  # a few steps past it: the kill lands mid-run
+        follower.wait_for(r"\[rank 0\] .*step=\d+/", timeout, after=time.monotonic())
     if not cached:
         shutil.rmtree(layout.root / CACHE_DIR, ignore_errors=True)
     follower.poll()
@@ -148,14 +164,27 @@ def recover(
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     detected = follower.wait_for(r"^\[(launcher|jobctl)\]", timeout, after=killed)
-    resumed = follower.wait_for(r"resuming from \S+ at step", timeout, after=killed)
+    resumed = follower.wait_for(r"\[rank 0\] rank=0 resuming from ", timeout, after=killed)
+    parsed = parse_resumed(resumed[2])
+    assert parsed is not None, resumed[2]
+    _, where, resumed_step = parsed
+    last_step = logged_step(layout)
     progress = follower.wait_for(r"\[rank \d\] rank=\d epoch=", timeout, after=resumed[0])
     lines = follower.lines
     if show_timeline:
         for stamp, pod, line in lines:
             if stamp <= progress[0] and not parse_progress(line):
                 print(f"    {stamp - killed:7.2f} s  pod {pod}  {line[:150]}")
-    return {"path": path, "cache": cached, **phases(lines, killed, detected[0], progress)}
+    lost = {"steps_lost": last_step - resumed_step, "resumed_from": where}
+    return {"path": path, "state": state, "cache": cached, **lost, **phases(lines, killed, detected[0], progress)}
+
+
+def logged_step(layout: JobLayout) -> int:
+    """The newest step rank 0 logged before the group resumed (pod 0's log up to its last resume)."""
+    text = (layout.local_dir / "pod-0.log").read_text(errors="replace")
+    text = text[: text.rfind("rank=0 resuming from")]
+    steps = [int(m) for m in re.findall(r"\[rank 0\] rank=0 epoch=\d+/\d+ step=(\d+)/", text)]
+    return max(steps, default=0)
 
 
 def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, progress: Any) -> dict[str, Any]:
@@ -173,9 +202,9 @@ def phases(lines: list[tuple[float, int, str]], killed: float, detected: float, 
     survivors_down = r"\[launcher\] (exit \d+|attempt \d+ ended \(.*\); restarting the group in place)$"
     stopped = max(detected, last(survivors_down, joined) or detected)
     up = last(rf"\[rank {rank}\] trainer pid \d+: MindSpore loaded", progress[0]) or joined
-    resumed = last(rf"\[rank {rank}\] rank=\d loaded checkpoint in", progress[0]) or up
+    resumed = last(rf"\[rank {rank}\] rank=\d loaded (checkpoint|snapshot) in", progress[0]) or up
     compiled = last(rf"\[rank {rank}\] rank=\d compiled the train graph in", progress[0]) or resumed
-    load = figure(r"loaded checkpoint in ([\d.]+) s")
+    load = figure(r"loaded (?:checkpoint|snapshot) in ([\d.]+) s")
     compile_s = figure(r"compiled the train graph in ([\d.]+) s")
     cache_lines = [line for t, _, line in lines if t <= progress[0] and "compile cache" in line]
     return {
@@ -200,6 +229,8 @@ def make_data(root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
     parser.add_argument("--paths", default="pod,in-place", help="comma-separated: pod, in-place")
+    parser.add_argument("--states", default="snapshots,checkpoints", help="comma-separated: snapshots, checkpoints")
+    parser.add_argument("--caches", default="no-cache,cache", help="comma-separated: no-cache, cache")
     parser.add_argument("--repeat", type=int, default=1, help="kills per path and cache setting")
     parser.add_argument("--timeline", action="store_true", help="print each recovery's log lines, timed")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
@@ -216,21 +247,24 @@ def main(argv: list[str] | None = None) -> int:
         data = make_data(Path(tmp) / "synth")
         shared = Path(tmp) / "shared"
         layout = JobLayout.of(shared, JOB)
+        caches = [name == "cache" for name in args.caches.split(",")]
         for seconds in dict.fromkeys([0.0, args.shared_cache]):
-            for path in args.paths.split(","):
-                began = time.monotonic()
-                submit(shared, data, layout, seconds)
-                follower = Follower([layout.local_dir / "pod-0.log", layout.local_dir / "pod-1.log"])
-                try:
-                    starts.append({"path": path, "shared_cache": seconds, **start_up(follower, began, args.timeout)})
-                    print(json.dumps(starts[-1]), flush=True)
-                    for _ in range(args.repeat):
-                        for cached in (False, True):
-                            run = recover(path, layout, follower, cached, args.timeout, args.timeline)
-                            runs.append({**run, "shared_cache": seconds})
-                            print(json.dumps(runs[-1]), flush=True)
-                finally:
-                    subprocess.run([str(BIN / "jobctl"), "delete", JOB, "--backend", "local", "--shared", str(shared)])
+            for state in args.states.split(","):
+                for path in args.paths.split(","):
+                    began = time.monotonic()
+                    submit(shared, data, layout, state, seconds)
+                    follower = Follower([layout.local_dir / "pod-0.log", layout.local_dir / "pod-1.log"])
+                    try:
+                        start = start_up(follower, began, args.timeout)
+                        starts.append({"path": path, "state": state, "shared_cache": seconds, **start})
+                        print(json.dumps(starts[-1]), flush=True)
+                        for _ in range(args.repeat):
+                            for cached in caches:
+                                run = recover(path, state, layout, follower, cached, args.timeout, args.timeline)
+                                runs.append({**run, "shared_cache": seconds})
+                                print(json.dumps(runs[-1]), flush=True)
+                    finally:
+                        jobctl_delete(shared)
     report(runs, starts)
     return 0
 
@@ -248,20 +282,19 @@ def report(runs: list[dict[str, Any]], starts: list[dict[str, Any]]) -> None:
     print("recovery on the local backend, 2 pods x 1 rank, resnext_tiny (machine shared: median, min-max)")
     summary: dict[str, Any] = {}
     for start in starts:
-        key = f"start/{start['path']}/shared-cache {start['shared_cache']:g}s"
+        key = f"start/{start['state']}/{start['path']}/shared-cache {start['shared_cache']:g}s"
         summary[key] = {k: f"{start[k]:.2f}" for k in ("start_total", "start_rendezvous")}
-        print(f"  {key:32s} submit->first step {start['start_total']:.2f}  rendezvous {start['start_rendezvous']:.2f}")
-    for seconds in dict.fromkeys(r["shared_cache"] for r in runs):
-        for path in dict.fromkeys(r["path"] for r in runs):
-            for cached in (False, True):
-                mine = [r for r in runs if (r["path"], r["cache"], r["shared_cache"]) == (path, cached, seconds)]
-                if not mine:
-                    continue
-                key = f"{path}/{'cache' if cached else 'no-cache'}/shared-cache {seconds:g}s"
-                summary[key] = {k: _spread([r[k] for r in mine]) for k in ("total", *PHASES)}
-                cells = "  ".join(f"{k} {summary[key][k]}" for k in ("total", *PHASES))
-                print(f"  {key:32s} {cells}")
-                print(f"  {'':32s} the resumed attempt's compile cache: {mine[-1]['cache_seen']}")
+        print(f"  {key:44s} submit->first step {start['start_total']:.2f}  rendezvous {start['start_rendezvous']:.2f}")
+    groups = dict.fromkeys((r["shared_cache"], r["state"], r["path"], r["cache"]) for r in runs)
+    for seconds, state, path, cached in groups:
+        mine = [
+            r for r in runs if (r["shared_cache"], r["state"], r["path"], r["cache"]) == (seconds, state, path, cached)
+        ]
+        key = f"{state}/{path}/{'cache' if cached else 'no-cache'}/shared-cache {seconds:g}s"
+        summary[key] = {k: _spread([r[k] for r in mine]) for k in ("steps_lost", "total", *PHASES)}
+        cells = "  ".join(f"{k} {summary[key][k]}" for k in ("steps_lost", "total", *PHASES))
+        print(f"  {key:44s} {cells}")
+        print(f"  {'':44s} resumed from {mine[-1]['resumed_from']}; compile cache: {mine[-1]['cache_seen']}")
     print(json.dumps({"runs": runs, "starts": starts, "summary": summary}))
 
 

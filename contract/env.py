@@ -40,6 +40,7 @@ ANNOTATIONS_FILE = f"{PODINFO_MOUNT}/annotations"
 HCCN_CONF = "/etc/hccn.conf"
 CONTROLLER_RANKTABLE_MOUNT = "/user/serverid/devindex/config"  # where Ascend's hccl-controller mounts hccl.json
 SHM_MOUNT = "/dev/shm"
+SNAPSHOT_DIR = f"{SHM_MOUNT}/jobctl-snapshot"  # the pod's snapshot memory (contract.snapshot_file), in the shm volume
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 MASTER_PORT = 8118
 LAUNCHER_MODULE = "trainer.launch"
@@ -86,9 +87,13 @@ class Var:
     RUN_ID = "JOBCTL_RUN_ID"
     TERMINATION_LOG = "JOBCTL_TERMINATION_LOG"
     MAX_RESTARTS = "JOBCTL_MAX_RESTARTS"  # the group's restart budget: in-place restarts and pod replacements
+    SNAPSHOT_DIR = "JOBCTL_SNAPSHOT_DIR"  # the pod's memory for snapshots (under /dev/shm); unset: no snapshots
     # Set by the launcher for each trainer it starts (the trainer reports them in status.json):
     RESTARTS = "JOBCTL_RESTARTS"  # restarts so far (= the rendezvous attempt number)
     LAST_FAILURE = "JOBCTL_LAST_FAILURE"  # what ended the previous attempt, e.g. "rank 5 exited with code 137"
+    SNAPSHOT_WRITE = "JOBCTL_SNAPSHOT_WRITE"  # the pod's first rank only: write snapshots into this pod-memory dir
+    RESUME_FROM = "JOBCTL_RESUME_FROM"  # the snapshot file the group agreed on (unset: the newest checkpoint)
+    RESUME_SOURCE = "JOBCTL_RESUME_SOURCE"  # where it came from, for the logs: "snapshot of pod 1 at step 812"
     # Set by Kubernetes (Indexed Jobs), the downward API and the Ascend device plugin.
     POD_INDEX = "JOB_COMPLETION_INDEX"
     POD_NAME = "POD_NAME"
@@ -152,6 +157,7 @@ class PodEnv:
     hccn_conf: Path = Path(HCCN_CONF)
     controller_table: Path = Path(CONTROLLER_RANKTABLE_MOUNT) / "hccl.json"
     termination_log: Path | None = Path(TERMINATION_LOG)  # None: nowhere (a launcher run by hand)
+    snapshot_dir: Path | None = None  # the pod's memory for snapshots; None: snapshots off
     # From Kubernetes, the downward API and the device plugin:
     pod_index: int = 0
     pod_name: str = ""
@@ -193,6 +199,7 @@ class PodEnv:
             Var.STALL_TIMEOUT: _number(self.stall_timeout),
             Var.MAX_RESTARTS: str(self.max_restarts),
             **({Var.TERMINATION_LOG: str(self.termination_log)} if self.termination_log else {}),
+            **({Var.SNAPSHOT_DIR: str(self.snapshot_dir)} if self.snapshot_dir else {}),
         }
         optional = {
             Var.STOP_GRACE: (_number(self.stop_grace), _number(DEFAULT_STOP_GRACE)),
@@ -295,6 +302,7 @@ def _parse(r: _Reader, hostname: str) -> PodEnv:
         hccn_conf=Path(r.text(Var.HCCN_CONF, HCCN_CONF)),
         controller_table=Path(r.text(Var.RANK_TABLE_FILE, f"{CONTROLLER_RANKTABLE_MOUNT}/hccl.json")),
         termination_log=Path(r.text(Var.TERMINATION_LOG, "")) if r.environ.get(Var.TERMINATION_LOG) else None,
+        snapshot_dir=Path(r.text(Var.SNAPSHOT_DIR, "")) if r.environ.get(Var.SNAPSHOT_DIR, "").strip() else None,
         pod_index=r.whole(Var.POD_INDEX, 0 if num_pods == 1 else None, 0, max(num_pods - 1, 0)),
         pod_name=r.text(Var.POD_NAME, hostname),
         pod_ip=pod_ip,

@@ -40,6 +40,7 @@ class JobLayout:
     local_dir = property(lambda self: self.root / "local")  # the local backend's own state
     scheduler_log = property(lambda self: self.root / "logs" / "scheduler.log")
     compile_cache_dir = property(lambda self: self.root / "compile-cache")  # graph-<key>/: trainer.compile_cache
+    recovery_dir = property(lambda self: self.root / "recovery")  # survivors' snapshots (launcher.recovery)
     metrics_file = property(lambda self: self.root / "metrics.jsonl")  # rank 0's metrics history (contract.metrics)
     tensorboard_dir = property(lambda self: self.root / "tensorboard")  # rank 0's TensorBoard event files
 

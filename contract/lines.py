@@ -6,7 +6,9 @@ contract.progress, the validation line and metrics records contract.metrics).
   ``[launcher] `` for its own (the merged view: rank MERGED_VIEW_RANK's progress only);
 - the launcher's ``attempt K: all P pod(s) joined; world size W[; restart R of M after <why>]`` line (jobctl status
   shows R, M and why);
-- rank 0's ``saved <checkpoint> (...)`` line (jobctl status shows the newest checkpoint).
+- rank 0's ``saved <checkpoint> (...)`` line (jobctl status shows the newest checkpoint);
+- each rank's ``resuming from <where> (epoch E)`` line, where is ``<checkpoint> at step S`` or ``snapshot of pod P
+  at step S`` (the recovery tests and bench.recovery read the step and the source).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _JOINED = re.compile(
     r"attempt (\d+): all (\d+) pod\(s\) joined; world size (\d+)(?:; restart (\d+) of (\d+) after (.*))?$"
 )
 _SAVED = re.compile(r"rank=0 saved (\S+)")
+_RESUMED = re.compile(r"rank=(\d+) resuming from (.+ at step (\d+)) \(epoch \d+\)$")
 
 
 def rank_label(rank: int) -> str:
@@ -74,3 +77,14 @@ def parse_saved(line: str) -> str | None:
     """The checkpoint of rank 0's ``saved`` line (any prefix before it), else None."""
     match = _SAVED.search(line)
     return match.group(1) if match else None
+
+
+def format_resumed(where: str, epoch: int) -> str:
+    """The trainer's message (after ``rank=R ``) when it restored a state: ``where`` ends in ``at step S``."""
+    return f"resuming from {where} (epoch {epoch})"
+
+
+def parse_resumed(line: str) -> tuple[int, str, int] | None:
+    """(rank, where, step) of a ``resuming from`` line (any prefix before ``rank=``), else None."""
+    match = _RESUMED.search(line)
+    return (int(match.group(1)), match.group(2), int(match.group(3))) if match else None

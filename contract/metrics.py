@@ -97,7 +97,7 @@ class History:
 
     def attempt(self, step: int, epoch: int, checkpoint: str | None, **facts: Any) -> dict[str, Any]:
         """The first record of an attempt; returns it (the trainer also logs it for `jobctl plot` on a cluster)."""
-        kind = "resume" if checkpoint is not None or self.restarts > 0 else "start"
+        kind = "resume" if checkpoint is not None or facts.get("source") or self.restarts > 0 else "start"
         record = self._record(kind, step, epoch, checkpoint=checkpoint, **facts)
         if self.tensorboard is not None:
             self.tensorboard.open(purge_from=step + 1)

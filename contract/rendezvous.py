@@ -70,6 +70,8 @@ class Fragment:
     server_id: str = ""
     # [{"device_id": "0", "device_ip": "192.168.100.101"}, ...]; device_ip only on Ascend.
     devices: list[dict[str, str]] = field(default_factory=list)
+    # This pod's in-memory snapshot: {"step": S, "checksum": "<crc32 hex>", "bytes": N} or None (launcher.recovery).
+    snapshot: dict[str, Any] | None = None
     time: str = field(default_factory=utc_timestamp)
 
     def to_json(self) -> str:

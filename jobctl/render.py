@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from contract import env as contract
-from contract import layout, names
+from contract import layout, names, snapshot_file
 from contract.accelerators import RING_CONTROLLER_LABEL
 from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
@@ -182,7 +182,42 @@ def pod_env(spec: JobSpec) -> contract.PodEnv:
         rendezvous_timeout=spec.rendezvous_timeout,
         stall_timeout=spec.stall_timeout,
         max_restarts=spec.max_restarts,
+        snapshot_dir=Path(contract.SNAPSHOT_DIR) if snapshot_memory(spec) else None,
     )
+
+
+SNAPSHOT_CLASSES = 1000  # num_classes unset (the data's class folders): size the snapshots for ImageNet's
+
+
+def snapshot_memory(spec: JobSpec) -> int:
+    """Bytes a training pod's snapshots take in its /dev/shm (contract.snapshot_file), 0 when they are off; added
+    to the shm volume's sizeLimit and to the pod's memory request and limit (tmpfs pages count as the pod's)."""
+    cfg = train_config(spec)
+    if cfg.snapshot_interval == 0:
+        return 0
+    return snapshot_file.pod_memory_bytes(cfg.arch, cfg.num_classes or SNAPSHOT_CLASSES)
+
+
+def snapshot_note(spec: JobSpec) -> str | None:
+    """What the snapshots cost, for render/submit to say."""
+    extra = snapshot_memory(spec)
+    if not extra:
+        return None
+    interval = train_config(spec).snapshot_interval
+    every = f"every {interval} step(s)" if interval else "at the interval costing under 3% of a step"
+    size = _training_size(spec)
+    return (
+        f"note: in-memory snapshots {every}: {extra / 2**30:.2f} GiB of /dev/shm per pod ({snapshot_file.POD_COPIES} "
+        f"copies of the training state), added to each pod's memory ({spec.memory} -> {size.memory}) and shm "
+        f"({spec.shm_size} -> {size.shm}); set train key snapshot_interval: 0 to turn them off"
+    )
+
+
+def _plus(quantity: str, extra: int) -> str:
+    if not extra:
+        return quantity
+    mib = -(-(int(parse_quantity(quantity)) + extra) // 2**20)  # rounded up (a Decimal // truncates)
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
 @dataclass(frozen=True)
@@ -194,7 +229,8 @@ class PodSize:
 
 
 def _training_size(spec: JobSpec) -> PodSize:
-    return PodSize(spec.per_pod, str(spec.cpu), str(spec.memory), str(spec.shm_size))
+    extra = snapshot_memory(spec)
+    return PodSize(spec.per_pod, str(spec.cpu), _plus(str(spec.memory), extra), _plus(str(spec.shm_size), extra))
 
 
 def _eval_size(spec: JobSpec, info: PlatformInfo) -> PodSize:
@@ -516,7 +552,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
         }
     )
     container = _trainer_container(spec, info)
-    pod = _pod_spec(spec, info, container, str(spec.shm_size), training=True)
+    pod = _pod_spec(spec, info, container, _training_size(spec).shm, training=True)
     objects.append(network_policy(spec, spec.name, "trainer", peers=True))
     if spec.scheduler == "volcano":
         objects.append(pod_group(spec, {**common, **ring}, container["resources"]["requests"]))

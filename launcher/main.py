@@ -53,6 +53,7 @@ from launcher.modes import (
     wait_for_scheduler,
 )
 from launcher.output import Output
+from launcher.recovery import Recovery, RecoveryError, local_snapshot, with_writer
 from launcher.supervisor import PodSupervisor, StopSignal
 
 T = TypeVar("T")
@@ -131,7 +132,10 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
         server_id, devices = ascend_devices(env)  # before joining: a pod without devices must not hold the group
     else:
         server_id, devices = env.node_ip, [{"device_id": str(i)} for i in range(env.devices_per_pod)]
-    fragment = Fragment(env.pod_index, env.pod_name, env.pod_ip, env.node_ip, server_id=server_id, devices=devices)
+    snapshot = local_snapshot(env.snapshot_dir, out.say)
+    fragment = Fragment(
+        env.pod_index, env.pod_name, env.pod_ip, env.node_ip, server_id=server_id, devices=devices, snapshot=snapshot
+    )
     out.say(f"pod {env.pod_index}/{env.num_pods} ({env.pod_name}) joining the rendezvous in {rendezvous.root}")
     try:
         return rendezvous.meet(fragment, env.num_pods, deadline, should_stop=lambda: stop.count > 0)
@@ -161,7 +165,9 @@ def _start(
     record: RestartRecord,
 ) -> None:
     rendezvous, out, stop = supervisor.rendezvous, supervisor.out, supervisor.stop
-    attempt = {**record.trainer_env(env), **_compile_cache_env(env)}
+    recovery = Recovery(env, rendezvous, out.say, should_stop=lambda: stop.count > 0)
+    resume = _marking_failures(rendezvous, env, lambda: _recover(recovery, fragments, deadline))
+    attempt = {**record.trainer_env(env), **_compile_cache_env(env), **resume}
     if env.launcher == "ranktable":
         try:
             table_path, table = rendezvous.write_rank_table(fragments)
@@ -169,17 +175,26 @@ def _start(
             rendezvous.mark_failed(f"pod {env.pod_index}: {exc}")
             raise LaunchError(f"cannot build the rank table: {exc}") from None
         out.say(f"rank table for {table.rank_size} device(s) on {table.server_count} server(s): {table_path}")
-        supervisor.start(ranktable_processes(env, command, table_path, attempt))
+        supervisor.start(with_writer(env, ranktable_processes(env, command, table_path, attempt)))
     elif env.launcher == "controller":
         ranks = _marking_failures(rendezvous, env, lambda: controller_ranks(env, deadline, stop, out.say))
         out.say(f"hccl-controller's rank table {env.controller_table}: this pod runs ranks {ranks}")
-        supervisor.start(ranktable_processes(env, command, env.controller_table, attempt, ranks))
+        supervisor.start(with_writer(env, ranktable_processes(env, command, env.controller_table, attempt, ranks)))
     elif env.pod_index == 0:
-        supervisor.start(msrun_processes(env, command, env.pod_ip, attempt))
+        supervisor.start(with_writer(env, msrun_processes(env, command, env.pod_ip, attempt)))
     else:
         sched_ip = _marking_failures(rendezvous, env, lambda: wait_for_scheduler(env, rendezvous, stop, deadline))
         out.say(f"scheduler {env.master_addr} ({sched_ip}:{env.master_port}) answers")
-        supervisor.start(msrun_processes(env, command, sched_ip, attempt))
+        supervisor.start(with_writer(env, msrun_processes(env, command, sched_ip, attempt)))
+
+
+def _recover(recovery: Recovery, fragments: list[Fragment], deadline: float) -> dict[str, str]:
+    try:
+        return recovery.prepare(fragments, deadline)
+    except RecoveryError as exc:
+        raise LaunchError(str(exc), exc.code) from None
+    except OSError as exc:  # the survivor's copy cannot be written or read: the shared volume
+        raise LaunchError(f"cannot pass a survivor's snapshot through the shared volume: {exc}") from None
 
 
 def _compile_cache_env(env: PodEnv) -> dict[str, str]:

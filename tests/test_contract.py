@@ -9,7 +9,7 @@ import pytest
 
 from contract.env import ContractError, PodEnv, Var
 from contract.layout import JobLayout
-from jobctl.backends.local.pods import LOCALHOST, plan_pods, termination_log
+from jobctl.backends.local.pods import LOCALHOST, plan_pods, pod_volumes_dir, termination_log
 from jobctl.jobdir import JobDir
 from jobctl.render import pod_env, render
 from jobctl.spec import JobSpec, validate_spec
@@ -38,6 +38,8 @@ def test_render_plan_parse_round_trip(tmp_path, platform, launcher) -> None:
         local |= {"train_config": job_dir.local_dir / "volumes" / "config" / "train.yaml"}
         local |= {"termination_log": termination_log(job_dir, plan.index), "pod_index": plan.index}
         local |= {"pod_name": f"rt-{plan.index}", "pod_ip": LOCALHOST, "node_ip": LOCALHOST}
+        # The pod's own /dev/shm (an emptyDir): a folder of its own, emptied when the pod is replaced.
+        local |= {"snapshot_dir": pod_volumes_dir(job_dir, plan.index) / "dev_shm" / "jobctl-snapshot"}
         assert parsed == replace(rendered, **local, run_id=parsed.run_id)
         assert parsed.family == platform and parsed.launcher == rendered.launcher
         assert parsed.train_config.is_file()  # the ConfigMap's train.yaml, materialised

@@ -10,10 +10,12 @@ from contract.lines import (
     LAUNCHER_PREFIX,
     format_joined,
     format_prefix,
+    format_resumed,
     format_saved,
     format_trainer_line,
     parse_rank_prefix,
     parse_restart,
+    parse_resumed,
     parse_saved,
     rank_label,
     strip_rank_prefix,
@@ -46,6 +48,13 @@ def test_saved_line() -> None:
     line = through_launcher(0, format_trainer_line(0, format_saved(ckpt, "98.1 MB in 0.40 s, synchronously")))
     assert parse_saved(line) == ckpt
     assert parse_saved(through_launcher(1, format_trainer_line(1, format_saved(ckpt, "x")))) is None  # rank 0's only
+
+
+def test_resumed_line() -> None:
+    from_snapshot = through_launcher(1, format_trainer_line(1, format_resumed("snapshot of pod 0 at step 812", 3)))
+    assert parse_resumed(from_snapshot) == (1, "snapshot of pod 0 at step 812", 812)
+    from_checkpoint = format_trainer_line(0, format_resumed("/shared/jobs/a/ckpt/resnext_tiny-2_8.ckpt at step 8", 2))
+    assert parse_resumed(from_checkpoint) == (0, "/shared/jobs/a/ckpt/resnext_tiny-2_8.ckpt at step 8", 8)
 
 
 def test_joined_line_carries_the_restart() -> None:

@@ -221,6 +221,7 @@ def submit_e2e(name: str, dataset: Path, shared: Path, epochs: int, *extra: str)
         f"max_epoch={epochs}",
         f"T_max={epochs}",
         "ckpt_interval=2",
+        "snapshot_interval=0",  # these jobs resume from checkpoints (tests/test_recovery_local.py: from snapshots)
         "num_parallel_workers=1",
     ):
         cmd += ["--set", key_value]

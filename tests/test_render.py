@@ -16,6 +16,8 @@ from jobctl.render import (
     render,
     render_eval,
     resolve_kube_version,
+    snapshot_memory,
+    snapshot_note,
     to_yaml,
 )
 from jobctl.spec import JobSpec, SpecError, train_config, validate_spec
@@ -252,7 +254,8 @@ def test_hardening_and_common_mounts(platform: str) -> None:
 
 
 def test_resources_and_shm_come_from_the_spec() -> None:
-    job = by_kind(render(make("gpu", 8, cpu="30", memory="100Gi", shm_size="10Gi")))["Job/rx"]
+    spec = make("gpu", 8, cpu="30", memory="100Gi", shm_size="10Gi", train={"snapshot_interval": 0})
+    job = by_kind(render(spec))["Job/rx"]
     resources = container_of(job)["resources"]
     assert resources["requests"]["cpu"] == "30"
     assert resources["requests"]["memory"] == resources["limits"]["memory"] == "100Gi"
@@ -444,3 +447,25 @@ def test_examples_are_up_to_date() -> None:
     assert a3["PodGroup/resnext-a3-2x16"]["spec"]["minMember"] == 2
     kueue = by_kind(list(yaml.safe_load_all(expected["ascend-910b-2x8-kueue.yaml"])))["Job/resnext-910b-2x8"]
     assert kueue["spec"]["suspend"] is True
+
+
+def test_snapshots_add_their_memory_to_shm_and_the_pod_and_say_so() -> None:
+    """Two copies of ResNeXt101-64x4d's training state (1000 classes when unset) plus margins, in /dev/shm."""
+    spec = make("gpu", 8, memory="100Gi", shm_size="10Gi")
+    extra = snapshot_memory(spec)
+    assert extra == 2 * (668_453_704 + (16 << 20))
+    job = by_kind(render(spec))["Job/rx"]
+    resources = container_of(job)["resources"]
+    mib = lambda gib: f"{-(-(gib * 2**30 + extra) // 2**20)}Mi"  # noqa: E731
+    assert resources["requests"]["memory"] == resources["limits"]["memory"] == mib(100)
+    assert volumes_of(job)["shm"]["emptyDir"]["sizeLimit"] == mib(10)
+    env = {e["name"]: e.get("value") for e in container_of(job)["env"]}
+    assert env["JOBCTL_SNAPSHOT_DIR"] == "/dev/shm/jobctl-snapshot"
+    note = snapshot_note(spec)
+    assert note is not None and "1.28 GiB of /dev/shm per pod" in note and f"100Gi -> {mib(100)}" in note
+    tiny = make("cpu", 2, train={"arch": "resnext_tiny", "num_classes": 10, "snapshot_interval": 5})
+    assert snapshot_memory(tiny) == 2 * (2_895_368 + 10 * 4_104 + (16 << 20))
+    assert "every 5 step(s)" in (snapshot_note(tiny) or "")
+    off = make("gpu", 8, train={"snapshot_interval": 0})
+    assert snapshot_memory(off) == 0 and snapshot_note(off) is None
+    assert "JOBCTL_SNAPSHOT_DIR" not in {e["name"] for e in container_of(by_kind(render(off))["Job/rx"])["env"]}

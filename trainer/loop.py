@@ -34,12 +34,13 @@ from contract.env import Var
 from contract.files import DiskFullError
 from contract.imagefolder import too_few_classes
 from contract.layout import STATUS_FILE
-from contract.lines import format_saved, format_trainer_line
+from contract.lines import format_resumed, format_saved, format_trainer_line
 from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
 from contract.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
 from trainer import checkpoint as ckpt
 from trainer import compile_cache
-from trainer.async_save import BackgroundSaver
+from trainer import snapshot as snapshots
+from trainer.async_save import BackgroundSaver, lower_priority
 from trainer.checkpoint import Checkpoint
 from trainer.data import DataError, create_eval_dataset, create_train_dataset, data_workers, list_classes
 from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
@@ -96,6 +97,7 @@ class Inputs:
     pretrained: Checkpoint | None
     restarts: dict[str, Any]  # status.json's "restarts", from the launcher's env
     read_seconds: float = 0.0  # reading and CRC-checking the checkpoint to resume from
+    source: str | None = None  # where the resumed state comes from: "snapshot of pod 1 at step 812" / "checkpoint ..."
 
 
 @dataclass
@@ -172,7 +174,7 @@ def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     began = time.perf_counter()
-    found = ckpt.newest_valid(cfg.ckpt_path, log=lambda m: log(format_trainer_line(rank, m)), set_aside_bad=rank == 0)
+    found, source = resume_state(cfg, rank)
     read_seconds = time.perf_counter() - began
     if found is not None:
         ckpt.check_matches(found, cfg.arch, classes, "checkpoint")
@@ -180,9 +182,19 @@ def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
     if found is None and cfg.pretrained:
         pretrained = ckpt.load(cfg.pretrained)
         ckpt.check_matches(pretrained, cfg.arch, None, "--pretrained checkpoint")
-    return Inputs(
-        classes, num_classes, resume=found, pretrained=pretrained, restarts=restarts, read_seconds=read_seconds
-    )
+    return Inputs(classes, num_classes, found, pretrained, restarts, read_seconds=read_seconds, source=source)
+
+
+def resume_state(cfg: TrainConfig, rank: int) -> tuple[Checkpoint | None, str | None]:
+    """The snapshot the launchers agreed on (launcher.recovery), else the newest valid checkpoint."""
+    choice = snapshots.resume_choice(os.environ)
+    if choice is not None:
+        try:
+            return snapshots.load(choice.path), choice.source
+        except ckpt.CheckpointError as exc:
+            log(format_trainer_line(rank, f"skipping {exc}; resuming from the newest checkpoint instead"))
+    found = ckpt.newest_valid(cfg.ckpt_path, log=lambda m: log(format_trainer_line(rank, m)), set_aside_bad=rank == 0)
+    return found, f"checkpoint {found.path}" if found is not None else None
 
 
 def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
@@ -309,9 +321,12 @@ def resume(run: Run) -> int:
         ckpt.restore_training_state(run.train_net, found)
         restore = time.perf_counter() - began
         start_step = found.step
-        run.log(f"resuming from {found.path} at step {start_step} (epoch {found.epoch})")
+        is_checkpoint = found.path.suffix == ".ckpt"
+        where = f"{found.path} at step {start_step}" if is_checkpoint else run.inputs.source
+        run.log(format_resumed(str(where), found.epoch))
         read = run.inputs.read_seconds
-        run.log(f"loaded checkpoint in {read + restore:.2f} s (read {read:.2f} s, restore {restore:.2f} s)")
+        what = "checkpoint" if is_checkpoint else "snapshot"
+        run.log(f"loaded {what} in {read + restore:.2f} s (read {read:.2f} s, restore {restore:.2f} s)")
         if found.meta.get("steps_per_epoch") != run.steps_per_epoch:
             run.log(f"note: {run.steps_per_epoch} steps/epoch now, {found.meta.get('steps_per_epoch')} before")
         global_step = int(run.optimizer.global_step.asnumpy()[0])
@@ -380,10 +395,12 @@ def open_status(run: Run, start_step: int) -> Status:
         total_steps=run.total_steps,
         rank_size=run.group_size,
         restarts=run.inputs.restarts,
+        resumed_from=run.inputs.source,
     )
     found = run.inputs.resume
     previous = read_status(run.ckpt_dir / STATUS_FILE) if found is not None else None
-    status.update(best=previous.get("best") if previous else None, checkpoint=str(found.path) if found else None)
+    newest = str(found.path) if found and found.path.suffix == ".ckpt" else (previous or {}).get("checkpoint")
+    status.update(best=previous.get("best") if previous else None, checkpoint=newest)
     return status
 
 
@@ -401,7 +418,8 @@ def open_history(run: Run, start_step: int) -> History:
     record = history.attempt(
         start_step,
         epoch=start_step // run.steps_per_epoch,
-        checkpoint=str(found.path) if found else None,
+        checkpoint=str(found.path) if found and found.path.suffix == ".ckpt" else None,
+        source=run.inputs.source,
         last_failure=os.environ.get(Var.LAST_FAILURE) or None,
         arch=run.cfg.arch,
         rank_size=run.group_size,
@@ -418,7 +436,7 @@ def open_history(run: Run, start_step: int) -> History:
 def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) -> str:
     """One step (or one sink chunk) at a time, so every rank can agree to stop at the same step."""
     stop = StopRequest()
-    stepper = Stepper(run)
+    stepper = Stepper(run, start_step)
     progress = ProgressReport(run, status)
     divergence = DivergenceGuard(run.cfg.diverge_steps)
     step = start_step
@@ -428,14 +446,18 @@ def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) 
     while step < run.total_steps:
         epoch = step // run.steps_per_epoch + 1  # 1-based epoch this step belongs to
         n = min(stepper.chunk, run.total_steps - step)
+        began, busy = time.perf_counter(), saving.busy
         loss = stepper.run_steps(n)
         step += n
         saving.check()  # a background save that failed ends the run here, as a synchronous one would have
+        saving.timed(time.perf_counter() - began, n, busy)
         progress.steps_done(epoch=epoch, step=step, count=n, loss=loss)
         divergence.check(loss, step=step, count=n, lr=float(run.lrs[step - 1]))
         if checkpoint_due(run, step=step, count=n) and divergence.bad_steps == 0:  # never save NaN weights
             saving.save_step(step)
             saved_step = step
+        else:
+            saving.snapshot_step(step)
         if run.val_dataset is not None and step % run.steps_per_epoch == 0 and epoch % run.cfg.eval_interval == 0:
             with progress.meter.paused():
                 validate(run, saving, epoch=epoch, step=step)
@@ -458,11 +480,14 @@ class StopRequest:
 class Stepper:
     """Runs training steps: a device-side chunk of ``chunk`` steps in sink mode, else one batch at a time."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, start_step: int) -> None:
         self.train_net, self.dataset, self.log = run.train_net, run.dataset, run.log
         self.chunk = sink_chunk(run.steps_per_epoch) if run.cfg.effective_sink() else 1
         self.sink: Any = ms.data_sink(run.train_net, run.dataset, sink_size=self.chunk) if self.chunk > 1 else None
-        self.batches = None if self.sink else endless(run.dataset)
+        # The data position: step by step, the pipeline starts at the batch of start_step (MindSpore skips the
+        # steps done without running their transforms); a sink starts at its epoch's beginning.
+        self.epochs = run.cfg.max_epoch
+        self.batches = None if self.sink else endless(run.dataset, self.epochs, start_step)
         self.compiled = False
 
     def run_steps(self, count: int) -> float:
@@ -475,7 +500,7 @@ class Stepper:
                 self.compiled = True
             return loss
         if self.batches is None:  # a short tail in sink mode (max_steps): finish it step by step
-            self.batches = endless(self.dataset)
+            self.batches = endless(self.dataset, self.epochs)
         loss = 0.0
         for _ in range(count):
             images, labels = next(self.batches)
@@ -497,9 +522,12 @@ def sink_chunk(steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(SINK_STEPS_MAX, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def endless(dataset: Any) -> Iterator[tuple[Any, Any]]:
-    """Batches across epoch boundaries (a MindSpore iterator raises StopIteration at the end of each epoch)."""
-    iterator = dataset.create_tuple_iterator(num_epochs=-1)
+def endless(dataset: Any, epochs: int, start_step: int = 0) -> Iterator[tuple[Any, Any]]:
+    """Batches across epoch boundaries (a MindSpore iterator raises StopIteration at the end of each epoch), from
+    the batch of global step ``start_step`` (MindSpore's reset needs a finite epoch count)."""
+    if start_step:
+        dataset.set_init_step(start_step)
+    iterator = dataset.create_tuple_iterator(num_epochs=epochs)
     while True:
         yield from iterator
 
@@ -571,14 +599,34 @@ class Checkpointer:
         best = status.fields.get("best")
         self.best_top1: float | None = best["top1"] if best else None  # also counts a best.ckpt still being written
         self.buffer: ckpt.Snapshot | None = None  # host memory reused by every snapshot
+        self.snapshot_dir = snapshots.writer_dir(os.environ) if run.cfg.snapshot_interval != 0 else None
+        self.pacer = snapshots.SnapshotPacer(run.cfg.snapshot_interval, run.log) if self.snapshot_dir else None
+        self.snapshots_written = 0
 
     def check(self) -> None:
         self.saver.check()
+
+    @property
+    def busy(self) -> bool:
+        return self.saver.writing is not None
+
+    def timed(self, seconds: float, steps: int, busy: bool) -> None:
+        """A step's (or chunk's) duration, for the snapshot pacer."""
+        if self.pacer is not None:
+            self.pacer.step_done(seconds, steps, busy)
+
+    def snapshot_step(self, step: int) -> None:
+        """A snapshot into the pod's memory when one is due; skipped while the previous write is still going."""
+        if self.pacer is None or not self.pacer.due(step) or self.busy:
+            return
+        epoch = math.ceil(step / self.run.steps_per_epoch)
+        self._save(f"the snapshot of step {step}", None, self.run.meta(epoch, step), None, snapshot=True)
 
     def save_step(self, step: int) -> None:
         """``<arch>-<epoch>_<step>.ckpt``, then keep only the newest ``keep_checkpoint_max``."""
         run = self.run
         if not run.writes_checkpoints:
+            self.snapshot_step(step)
             return
         epoch = math.ceil(step / run.steps_per_epoch)
         path = run.ckpt_dir / ckpt.checkpoint_name(run.cfg.arch, epoch, step, run.file_rank)
@@ -587,7 +635,7 @@ class Checkpointer:
             ckpt.prune(run.ckpt_dir, run.cfg.keep_checkpoint_max, run.file_rank, saved=saved, log=run.log)
             self.status.update(checkpoint=str(saved))
 
-        self._save(f"the checkpoint of step {step}", path, run.meta(epoch, step), done)
+        self._save(f"the checkpoint of step {step}", path, run.meta(epoch, step), done, snapshot=self.pacer is not None)
 
     def save_best(self, epoch: int, step: int, result: dict[str, Any]) -> None:
         """best.ckpt on rank 0 when ``result`` beats the best so far (of this run and the one it resumed)."""
@@ -599,17 +647,28 @@ class Checkpointer:
             self.status.update(best={"top1": result["top1"], "checkpoint": str(saved)})
 
         meta = dict(self.run.meta(epoch, step), **result)
-        self._save(f"{ckpt.BEST_NAME} of step {step}", self.run.ckpt_dir / ckpt.BEST_NAME, meta, done)
+        self._save(f"{ckpt.BEST_NAME} of step {step}", self.run.ckpt_dir / ckpt.BEST_NAME, meta, done, snapshot=False)
 
-    def _save(self, what: str, path: Path, meta: dict[str, Any], done: Callable[[Path], None]) -> None:
+    def _save(
+        self, what: str, path: Path | None, meta: dict[str, Any], done: Callable[[Path], None] | None, snapshot: bool
+    ) -> None:
+        """One host copy at the step boundary feeds the pod's snapshot and the checkpoint (one copy, not two)."""
         self.saver.wait(reason=f"{what} is due")  # first: never two snapshots in memory
         began = time.perf_counter()
         source: nn.Cell | ckpt.Snapshot = self.run.train_net
-        if self.saver.background:  # the previous write is done (waited above): its buffer is free again
+        if self.saver.background or snapshot:  # the previous write is done (waited above): its buffer is free again
             source = self.buffer = ckpt.snapshot(self.run.train_net, reuse=self.buffer)
         copied = time.perf_counter() - began
+        if snapshot and self.pacer is not None:
+            self.pacer.taken(int(meta["step"]), copied)
 
         def write() -> None:
+            if snapshot and isinstance(source, ckpt.Snapshot):
+                self._write_snapshot(source, meta)
+            if path is None or done is None:
+                return
+            if self.saver.background:
+                lower_priority()  # this thread only: the snapshot above was written at full speed
             began = time.perf_counter()
             saved = ckpt.save(source, path, meta)
             done(saved)
@@ -618,6 +677,20 @@ class Checkpointer:
             self.run.log(format_saved(str(saved), f"{size:.1f} MB in {time.perf_counter() - began:.2f} s, {how}"))
 
         self.saver.start(what, write)
+
+    def _write_snapshot(self, source: ckpt.Snapshot, meta: dict[str, Any]) -> None:
+        """On the writer thread. A failure (pod memory full) turns snapshots off; training goes on."""
+        assert self.snapshot_dir is not None
+        began = time.perf_counter()
+        try:
+            header = snapshots.write(self.snapshot_dir, source, meta, pod=snapshots.pod_index(os.environ))
+        except OSError as exc:
+            self.run.log(f"cannot write a snapshot into {self.snapshot_dir} ({exc}); snapshots off for this attempt")
+            self.pacer = None
+            return
+        if not self.snapshots_written:
+            self.run.log(f"first {snapshots.describe(header, time.perf_counter() - began, self.snapshot_dir)}")
+        self.snapshots_written += 1
 
     def finish(self) -> None:
         """Before the run ends: the save in flight is in place (or its failure raised)."""

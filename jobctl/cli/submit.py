@@ -153,13 +153,13 @@ def print_warnings(spec: JobSpec, cluster: bool = True) -> None:
     scheduler (it can start half its pods and hold their devices) and what is unsafe on a shared cluster (a
     moving image tag, a credential in plain env)."""
     from contract.config import recipe_warnings
-    from jobctl.render import gang_warning
+    from jobctl.render import gang_warning, snapshot_note
     from jobctl.security import spec_warnings
     from jobctl.spec import train_config
 
     warnings: list[str | None] = list(recipe_warnings(train_config(spec)))
     if cluster:
-        warnings += [gang_warning(spec), *spec_warnings(spec)]
+        warnings += [gang_warning(spec), *spec_warnings(spec), snapshot_note(spec)]
     for warning in warnings:
         if warning:
             output.note(warning)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from jobctl.backends.local.pods import (
     free_port,
     parse_indexes,
     plan_pods,
+    pod_volumes_dir,
     termination_log,
     training_job,
     view_mountpoint,
@@ -127,6 +129,7 @@ class LocalJobController:
     def start(self, index: int) -> None:
         plan, pod = self.plans[index], self.pods[index]
         plan.cwd.mkdir(parents=True, exist_ok=True)
+        fresh_volumes(self.job_dir, index)  # a new pod starts with empty emptyDirs: the old one's memory is gone
         message = termination_log(self.job_dir, index)
         message.unlink(missing_ok=True)  # a new container, a new message
         message.parent.mkdir(parents=True, exist_ok=True)
@@ -282,6 +285,16 @@ class LocalJobController:
             self.stop_all()  # as the Job controller does once a successPolicy is met
         elif changed:
             self.write_state()
+
+
+def fresh_volumes(job_dir: JobDir, index: int) -> None:
+    """Empty every emptyDir of pod ``index`` (keeping the directories the plan maps its mounts to)."""
+    root = pod_volumes_dir(job_dir, index)
+    if not root.is_dir():
+        return
+    for volume in root.iterdir():
+        shutil.rmtree(volume, ignore_errors=True)
+        volume.mkdir()
 
 
 def _read_message(path: Path) -> str | None:

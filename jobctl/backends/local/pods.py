@@ -75,6 +75,19 @@ def pod_work_dir(job_dir: JobDir, index: int) -> Path:
     return job_dir.local_dir / "work" / f"{job_dir.name}-{index}"
 
 
+def pod_volumes_dir(job_dir: JobDir, index: int) -> Path:
+    """Pod ``index``'s emptyDir volumes (its /dev/shm among them): gone when the pod is replaced (the controller
+    empties them then, as a node drops a pod's emptyDirs)."""
+    return job_dir.local_dir / "pods" / f"{job_dir.name}-{index}"
+
+
+def _empty_dir(own: Path, mount_path: str) -> Path:
+    """The pod's own folder for the emptyDir mounted at ``mount_path`` (/dev/shm -> <own>/dev_shm)."""
+    folder = own / (mount_path.strip("/").replace("/", "_") or "root")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def termination_log(job_dir: JobDir, index: int) -> Path:
     """Where pod ``index``'s launcher writes why it ended. Kubernetes keeps that file on the node, not on the
     shared volume, and so does the local backend: a full shared volume must not swallow the reason."""
@@ -103,13 +116,15 @@ def plan_pods(
     the local folders behind their mounts (longest mount path first, so /data/train wins over /data); with
     ``views`` each pod's shared volume is its ``view_mountpoint`` (the controller mounts a caching view of
     ``shared`` there before the pod starts)."""
-    where = Volumes(scratch=job_dir.local_dir, host_dirs={}, claim_dir=shared, empty_dirs=True)
+    where = Volumes(scratch=job_dir.local_dir, host_dirs={}, claim_dir=shared, empty_dirs=False)
     plans = []
     for pod in interpret(objects, where):
         view = view_mountpoint(job_dir, pod.index) if views else None
-        mounts = sorted(
-            ((m.path, _through(m.source, shared, view)) for m in pod.mounts if m.source), key=lambda m: -len(m[0])
-        )
+        own = pod_volumes_dir(job_dir, pod.index)  # each pod's emptyDirs are its own, as on a node
+        sources = [
+            (m.path, _through(m.source, shared, view) if m.source else str(_empty_dir(own, m.path))) for m in pod.mounts
+        ]
+        mounts = sorted(sources, key=lambda m: -len(m[0]))
         env = {key: map_path(value, mounts) for key, value in pod.env.items()}
         # Pod 0 is this machine; several local jobs may run at once, so each gets its own port.
         env[Var.MASTER_ADDR] = LOCALHOST
