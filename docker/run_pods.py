@@ -5,9 +5,11 @@
 RENDERED.json is `jobctl render -o json` output (a list of objects, or a List). Every pod index becomes one
 `docker run --network host` with the container's command, env and mounts: ConfigMaps are written to files, volumes
 mounted at a `--volume` path come from that host directory (else a hostPath's own path), Memory emptyDirs become
-tmpfs / --shm-size. Downward-API env resolves as on one node: POD_IP and NODE_IP are 127.0.0.1, pod 0's address
-(JOBCTL_MASTER_ADDR) is 127.0.0.1, and the scheduler port is replaced by a free one, since other jobs on a shared
-machine may hold the fixed port. All pods run at once; when one fails the others are stopped.
+tmpfs / --shm-size, other emptyDirs anonymous volumes (writable, seeded from the image, removed with the
+container); a read-only root filesystem is `docker run --read-only`. Downward-API env resolves as on one node:
+POD_IP and NODE_IP are 127.0.0.1, pod 0's address (JOBCTL_MASTER_ADDR) is 127.0.0.1, and the scheduler port is
+replaced by a free one, since other jobs on a shared machine may hold the fixed port. All pods run at once; when
+one fails the others are stopped.
 Exit 0 when every pod exited 0, 1 when a pod failed or timed out, 2 on bad input.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import socket
@@ -166,17 +169,37 @@ def mount_args(
             source = write_config_map(objects, volume["configMap"], scratch)
         elif "downwardAPI" in volume:
             source = write_downward(template, volume["downwardAPI"], scratch, mount["name"])
-        elif path in host_dirs:
-            source = host_dirs[path]
+        elif _volume_root(mount) in host_dirs:  # `--volume /shared=DIR`: the volume's root; a subPath picks a folder
+            source = host_dirs[_volume_root(mount)]
         elif "hostPath" in volume:
             source = Path(volume["hostPath"]["path"])
         else:
             raise BadInput(
                 f"volume {mount['name']} at {path} ({volume}) needs a host directory: pass --volume {path}=DIR"
             )
-        source = source / mount["subPath"] if mount.get("subPath") else source
+        source = _sub_path(source, mount["subPath"]) if mount.get("subPath") else source
         args += ["--mount", f"type=bind,source={source.resolve()},target={path}{ro}"]
     return args
+
+
+def _sub_path(root: Path, sub: str) -> Path:
+    """The subPath folder of a volume, created if missing (as the kubelet does) with the owner and mode of the
+    volume's root, so the pod's user can write where it could write in the root."""
+    target, stat = root / sub, root.stat()
+    for folder in [*reversed(target.relative_to(root).parents[:-1]), target.relative_to(root)]:
+        path = root / folder
+        if not path.exists():
+            path.mkdir()
+            os.chown(path, stat.st_uid, stat.st_gid)
+            path.chmod(stat.st_mode & 0o7777)
+    return target
+
+
+def _volume_root(mount: dict[str, Any]) -> str:
+    """Where the volume's root would be mounted: a mount of subPath jobs/x at /shared/jobs/x has its root at /shared
+    (jobctl mounts a job's folder of the shared volume at the folder's own path)."""
+    path, sub = mount["mountPath"].rstrip("/"), mount.get("subPath", "").strip("/")
+    return path[: -len(sub) - 1] or "/" if sub and path.endswith("/" + sub) else path
 
 
 def security_args(template: dict[str, Any]) -> list[str]:
@@ -189,6 +212,8 @@ def security_args(template: dict[str, Any]) -> list[str]:
         args += ["--cap-drop", "ALL"]
     if ctx.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
+    if ctx.get("readOnlyRootFilesystem"):
+        args += ["--read-only"]  # the pod's emptyDirs (/tmp, /workspace) are its only writable places off volumes
     return args
 
 

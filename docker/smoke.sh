@@ -50,9 +50,13 @@ PLATFORM=cpu IMAGE="$IMAGE" BASE_IMAGE="$base" DOCKER="$DOCKER" bash docker/buil
 # The image this tag replaced is dangling now; drop it (vfs keeps a full copy of every layer).
 "$DOCKER" image prune -f --filter label=org.opencontainers.image.title=resnext-jobs >/dev/null
 
+# Every container here runs as the rendered pods do: read-only root filesystem, writable /tmp (HOME, TMPDIR) and
+# /workspace (the working directory) as anonymous volumes, like the pods' emptyDirs (docker/run_pods.py).
+RO=(--read-only --volume /tmp --volume /workspace --env HOME=/tmp --env TMPDIR=/tmp --workdir /workspace)
+
 stamp "image checks"
 # One container for the cheap checks: with the vfs storage driver every container start copies the whole image.
-checks=$("$DOCKER" run --rm --network host "$IMAGE" python -c "import os, mindspore, trainer, jobctl
+checks=$("$DOCKER" run --rm --network host "${RO[@]}" "$IMAGE" python -c "import os, mindspore, trainer, jobctl
 plugins = os.listdir(os.path.join(os.path.dirname(mindspore.__file__), 'lib', 'plugin'))
 print(os.getuid(), os.environ.get('ONEDNN_MAX_CPU_ISA'), mindspore.__version__, ','.join(sorted(plugins)))") \
   || fail "the image cannot import mindspore, trainer and jobctl"
@@ -62,7 +66,7 @@ echo "uid $uid, ONEDNN_MAX_CPU_ISA=$isa, mindspore $ms_version, plugins: $plugin
 [ "$isa" = AVX2 ] || fail "ONEDNN_MAX_CPU_ISA is $isa in the CPU image, want AVX2"
 [ "$plugins" = cpu,libmindspore_ops_cpu.so ] || fail "the CPU image keeps other backends: $plugins"
 set +e
-launch_out=$("$DOCKER" run --rm --network host "$IMAGE" 2>&1)
+launch_out=$("$DOCKER" run --rm --network host "${RO[@]}" "$IMAGE" 2>&1)
 launch_code=$?
 set -e
 [ "$launch_code" = 2 ] || fail "the default command without pod env exited $launch_code, want 2: $launch_out"
@@ -75,12 +79,12 @@ mkdir -p "$work/shared" "$work/data"
 chown 1000:1000 "$work/shared" "$work/data" 2>/dev/null || chmod 0777 "$work/shared" "$work/data"
 
 stamp "synthetic dataset (in a container)"
-"$DOCKER" run --rm --network host --mount "type=bind,source=$work/data,target=/out" "$IMAGE" \
+"$DOCKER" run --rm --network host "${RO[@]}" --mount "type=bind,source=$work/data,target=/out" "$IMAGE" \
   python -m trainer.data synth --out /out/synth --classes 4 --per_class 32 --val_per_class 8 --size 32 --quiet
 
 stamp "render the job (jobctl in the image)"
 # 128 images / (2 ranks × 8) = 8 steps per epoch, 4 epochs: 32 steps at 32 px.
-"$DOCKER" run --rm --network host "$IMAGE" jobctl render --platform cpu --devices 2 --devices-per-node 1 \
+"$DOCKER" run --rm --network host "${RO[@]}" "$IMAGE" jobctl render --platform cpu --devices 2 --devices-per-node 1 \
   --name "$JOB" --image "$IMAGE" --set arch=resnext_tiny --set image_size=32 --set per_batch_size=8 \
   --set max_epoch=4 --set T_max=4 --set lr=0.1 --set warmup_epochs=0 --set num_parallel_workers=1 \
   --set log_interval=4 -o json >"$work/rendered.json"
@@ -100,10 +104,15 @@ print("status:", s["state"], "step", s["step"], "loss", s["loss"], "ranks", s["r
 sys.exit(s["state"] != "completed")
 EOF
 
-stamp "evaluate (in a container)"
-eval_out=$("$DOCKER" run --rm --network host --mount "type=bind,source=$work/shared,target=/shared" \
+stamp "evaluate (in a container, mounted as the eval pod: the job's folder read-only but eval/)"
+jobdir="$work/shared/jobs/$JOB"
+mkdir -p "$jobdir/eval" && chown 1000:1000 "$jobdir/eval" 2>/dev/null || chmod 0777 "$jobdir/eval"
+eval_out=$("$DOCKER" run --rm --network host "${RO[@]}" \
+  --mount "type=bind,source=$jobdir,target=/shared/jobs/$JOB,readonly" \
+  --mount "type=bind,source=$jobdir/eval,target=/shared/jobs/$JOB/eval" \
   --mount "type=bind,source=$work/data/synth,target=/data,readonly" "$IMAGE" \
-  python -m trainer.evaluate --data_dir /data/val --platform CPU --pretrained "/shared/jobs/$JOB/ckpt") \
+  python -m trainer.evaluate --data_dir /data/val --platform CPU --pretrained "/shared/jobs/$JOB/ckpt" \
+  --output_dir "/shared/jobs/$JOB/eval") \
   || fail "trainer.evaluate failed: $eval_out"
 echo "$eval_out"
 tail -n 1 <<<"$eval_out" >"$work/eval.json"
