@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from jobctl.backends.base import BackendError
-from jobctl.backends.local_pods import LOCAL_SECRETS_ENV, plan_pods
+from jobctl.backends.local.pods import LOCAL_SECRETS_ENV, plan_pods
 from jobctl.cli import app
 from jobctl.jobdir import JobDir
 from jobctl.render import SUPPORTED_KUBE_VERSIONS, render, render_eval, to_yaml
@@ -307,7 +307,7 @@ def writable_volume(path: str, pod: dict[str, Any]) -> str | None:
 
 
 def pods_of(spec: JobSpec) -> dict[str, dict[str, Any]]:
-    from jobctl.backends.k8s_history import reader_job
+    from jobctl.backends.k8s.history import reader_job
 
     jobs = [o for o in render(spec) + render_eval(spec, spec.ckpt_dir, spec.val_dir) if o["kind"] == "Job"]
     jobs.append(reader_job(spec, "1.37"))
