@@ -41,6 +41,12 @@ HCCN_CONF = "/etc/hccn.conf"
 CONTROLLER_RANKTABLE_MOUNT = "/user/serverid/devindex/config"  # where Ascend's hccl-controller mounts hccl.json
 SHM_MOUNT = "/dev/shm"
 SNAPSHOT_DIR = f"{SHM_MOUNT}/jobctl-snapshot"  # the pod's snapshot memory (contract.snapshot_file), in the shm volume
+# Pods run with a read-only root filesystem; what MindSpore, CANN and Python write outside the job's folder goes to
+# two emptyDirs: HOME and TMPDIR point at SCRATCH_MOUNT (caches, CANN's ~/ascend/log, tempfile), and the working
+# directory is WORK_MOUNT (MindSpore's rank_*/ graph dumps, kernel_meta/, cuda_meta_*/).
+SCRATCH_MOUNT = "/tmp"
+WORK_MOUNT = "/workspace"
+SCRATCH_ENV: dict[str, str] = {"HOME": SCRATCH_MOUNT, "TMPDIR": SCRATCH_MOUNT}
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 MASTER_PORT = 8118
 LAUNCHER_MODULE = "trainer.launch"

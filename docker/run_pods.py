@@ -6,9 +6,10 @@ RENDERED.json is `jobctl render -o json` output (a list of objects, or a List). 
 the one interpreter of a rendered pod (jobctl.backends.local.interpreter, which the local backend's processes runner
 shares): every pod index becomes one `docker run --network host` with the interpreted command, env and mounts
 (ConfigMap and downward-API files, a `--volume` path's host directory, else a hostPath's own path); Memory emptyDirs
-become tmpfs / --shm-size. Pod 0's address (JOBCTL_MASTER_ADDR) is 127.0.0.1, and the scheduler port is replaced
-by a free one, since other jobs on a shared machine may hold the fixed port. All pods run at once; when one fails
-the others are stopped.
+become tmpfs / --shm-size, other emptyDirs anonymous volumes (writable, seeded from the image, removed with the
+container), and a read-only root filesystem `--read-only`. Pod 0's address (JOBCTL_MASTER_ADDR) is 127.0.0.1, and
+the scheduler port is replaced by a free one, since other jobs on a shared machine may hold the fixed port. All pods
+run at once; when one fails the others are stopped.
 Exit 0 when every pod exited 0, 1 when a pod failed or timed out, 2 on bad input.
 """
 
@@ -102,6 +103,8 @@ def security_args(template: dict[str, Any]) -> list[str]:
         args += ["--cap-drop", "ALL"]
     if ctx.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
+    if ctx.get("readOnlyRootFilesystem"):
+        args += ["--read-only"]  # the pod's emptyDirs (/tmp, /workspace) are its only writable places off volumes
     return args
 
 

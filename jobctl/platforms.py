@@ -46,7 +46,7 @@ MASTER_PORT_NAME = "scheduler"
 CONTAINER_NAME = "trainer"
 
 # Trainers save a checkpoint after SIGTERM (~0.7 GB for ResNeXt101-64x4d), which can take minutes on network
-# storage. (The root filesystem stays writable: MindSpore writes kernel caches and logs under $HOME and the cwd.)
+# storage.
 TERMINATION_GRACE_SECONDS = 300
 
 

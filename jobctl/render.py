@@ -155,7 +155,7 @@ def _metadata(spec: JobSpec, name: str, object_labels: dict[str, str]) -> dict[s
 
 def _user_env(spec: JobSpec, info: PlatformInfo) -> list[dict[str, Any]]:
     """Platform presets (HCCL/NCCL), overridden by the spec's env; then the Secret references (never values)."""
-    merged = {**dict(info.env), **spec.env}
+    merged = {**contract.SCRATCH_ENV, **dict(info.env), **spec.env}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in merged.items()]
     for name, ref in spec.secret_env.items():
         secret, key = parse_secret_ref(name, ref)
@@ -277,6 +277,9 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         {"name": "shared", **shared},
         {"name": "data", **data},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+        # The root filesystem is read-only: node-disk scratch for HOME/TMPDIR and the working directory.
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "workdir", "emptyDir": {}},
     ]
     if training and info.podinfo_volume:
         annotations = {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
@@ -320,6 +323,8 @@ def _mounts(spec: JobSpec, info: PlatformInfo, *, training: bool) -> list[dict[s
     mounts += [
         {"name": "data", "mountPath": contract.DATA_MOUNT, "readOnly": True},
         {"name": "shm", "mountPath": contract.SHM_MOUNT},
+        {"name": "scratch", "mountPath": contract.SCRATCH_MOUNT},
+        {"name": "workdir", "mountPath": contract.WORK_MOUNT},
     ]
     if training and info.podinfo_volume:
         mounts.append({"name": "podinfo", "mountPath": contract.PODINFO_MOUNT, "readOnly": True})
@@ -346,7 +351,14 @@ def _pod_security(spec: JobSpec) -> dict[str, Any]:
 
 
 def _container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]}}
+    """Restricted, and a read-only root filesystem: every write goes to a volume (the job's folder, /dev/shm, the
+    scratch and workdir emptyDirs)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def _scheduling(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
@@ -497,6 +509,7 @@ def _trainer_container(spec: JobSpec, info: PlatformInfo) -> dict[str, Any]:
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["python", "-m", contract.LAUNCHER_MODULE],
+        "workingDir": contract.WORK_MOUNT,
         "env": pod_env(spec).to_container_env() + _user_env(spec, info),
         **_env_from(spec),
         "ports": [{"name": platforms.MASTER_PORT_NAME, "containerPort": contract.MASTER_PORT, "protocol": "TCP"}],
@@ -646,6 +659,7 @@ def render_eval(
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["python", "-m", contract.EVALUATE_MODULE, *evaluate],
+        "workingDir": contract.WORK_MOUNT,
         "env": _user_env(spec, info),
         **_env_from(spec),
         "resources": _resources(spec, info, size),

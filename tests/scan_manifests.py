@@ -41,8 +41,6 @@ BASE = "kustomize.yaml"
 ACCEPTED: dict[str, tuple[str, str]] = {
     "CKV_K8S_11": (PODS, "no CPU limit on purpose: CFS quotas throttle the data-loader threads; requests reserve"),
     "KSV-0011": (PODS, "same as CKV_K8S_11 (CPU limit)"),
-    "CKV_K8S_22": (PODS, "MindSpore writes kernel caches and logs under $HOME and the working directory"),
-    "KSV-0014": (PODS, "same as CKV_K8S_22 (read-only root filesystem)"),
     "CKV_K8S_40": (PODS, "uid/gid 1000 is HwHiAiUser, whose group owns the Ascend devices; one uid on every platform"),
     "KSV-0020": (PODS, "same as CKV_K8S_40 (uid > 10000)"),
     "KSV-0021": (PODS, "same as CKV_K8S_40 (gid > 10000)"),

@@ -70,3 +70,43 @@ def test_the_everyday_commands_run_as_written_after_a_demo_like_job(tmp_path: Pa
     (logits,) = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})
     assert logits.shape == (1, 4)
     assert "127.0.0.1" in outputs["tensorboard"] and "mindspore: " in outputs["version"]
+
+
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md")), README.parent / "docker" / "README.md"]
+# Directories that are not the product (the user's own files, environments, caches).
+NOT_PRODUCT = {"tests", "shared", "data", "build", "dist"}
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    """The README is the front door: the pages it (and they) link to exist, and so do the anchors in the README."""
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", README.read_text(), flags=re.M)}
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (doc.parent / path).resolve() if path else doc
+            assert resolved.exists(), f"{doc.name} links to {target}, which does not exist"
+            if anchor and resolved == README:
+                assert anchor in anchors, f"{doc.name} links to {target}: the README has no such heading"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_product_names_no_development_machine_path() -> None:
+    """How to get a container engine is said in general terms: no helper path of our development machines."""
+    root = README.parent
+    files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for folder in root.iterdir():
+        product = folder.name not in NOT_PRODUCT and not folder.name.startswith(".")
+        if folder.is_dir() and product and not folder.name.endswith(".egg-info"):
+            files += [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    for path in files:
+        if path.suffix in {".png", ".ckpt", ".pyc"}:
+            continue
+        text = path.read_text(errors="replace")
+        for needle in ("/work/shared", "local-docker.sh"):
+            assert needle not in text, f"{path.relative_to(root)} names {needle}"

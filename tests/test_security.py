@@ -290,6 +290,80 @@ def test_evaluate_keeps_its_result_when_the_checkpoints_are_read_only(
         evaluate.write_result({"top1": 0.5}, tmp_path / "ckpt" / "rx-1_2.ckpt", None)
 
 
+# A read-only root filesystem: every path a pod writes is on a writable volume -------------------------------------
+
+READ_ONLY_SOURCES = ("configMap", "secret", "downwardAPI", "projected")
+
+
+def writable_volume(path: str, pod: dict[str, Any]) -> str | None:
+    """The volume a write to ``path`` lands on in this pod, or None if it would hit the (read-only) root."""
+    (container,) = pod["containers"]
+    mounts = sorted(container.get("volumeMounts", []), key=lambda m: len(m["mountPath"]), reverse=True)
+    mount = next((m for m in mounts if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")), None)
+    if mount is None or mount.get("readOnly"):
+        return None
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return None if any(source in volume for source in READ_ONLY_SOURCES) else str(mount["name"])
+
+
+def pods_of(spec: JobSpec) -> dict[str, dict[str, Any]]:
+    from jobctl.backends.k8s.history import reader_job
+
+    jobs = [o for o in render(spec) + render_eval(spec, spec.ckpt_dir, spec.val_dir) if o["kind"] == "Job"]
+    jobs.append(reader_job(spec, "1.37"))
+    return {job["metadata"]["name"]: template(job)["spec"] for job in jobs}
+
+
+@pytest.mark.parametrize(
+    ("platform", "devices", "launcher"),
+    [
+        ("ascend", 16, "ranktable"),
+        ("ascend", 8, "msrun"),
+        ("ascend", 8, "controller"),
+        ("gpu", 16, None),
+        ("cpu", 2, None),
+    ],
+)
+def test_every_pod_runs_read_only_and_writes_only_to_volumes(platform: str, devices: int, launcher: str | None) -> None:
+    """Training, eval and metrics-reader pods: readOnlyRootFilesystem, and what MindSpore, CANN and Python write
+    (HOME caches and logs, TMPDIR, the working directory's rank_*/ and kernel_meta/, /dev/shm, the job's folder)
+    has a writable volume; HOME, TMPDIR and the working directory are emptyDirs, never the shared volume."""
+    spec = make(platform, devices, **({"launcher": launcher} if launcher else {}))
+    for name, pod in pods_of(spec).items():
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        if container["command"][0] == "cat":  # the metrics reader only reads
+            continue
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        scratch = [env["HOME"], env["TMPDIR"], container["workingDir"]]
+        assert all(writable_volume(path, pod) in ("scratch", "workdir") for path in scratch), (name, scratch)
+        assert writable_volume("/dev/shm", pod) == "shm"
+        out = env.get("JOBCTL_JOB_DIR") or container["command"][container["command"].index("--output_dir") + 1]
+        assert writable_volume(out, pod) == "shared", (name, out)
+    train = pods_of(spec)[spec.name]
+    assert writable_volume(str(spec.ckpt_dir), train) == "shared"
+    assert writable_volume("/etc/jobctl/train.yaml", train) is None  # the ConfigMap stays read-only
+    if platform == "ascend":
+        assert writable_volume("/usr/local/Ascend/driver", train) is None  # so do the driver's host paths
+
+
+def test_a_spec_may_point_home_elsewhere_but_gets_scratch_by_default() -> None:
+    (job,) = [o for o in render(make("gpu", 8, env={"HOME": "/shared/jobs/rx/home"})) if o["kind"] == "Job"]
+    env = {e["name"]: e.get("value") for e in template(job)["spec"]["containers"][0]["env"]}
+    assert env["HOME"] == "/shared/jobs/rx/home" and env["TMPDIR"] == "/tmp"
+
+
+def test_local_pods_keep_home_and_temp_files_in_the_jobs_folder(tmp_path: Path) -> None:
+    """The local backend maps the pod's scratch emptyDir into <shared>/jobs/<name>/local/, so a local job writes
+    nothing under the user's own HOME or /tmp either."""
+    spec = make("cpu", 2, data={"host_path": str(tmp_path)}, shared={"host_path": str(tmp_path / "shared")})
+    job_dir = JobDir.of(tmp_path / "shared", "rx")
+    for plan in plan_pods(render(spec), job_dir, tmp_path / "shared", 1234):
+        for name in ("HOME", "TMPDIR"):
+            path = Path(plan.env[name])
+            assert path.is_dir() and path.is_relative_to(job_dir.local_dir), (name, path)
+
+
 def test_spec_yaml_holds_references_only(tmp_path: Path) -> None:
     spec = load_spec(None, {"platform": "gpu", "devices": 8, "name": "rx", "secret_env.TOKEN": "s/k"}, [])
     record = yaml.safe_load(spec.to_yaml())

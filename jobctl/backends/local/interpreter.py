@@ -191,6 +191,20 @@ def _volume_root(mount: dict[str, Any]) -> str | None:
     return path[: -len(sub) - 1] if sub and path.endswith("/" + sub) else None
 
 
+def _make_sub_path(root: Path, sub: str) -> None:
+    """Create a missing subPath folder as the kubelet does, with the owner and mode of the volume's root, so the
+    pod's user (uid 1000 in a container) can write where it could write in the root."""
+    stat = root.stat()
+    relative = Path(sub.strip("/"))
+    for folder in [*reversed(relative.parents[:-1]), relative]:
+        path = root / folder
+        if not path.exists():
+            path.mkdir()
+            if (path.stat().st_uid, path.stat().st_gid) != (stat.st_uid, stat.st_gid):
+                os.chown(path, stat.st_uid, stat.st_gid)
+            path.chmod(stat.st_mode & 0o7777)
+
+
 def name_of(volume: dict[str, Any]) -> str:
     return str(volume["configMap"]["name"])
 
@@ -216,7 +230,7 @@ def _mount(
         source = where.host_dirs[path]
     elif (root := _volume_root(mount)) is not None and root in where.host_dirs:
         source = where.host_dirs[root]  # --volume /shared=DIR for /shared/jobs/<name> (subPath jobs/<name>)
-        (source / mount["subPath"]).mkdir(parents=True, exist_ok=True)  # the kubelet creates a missing subPath
+        _make_sub_path(source, mount["subPath"])
     elif "hostPath" in volume:
         source = Path(volume["hostPath"]["path"])
     elif "persistentVolumeClaim" in volume and where.claim_dir is not None:
