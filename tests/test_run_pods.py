@@ -38,8 +38,10 @@ def test_two_pods_become_two_docker_runs(tmp_path: Path) -> None:
     out = done.stdout
     assert "run_pods: exit codes [0, 0]" in out
     for index in (0, 1):
-        assert f"[pod {index}] --hostname\n[pod {index}] smoke-{index}\n" in out
-        assert f"[pod {index}] JOB_COMPLETION_INDEX={index}\n" in out and f"[pod {index}] POD_IP=127.0.0.1\n" in out
+        # The two pods print at once: read each pod's lines on their own.
+        argv = [line.removeprefix(f"[pod {index}] ") for line in out.splitlines() if line.startswith(f"[pod {index}] ")]
+        assert argv[argv.index("--hostname") + 1] == f"smoke-{index}"
+        assert f"JOB_COMPLETION_INDEX={index}" in argv and "POD_IP=127.0.0.1" in argv
     shared = tmp_path / "shared" / "jobs" / "smoke"
     assert f"type=bind,source={shared},target=/shared/jobs/smoke" in out and shared.is_dir()
     assert "trainer.launch" in out
