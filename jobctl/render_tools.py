@@ -171,6 +171,6 @@ def render_tensorboard(specs: list[JobSpec], kube_version: str = render.DEFAULT_
     return [policy, deployment, service]
 
 
-def port_forward_line(namespace: str, name: str) -> str:
-    """The command to paste to reach the TensorBoard Service from this machine."""
-    return f"kubectl port-forward -n {namespace} svc/{name} {TENSORBOARD_PORT}:{TENSORBOARD_PORT}"
+def port_forward_line(namespace: str, name: str, local_port: int = TENSORBOARD_PORT) -> str:
+    """The command to paste to reach the TensorBoard Service from this machine (on 127.0.0.1:``local_port``)."""
+    return f"kubectl port-forward -n {namespace} svc/{name} {local_port}:{TENSORBOARD_PORT}"

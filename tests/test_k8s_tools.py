@@ -196,6 +196,8 @@ def test_air_is_refused_off_ascend_on_a_cluster(double: KubeDouble) -> None:
     assert submit().exit_code == 0
     result = jobctl("export", "rx", "-n", NS, "--format", "AIR")
     assert result.exit_code == 2 and "AIR" in result.stderr and "MINDIR or ONNX" in result.stderr
+    local_folder = jobctl("export", "rx", "-n", NS, "-o", "./out")
+    assert local_folder.exit_code == 2 and "export/ folder on the shared volume" in local_folder.stderr
     assert double.get("jobs", NS, "rx-export") is None
 
 
@@ -214,7 +216,9 @@ def test_tensorboard_on_a_cluster_creates_a_pod_and_prints_the_port_forward(doub
     dry_pods = [c for c in double.calls("POST", "/pods") if c["query"].get("dryRun") == "All"]
     assert any(c["body"]["metadata"]["name"] == "rx-tb-admission-check" for c in dry_pods), "pod admission first"
     assert not [c for c in double.calls("POST", "/pods") if "dryRun" not in c["query"]], "no bare Pod is created"
-    assert jobctl("tensorboard", "rx", "-n", NS).exit_code == 0, "a second run replaces the first"
+    again = jobctl("tensorboard", "rx", "-n", NS, "--port", "16006")
+    assert again.exit_code == 0, "a second run replaces the first"
+    assert again.stdout.strip() == f"kubectl port-forward -n {NS} svc/rx-tb 16006:6006"
     removed = jobctl("tensorboard", "rx", "-n", NS, "--delete")
     assert removed.exit_code == 0, removed.output
     assert double.get("deployments", NS, "rx-tb") is None and double.get("services", NS, "rx-tb") is None

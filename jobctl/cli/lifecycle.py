@@ -165,7 +165,8 @@ def delete(
     backend: BackendOpt = None,
     shared: SharedOpt = None,
 ) -> None:
-    """Stop and delete a job (its pods, Service and ConfigMaps); the job directory with checkpoints stays."""
+    """Stop and delete a job (its pods, Service and ConfigMaps; on a cluster also its eval/export Jobs and its
+    TensorBoard); the job directory with checkpoints stays."""
     make_backend(backend, namespace, context, shared).delete(name)
     output.note(f"job {name} deleted")
 

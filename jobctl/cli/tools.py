@@ -55,14 +55,17 @@ def export(
         ExportFormat.MINDIR
     ),
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, or a checkpoint file")] = "latest",
-    out_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for the file (default: here)")] = Path(),
+    out_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="local: folder for the file (default: here)")
+    ] = None,
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
     backend: BackendOpt = None,
     shared: SharedOpt = None,
 ) -> None:
     """Export a job's checkpoint for inference (trainer.export: BatchNorm folded, input [1, 3, S, S] float32);
-    prints the file's path."""
+    prints the file's path. On a cluster a one-shot Job `NAME-export` writes it into the job's export/ folder on
+    the shared volume."""
     from jobctl.backends.local.backend import LocalBackend
     from jobctl.platforms import platform_info
 
@@ -74,8 +77,14 @@ def export(
             "writes it only on an Ascend device; use MINDIR or ONNX"
         )
     if not isinstance(runner, LocalBackend):
+        if out_dir is not None:
+            raise bad_input(
+                f"-o {out_dir}: on a cluster the export Job writes into the job's export/ folder on the shared "
+                "volume (printed at the end); drop -o, or export locally with --backend local --shared DIR"
+            )
         print(export_on_cluster(runner, spec, checkpoint, fmt))
         return
+    out_dir = out_dir or Path()
     ckpt = export_checkpoint(runner.job_dir(name), checkpoint)
     if out_dir.exists() and not out_dir.is_dir():
         raise bad_input(f"-o {out_dir}: not a folder; pass the folder the exported file goes into")
@@ -121,7 +130,9 @@ def export_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
 @fail_cleanly
 def tensorboard(
     names: Annotated[list[str] | None, typer.Argument(help="jobs to show (default: every local job)")] = None,
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="local port")] = TENSORBOARD_PORT,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="local port (cluster: of the port-forward)")
+    ] = TENSORBOARD_PORT,
     delete: Annotated[bool, typer.Option("--delete", help="cluster: remove the TensorBoard pod of NAME")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="cluster: print the objects, create nothing")] = False,
     out: OutputOpt = Format.yaml,
@@ -133,7 +144,7 @@ def tensorboard(
     """TensorBoard over jobs' event files (<job dir>/tensorboard). Locally on 127.0.0.1 (Ctrl-C stops it); on a
     cluster a pod and Service in the jobs' namespace, reached with the printed kubectl port-forward line."""
     if resolve_backend(backend, context) is BackendName.k8s:
-        tensorboard_on_cluster([job_name(n) for n in names or []], delete, dry_run, out, namespace, context)
+        tensorboard_on_cluster([job_name(n) for n in names or []], delete, dry_run, out, namespace, context, port)
         return
     if delete or dry_run:
         raise bad_input("--delete and --dry-run are for the cluster form (a pod); locally Ctrl-C stops TensorBoard")
@@ -141,7 +152,13 @@ def tensorboard(
 
 
 def tensorboard_on_cluster(
-    jobs: list[str], delete: bool, dry_run: bool, out: Format, namespace: str | None, context: str | None
+    jobs: list[str],
+    delete: bool,
+    dry_run: bool,
+    out: Format,
+    namespace: str | None,
+    context: str | None,
+    port: int = TENSORBOARD_PORT,
 ) -> None:
     """Create (or with ``delete`` remove) the TensorBoard Pod and Service of ``jobs``; print how to reach it."""
     from contract import names
@@ -167,8 +184,8 @@ def tensorboard_on_cluster(
         return
     k8s_tools.start_tensorboard(runner.api, specs, version)
     output.note(f"created pod/{name} and service/{name} in {runner.namespace}; once it runs, reach it with:")
-    print(port_forward_line(runner.namespace, name))
-    output.note(f"then open http://127.0.0.1:{TENSORBOARD_PORT}/ ; `jobctl tensorboard {jobs[0]} --delete` removes it")
+    print(port_forward_line(runner.namespace, name, port))
+    output.note(f"then open http://127.0.0.1:{port}/ ; `jobctl tensorboard {jobs[0]} --delete` removes it")
 
 
 def validated(objects: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:

@@ -147,7 +147,8 @@ class K8sBackend(Backend):
     # delete -----------------------------------------------------------------------------------------------
 
     def delete(self, name: str, wait: bool = False, keep_record: bool = False) -> None:
-        """Delete the Job (Foreground: pods first), its eval Job and the ConfigMaps/Service it owns or left."""
+        """Delete the Job (Foreground: pods first), its eval and export Jobs, the ConfigMaps/Service it owns or left,
+        and its TensorBoard (`jobctl tensorboard`)."""
         jobs = {job: self.api.read_job_or_none(job) for job in (name, names.eval_job(name), names.export_job(name))}
         deleted = False
         for job in jobs:
