@@ -98,6 +98,7 @@ def _tensorboard_pod(specs: list[JobSpec]) -> dict[str, Any]:
         "env": [{"name": "HOME", "value": _TMP}, {"name": "TMPDIR", "value": _TMP}],
         "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 30, "failureThreshold": 5},
         "resources": copy.deepcopy(TENSORBOARD_RESOURCES),
         "securityContext": {**render._container_security(), "readOnlyRootFilesystem": True},
         "volumeMounts": mounts,
