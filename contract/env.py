@@ -52,6 +52,7 @@ MASTER_PORT = 8118
 LAUNCHER_MODULE = "trainer.launch"
 TRAINER_MODULE = "trainer.train"
 EVALUATE_MODULE = "trainer.evaluate"
+EXPORT_MODULE = "trainer.export"
 
 # --- platform families and launch modes ---------------------------------------------------------------------
 Family = Literal["cpu", "gpu", "ascend"]

@@ -36,6 +36,7 @@ class JobLayout:
     status_file = property(lambda self: self.root / CKPT_DIR / STATUS_FILE)
     logs_dir = property(lambda self: self.root / "logs")
     eval_dir = property(lambda self: self.root / "eval")
+    export_dir = property(lambda self: self.root / "export")  # `jobctl export`'s files (the export Job writes here)
     rendezvous_dir = property(lambda self: self.root / "rendezvous")
     local_dir = property(lambda self: self.root / "local")  # the local backend's own state
     scheduler_log = property(lambda self: self.root / "logs" / "scheduler.log")

@@ -30,6 +30,16 @@ def eval_job(name: str) -> str:
     return f"{name}-eval"
 
 
+def export_job(name: str) -> str:
+    """`jobctl export`'s one-shot Job on a cluster; also its NetworkPolicy."""
+    return f"{name}-export"
+
+
+def tensorboard(name: str) -> str:
+    """`jobctl tensorboard`'s Pod, Service and NetworkPolicy on a cluster, named after the (first) job shown."""
+    return f"{name}-tb"
+
+
 def metrics_job(name: str) -> str:
     """The one-shot Job reading metrics.jsonl from the shared volume once the job's pods are gone."""
     return f"{name}-metrics"
@@ -53,6 +63,8 @@ def generated(name: str, pods: int, *, rings: bool) -> dict[str, str]:
         "spec record": spec_record(name),
         "eval Job": eval_job(name),
         "metrics reader Job": metrics_job(name),
+        "export Job": export_job(name),
+        "TensorBoard Pod, Service": tensorboard(name),
         "pod hostname": pod_hostname(job(name), pods - 1),
     }
     if rings:

@@ -66,8 +66,9 @@ import yaml
 KINDS = {"configmaps": "ConfigMap", "services": "Service", "pods": "Pod", "events": "Event", "jobs": "Job"}
 # Custom resources jobctl uses with --scheduler volcano|kueue (served as plainly as the built-in kinds).
 KINDS |= {"podgroups": "PodGroup", "workloads": "Workload", "networkpolicies": "NetworkPolicy"}
+KINDS |= {"deployments": "Deployment"}  # `jobctl tensorboard`'s
 _PATH = re.compile(
-    r"^/(?:api/v1|apis/batch/v1|apis/networking\.k8s\.io/v1|apis/scheduling\.volcano\.sh/v1beta1|apis/kueue\.x-k8s\.io/v1beta1)"
+    r"^/(?:api/v1|apis/batch/v1|apis/apps/v1|apis/networking\.k8s\.io/v1|apis/scheduling\.volcano\.sh/v1beta1|apis/kueue\.x-k8s\.io/v1beta1)"
     r"/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(?:/(log))?$"
 )
 TOKEN = "not-a-secret"

@@ -1,8 +1,9 @@
 """Scan every rendered variant and the k8s/ base with checkov and Trivy; fail on any finding not accepted below.
 
 `make lint` runs it (`python tests/scan_manifests.py`, scanners from the `scan` dependency group in .venv-scan,
-or SCAN_BIN). Variants: the k8s/examples/ specs, Ascend 8 and 2x8 per launcher, GPU 8 and 2x8, CPU, an eval Job
-per platform and a GPU job with Secret references and narrowed egress; plus the k8s/ kustomization's objects.
+or SCAN_BIN). Variants: the k8s/examples/ specs, Ascend 8 and 2x8 per launcher, GPU 8 and 2x8, CPU, an eval Job,
+an export Job and a TensorBoard Deployment per platform, and a GPU job with Secret references and narrowed egress;
+plus the k8s/ kustomization's objects.
 All of it goes to one folder and each scanner runs once (checkov starts slowly). Offline: checkov without its
 platform download, Trivy with its built-in checks.
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from jobctl.examples import EXAMPLES, example_spec  # noqa: E402
 from jobctl.render import DEFAULT_KUBE_VERSION, render, render_eval, to_yaml  # noqa: E402
+from jobctl.render_tools import render_export, render_tensorboard  # noqa: E402
 
 SCAN_BIN = Path(os.environ.get("SCAN_BIN", ROOT / ".venv-scan" / "bin"))
 PODS = "job-*.yaml"  # every rendered variant
@@ -83,6 +85,8 @@ def variants() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         yield f"job-{name}.yaml", render(spec, DEFAULT_KUBE_VERSION)
         if name.endswith(("-8-ranktable", "gpu-8", "cpu-2")):
             yield f"job-{name}-eval.yaml", render_eval(spec, spec.ckpt_dir, spec.val_dir, DEFAULT_KUBE_VERSION)
+            yield f"job-{name}-export.yaml", render_export(spec, spec.ckpt_dir, "ONNX", DEFAULT_KUBE_VERSION)
+            yield f"job-{name}-tensorboard.yaml", render_tensorboard([spec], DEFAULT_KUBE_VERSION)
 
 
 def kustomize_objects() -> list[dict[str, Any]]:

@@ -236,6 +236,20 @@ def test_logs_of_a_local_job(finished_job: tuple[str, list[str]]) -> None:
     assert jobctl("logs", name, "--tail", "1", *flags).stdout.splitlines() == lines[-1:]
     assert jobctl("logs", name, "--tail", "0", *flags).stdout == ""
     one_paragraph(jobctl("logs", name, "--rank", "5", *flags), "--rank 5", "0-1")
+    # Local pod logs have no time per line: --since is refused with the reason and what to use instead.
+    one_paragraph(jobctl("logs", name, "--since", "5m", *flags), "--since", "--tail")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("5s", 5), ("2m", 120), ("1h", 3600), ("1h30m", 5400), ("90s", 90)])
+def test_since_takes_kubectl_durations(text: str, seconds: int) -> None:
+    from jobctl.cli.lifecycle import parse_since
+
+    assert parse_since(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5", "m", "0s", "-1m", "5 minutes", "1d", ""])
+def test_since_refuses_what_is_no_duration(text: str) -> None:
+    one_paragraph(jobctl("logs", "any", "--since", text, "--backend", "local"), "--since")
 
 
 # 23.7: flags that say what they do --------------------------------------------------------------------------------

@@ -39,6 +39,18 @@ def instructions(text: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip()]
 
 
+def test_the_image_carries_tensorboard_for_the_cluster_pod() -> None:
+    """`jobctl tensorboard` on a cluster runs this image and fetches nothing: the deps stage installs the
+    [tensorboard] extra and fails the build if TensorBoard does not import."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [d for d in extras["tensorboard"] if d.startswith("tensorboard")], extras["tensorboard"]
+    deps = next(i for i in instructions(DOCKERFILE.read_text()) if i.startswith("RUN") and "slim_mindspore" in i)
+    assert "'.[train,tensorboard]'" in deps and 'python -c "import tensorboard.main"' in deps
+    assert "pip install tensorboard" not in DOCKERFILE.read_text()  # one home: the extra
+
+
 # ---- builder neutrality ----
 
 BUILDKIT_ONLY = {

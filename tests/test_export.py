@@ -85,3 +85,28 @@ def test_air_needs_ascend_and_bad_input_exits_2(checkpoint: Path, tmp_path: Path
     missing = export("--ckpt_file", str(tmp_path / "none.ckpt"), "--file_format", "ONNX")
     assert missing.returncode == 2 and "none.ckpt" in missing.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_folder_exports_its_newest_valid_checkpoint_into_output_dir(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """The cluster export Job's call: the job's ckpt/ mounted read-only, the file written under export/."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / checkpoint.name).write_bytes(checkpoint.read_bytes())
+    (folder / "resnext_tiny-2_2.ckpt").write_bytes(b"truncated")  # newer, unreadable: skipped, not renamed
+    folder.chmod(0o555)
+    try:
+        result = export("--ckpt_file", str(folder), "--file_format", "ONNX", "--output_dir", str(tmp_path / "export"))
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = tmp_path / "export" / "resnext_tiny-1_1.onnx"
+    assert result.stdout.strip().splitlines()[-1] == str(written)
+    assert "resnext_tiny-2_2.ckpt" in result.stderr and sorted(p.name for p in folder.iterdir()) == [
+        "resnext_tiny-1_1.ckpt",
+        "resnext_tiny-2_2.ckpt",
+    ]
+    ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    both = export("--ckpt_file", str(folder), "--output_dir", str(tmp_path), "--file_name", str(tmp_path / "m"))
+    assert both.returncode == 2 and "--output_dir" in both.stderr

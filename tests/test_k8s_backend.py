@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,30 @@ def test_logs_merge_ranks_and_filter_one(double: KubeDouble) -> None:
     assert merged.stdout.splitlines() == [f"[rank {r}] hello from {r}" for r in (0, 1, 8, 9)]
     one = jobctl("logs", "rx", "-n", NS, "--rank", "9")
     assert one.stdout.splitlines() == ["[rank 9] hello from 9"]
+
+
+def test_logs_since_reads_only_the_recent_lines(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    pod = add_pod(double, "rx", 0, "Running")
+    with double.lock:  # an hour-old line, then a fresh one
+        double.logs[(NS, pod)] = [(datetime.now(UTC) - timedelta(hours=1), "[rank 0] an hour ago")]
+    double.append_log(NS, pod, "[rank 0] just now\n")
+    recent = jobctl("logs", "rx", "-n", NS, "--since", "10m")
+    assert recent.exit_code == 0, recent.output
+    assert recent.stdout.splitlines() == ["[rank 0] just now"]
+    assert double.calls("GET", f"/pods/{pod}/log")[-1]["query"]["sinceSeconds"] == "600"
+    assert jobctl("logs", "rx", "-n", NS).stdout.splitlines() == ["[rank 0] an hour ago", "[rank 0] just now"]
+    # Followed: the first stream starts at --since too.
+    out = io.StringIO()
+    follower = threading.Thread(
+        target=backend(double).logs, args=("rx", out), kwargs={"follow": True, "rank": None, "since": 120}
+    )
+    follower.start()
+    wait_until(lambda: follows(double, pod) == 1, "the follower to attach")
+    complete_and_join(double, pod, follower, succeeded=1)
+    first = next(c for c in double.calls("GET", f"/pods/{pod}/log") if c["query"].get("follow") == "true")
+    assert first["query"]["sinceSeconds"] == "120"
+    assert out.getvalue().splitlines() == ["[rank 0] just now"]
 
 
 def follows(double: KubeDouble, pod: str) -> int:

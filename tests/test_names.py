@@ -11,6 +11,7 @@ from contract import names
 from jobctl.backends.k8s.backend import K8sBackend
 from jobctl.backends.k8s.history import reader_job
 from jobctl.render import SUPPORTED_KUBE_VERSIONS, render, render_eval
+from jobctl.render_tools import render_export, render_tensorboard
 from jobctl.spec import JobSpec, SpecError, validate_spec
 
 SPECS: list[dict[str, Any]] = [
@@ -26,6 +27,7 @@ def created_names(spec: JobSpec) -> set[str]:
     version = SUPPORTED_KUBE_VERSIONS[-1]
     objects = [*render(spec, version), *render_eval(spec, spec.ckpt_dir, "/data", version)]
     objects.append(reader_job(spec, version))
+    objects += render_export(spec, spec.ckpt_dir, "MINDIR", version) + render_tensorboard([spec], version)
     found = {o["metadata"]["name"] for o in objects}
     found.add(K8sBackend.record_of(spec)["metadata"]["name"])
     job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == spec.name)

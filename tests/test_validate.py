@@ -112,6 +112,7 @@ def test_role_grants_what_the_backend_uses() -> None:
         ("batch", "jobs/finalizers"): {"update"},
         ("", "pods"): {"create", "get", "list"},  # create: only as a server-side dry run (pod admission at submit)
         ("", "pods/log"): {"get"},
+        ("apps", "deployments"): {"create", "get", "delete"},  # jobctl tensorboard
         ("", "services"): {"create", "delete"},
         ("", "configmaps"): {"create", "get", "delete"},
         ("networking.k8s.io", "networkpolicies"): {"create", "delete", "patch"},

@@ -1,7 +1,9 @@
 """Export a trainer checkpoint for inference.
 
 ``python -m trainer.export --device_target P --ckpt_file CKPT --file_format MINDIR|ONNX|AIR
-[--file_name F] [--batch_size N]``: architecture, class count and image size come from the checkpoint; the
+[--file_name F | --output_dir D] [--batch_size N]``: CKPT is a checkpoint or a folder (its newest valid one, read
+only: nothing is set aside); ``--output_dir D`` writes ``D/<checkpoint stem>.<format>``. Prints the written file's
+path as the last stdout line. Architecture, class count and image size come from the checkpoint; the
 input is ``[N, 3, S, S]`` float32 (normalised as in evaluation). AIR needs Ascend. Exit 2 on bad input.
 """
 
@@ -25,20 +27,35 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ckpt_file", required=True)
     parser.add_argument("--file_format", default="MINDIR", type=str.upper, help="MINDIR, ONNX or AIR")
     parser.add_argument("--file_name", default=None, help="output path without suffix (default: next to ckpt)")
+    parser.add_argument(
+        "--output_dir", default=None, help="folder for <checkpoint stem>.<format> (not with --file_name)"
+    )
     parser.add_argument("--batch_size", type=int, default=1)
     return parser.parse_args(argv)
 
 
-def export(ckpt_file: str, file_format: str, file_name: str | None, batch_size: int) -> Path:
-    """Build the checkpoint's network, load its weights and write ``file_name`` + the format's suffix."""
+def export(
+    ckpt_file: str, file_format: str, file_name: str | None, batch_size: int, output_dir: str | None = None
+) -> Path:
+    """Build the checkpoint's network, load its weights and write ``file_name`` (or ``output_dir``/<checkpoint
+    stem>) + the format's suffix."""
     import mindspore as ms
     import numpy as np
 
-    from trainer.checkpoint import CheckpointError, load, load_weights
+    from trainer.checkpoint import CheckpointError, load, load_weights, newest_valid
     from trainer.fold_bn import fold_batchnorm
     from trainer.model import build_model
 
-    ckpt = load(ckpt_file)
+    if Path(ckpt_file).is_dir():  # a read-only mount on a cluster: report unreadable ones, rename nothing
+        found = newest_valid(ckpt_file, log=lambda m: print(m, file=sys.stderr, flush=True), set_aside_bad=False)
+        if found is None:
+            raise CheckpointError(f"--ckpt_file {ckpt_file}: the folder holds no readable checkpoint")
+        ckpt = found
+    else:
+        ckpt = load(ckpt_file)
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        file_name = str(Path(output_dir) / Path(ckpt.path).stem)
     meta = ckpt.meta
     net = build_model(meta["arch"], int(meta["num_classes"]))
     missing = load_weights(net, ckpt)
@@ -64,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--file_format {args.file_format!r} is not one of {', '.join(FORMATS)}")
         if args.file_format == "AIR" and cfg.platform != "Ascend":
             raise ConfigError("AIR export needs Ascend (--device_target Ascend); use MINDIR or ONNX on CPU/GPU")
+        if args.output_dir is not None and args.file_name is not None:
+            raise ConfigError("--output_dir and --file_name both name the output: pass one of them")
         if args.batch_size < 1:
             raise ConfigError(f"--batch_size must be >= 1, not {args.batch_size}")
     except ConfigError as exc:
@@ -78,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(cfg.platform)
     try:
-        out = export(args.ckpt_file, args.file_format, args.file_name, args.batch_size)
+        out = export(args.ckpt_file, args.file_format, args.file_name, args.batch_size, args.output_dir)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

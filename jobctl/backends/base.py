@@ -99,8 +99,9 @@ class Backend(ABC):
     def list_jobs(self) -> list[JobInfo]: ...
 
     @abstractmethod
-    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None) -> None:
-        """Write the job's log lines (``[rank N]`` prefixed) to out; with follow, until the job finishes."""
+    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None, since: int | None = None) -> None:
+        """Write the job's log lines (``[rank N]`` prefixed) to out; with follow, until the job finishes; with
+        ``since``, only those of the last ``since`` seconds (a backend without line times refuses it)."""
 
     @abstractmethod
     def wait(self, name: str, *, for_phase: str | None, timeout: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 from pathlib import Path
@@ -22,6 +23,7 @@ from jobctl.cli.common import (
     SharedOpt,
     WaitFor,
     app,
+    bad_input,
     fail_cleanly,
     make_backend,
     resolve_backend,
@@ -88,6 +90,10 @@ def logs(
     tail: Annotated[
         int | None, typer.Option("--tail", min=0, help="only the last N lines (then new ones with -f)")
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="only lines newer than this (5s, 2m, 1h, 1h30m), as kubectl; cluster only"),
+    ] = None,
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
     backend: BackendOpt = None,
@@ -97,6 +103,7 @@ def logs(
     (rank 0's; --all-ranks for every rank's), or one rank's lines with --rank."""
     from jobctl.logview import LogView
 
+    since_seconds = None if since is None else parse_since(since)
     runner = make_backend(backend, namespace, context, shared)
     if rank is not None:
         ranks = runner.load_spec(name).devices
@@ -104,9 +111,24 @@ def logs(
             raise BackendError(f"--rank {rank}: job {name} has ranks 0-{ranks - 1}; pass one of them", exit_code=2)
     view = LogView(sys.stdout, all_ranks=all_ranks or rank is not None, tail=tail)
     try:
-        runner.logs(name, typing.cast(TextIO, view), follow=follow, rank=rank)
+        runner.logs(name, typing.cast(TextIO, view), follow=follow, rank=rank, since=since_seconds)
     finally:
         view.close()
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_since(text: str) -> int:
+    """kubectl's --since: a duration such as 5s, 2m, 1h or 1h30m, in whole seconds (at least 1)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or not any(match.groups()):
+        raise bad_input(f"--since {text!r}: not a duration; pass a number with a unit, such as 30s, 5m, 2h or 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total < 1:
+        raise bad_input(f"--since {text!r}: the duration must be at least 1s")
+    return total
 
 
 @app.command()
@@ -143,7 +165,8 @@ def delete(
     backend: BackendOpt = None,
     shared: SharedOpt = None,
 ) -> None:
-    """Stop and delete a job (its pods, Service and ConfigMaps); the job directory with checkpoints stays."""
+    """Stop and delete a job (its pods, Service and ConfigMaps; on a cluster also its eval/export Jobs and its
+    TensorBoard); the job directory with checkpoints stays."""
     make_backend(backend, namespace, context, shared).delete(name)
     output.note(f"job {name} deleted")
 

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from jobctl import output
 from jobctl.backends.base import BackendError
 from jobctl.cli.common import (
     BackendName,
@@ -18,6 +19,7 @@ from jobctl.cli.common import (
     ContextOpt,
     NameArg,
     NamespaceOpt,
+    OutputOpt,
     SharedOpt,
     app,
     bad_input,
@@ -25,13 +27,17 @@ from jobctl.cli.common import (
     fail_cleanly,
     job_name,
     make_backend,
+    print_objects,
     resolve_backend,
 )  # fmt: skip
+from jobctl.output import Format
+from jobctl.render_tools import TENSORBOARD_PORT
 
 if TYPE_CHECKING:
+    from jobctl.backends.base import Backend
     from jobctl.jobdir import JobDir
+    from jobctl.spec import JobSpec
 
-TENSORBOARD_PORT = 6006  # TensorBoard's own default
 VERSION_TIMEOUT_SECONDS = 5  # `jobctl version` waits no longer for a server that does not answer
 
 
@@ -49,14 +55,17 @@ def export(
         ExportFormat.MINDIR
     ),
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, or a checkpoint file")] = "latest",
-    out_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for the file (default: here)")] = Path(),
+    out_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="local: folder for the file (default: here)")
+    ] = None,
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
     backend: BackendOpt = None,
     shared: SharedOpt = None,
 ) -> None:
     """Export a job's checkpoint for inference (trainer.export: BatchNorm folded, input [1, 3, S, S] float32);
-    prints the file's path."""
+    prints the file's path. On a cluster a one-shot Job `NAME-export` writes it into the job's export/ folder on
+    the shared volume."""
     from jobctl.backends.local.backend import LocalBackend
     from jobctl.platforms import platform_info
 
@@ -68,11 +77,14 @@ def export(
             "writes it only on an Ascend device; use MINDIR or ONNX"
         )
     if not isinstance(runner, LocalBackend):
-        raise BackendError(
-            "jobctl export runs locally over the job's folder; on a cluster, run it where the shared volume is "
-            "mounted (--backend local --shared DIR) — a one-shot export Job is not built yet",
-            exit_code=2,
-        )
+        if out_dir is not None:
+            raise bad_input(
+                f"-o {out_dir}: on a cluster the export Job writes into the job's export/ folder on the shared "
+                "volume (printed at the end); drop -o, or export locally with --backend local --shared DIR"
+            )
+        print(export_on_cluster(runner, spec, checkpoint, fmt))
+        return
+    out_dir = out_dir or Path()
     ckpt = export_checkpoint(runner.job_dir(name), checkpoint)
     if out_dir.exists() and not out_dir.is_dir():
         raise bad_input(f"-o {out_dir}: not a folder; pass the folder the exported file goes into")
@@ -86,6 +98,17 @@ def export(
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise BackendError(f"export of {ckpt.name} failed (trainer.export exit {proc.returncode}): {why}")
     print(lines[-1])
+
+
+def export_on_cluster(runner: Backend, spec: JobSpec, checkpoint: str, fmt: ExportFormat) -> str:
+    """The one-shot Job ``<name>-export`` writes the file into the job's export/ on the shared volume."""
+    from jobctl.backends.k8s import tools as k8s_tools
+    from jobctl.backends.k8s.backend import K8sBackend
+    from jobctl.cli.submit import target_version
+
+    assert isinstance(runner, K8sBackend)
+    written = k8s_tools.export(runner.api, spec, checkpoint, fmt.value, target_version(runner))
+    return f"{written} (in pods; {k8s_tools.on_volume(spec, written)})"
 
 
 def export_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
@@ -106,24 +129,82 @@ def export_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
 @app.command()
 @fail_cleanly
 def tensorboard(
-    names: Annotated[list[str] | None, typer.Argument(help="jobs to show (default: every job)")] = None,
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="local port")] = TENSORBOARD_PORT,
+    names: Annotated[list[str] | None, typer.Argument(help="jobs to show (default: every local job)")] = None,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="local port (cluster: of the port-forward)")
+    ] = TENSORBOARD_PORT,
+    delete: Annotated[bool, typer.Option("--delete", help="cluster: remove the TensorBoard pod of NAME")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="cluster: print the objects, create nothing")] = False,
+    out: OutputOpt = Format.yaml,
+    namespace: NamespaceOpt = None,
     backend: BackendOpt = None,
     context: ContextOpt = None,
     shared: SharedOpt = None,
 ) -> None:
-    """TensorBoard over jobs' event files (<job dir>/tensorboard), on 127.0.0.1 only; Ctrl-C stops it."""
+    """TensorBoard over jobs' event files (<job dir>/tensorboard). Locally on 127.0.0.1 (Ctrl-C stops it); on a
+    cluster a pod and Service in the jobs' namespace, reached with the printed kubectl port-forward line."""
+    if resolve_backend(backend, context) is BackendName.k8s:
+        tensorboard_on_cluster([job_name(n) for n in names or []], delete, dry_run, out, namespace, context, port)
+        return
+    if delete or dry_run:
+        raise bad_input("--delete and --dry-run are for the cluster form (a pod); locally Ctrl-C stops TensorBoard")
+    local_tensorboard(names or [], port, shared)
+
+
+def tensorboard_on_cluster(
+    jobs: list[str],
+    delete: bool,
+    dry_run: bool,
+    out: Format,
+    namespace: str | None,
+    context: str | None,
+    port: int = TENSORBOARD_PORT,
+) -> None:
+    """Create (or with ``delete`` remove) the TensorBoard Pod and Service of ``jobs``; print how to reach it."""
+    from contract import names
+    from jobctl.backends.k8s import tools as k8s_tools
+    from jobctl.backends.k8s.backend import K8sBackend
+    from jobctl.cli.submit import target_version
+    from jobctl.render_tools import port_forward_line, render_tensorboard
+
+    if not jobs:
+        raise bad_input("jobctl tensorboard on a cluster: name the job(s) to show, e.g. jobctl tensorboard my-job")
+    runner = make_backend(BackendName.k8s, namespace, context, None)
+    assert isinstance(runner, K8sBackend)
+    name = names.tensorboard(jobs[0])
+    if delete:
+        if not k8s_tools.delete_tensorboard(runner.api, name):
+            raise BackendError(f"no TensorBoard pod {name} in namespace {runner.namespace}", exit_code=1)
+        output.note(f"deleted pod/{name}, service/{name}, networkpolicy/{name}")
+        return
+    specs = [runner.load_spec(job) for job in jobs]
+    version = target_version(runner)
+    if dry_run:
+        print_objects(validated(render_tensorboard(specs, version), version), out)
+        return
+    k8s_tools.start_tensorboard(runner.api, specs, version)
+    output.note(f"created pod/{name} and service/{name} in {runner.namespace}; once it runs, reach it with:")
+    print(port_forward_line(runner.namespace, name, port))
+    output.note(f"then open http://127.0.0.1:{port}/ ; `jobctl tensorboard {jobs[0]} --delete` removes it")
+
+
+def validated(objects: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    """Strict validation against the target version's schemas when kubernetes-validate is installed."""
+    try:
+        from jobctl.validate import validate_objects
+    except ImportError:
+        return objects
+    validate_objects(objects, version)
+    return objects
+
+
+def local_tensorboard(names: list[str], port: int, shared: str | None) -> None:
     from jobctl.backends.local.backend import LocalBackend
     from jobctl.jobdir import list_job_dirs
 
-    if resolve_backend(backend, context) is not BackendName.local:
-        raise bad_input(
-            "jobctl tensorboard reads the job folders on this machine; with a cluster, run it where the shared "
-            "volume is mounted (--backend local --shared DIR)"
-        )
     runner = make_backend(BackendName.local, None, None, shared)
     assert isinstance(runner, LocalBackend)
-    chosen = [runner.job_dir(job_name(n)) for n in names or []] or list_job_dirs(runner.shared)
+    chosen = [runner.job_dir(job_name(n)) for n in names] or list_job_dirs(runner.shared)
     folders = {jd.root.name: jd.tensorboard_dir for jd in chosen if jd.tensorboard_dir.is_dir()}
     if not folders:
         raise BackendError(

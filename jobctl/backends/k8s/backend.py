@@ -12,7 +12,7 @@ delete`` removes all of it.
 
 The parts: ``client`` (API calls and the table of kinds), ``submit`` (dry runs, all-or-nothing creation),
 ``readers`` (pure readers of Job/pod objects), ``status``, ``logs``, ``oneshot`` (eval and the metrics reader),
-``gang`` (PodGroup/Kueue explanations), ``history``.
+``gang`` (PodGroup/Kueue explanations), ``history``, ``tools`` (export Job, TensorBoard pod).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from jobctl.backends.base import (
 from jobctl.backends.k8s import history as k8s_history
 from jobctl.backends.k8s import logs as k8s_logs
 from jobctl.backends.k8s import status as k8s_status
+from jobctl.backends.k8s import tools as k8s_tools
 from jobctl.backends.k8s.api import ApiError, api_client, default_namespace
 from jobctl.backends.k8s.client import INSTANCE_LABEL, Client
 from jobctl.backends.k8s.oneshot import delete_job, run_once
@@ -168,8 +169,9 @@ class K8sBackend(Backend):
     # delete -----------------------------------------------------------------------------------------------
 
     def delete(self, name: str, wait: bool = False, keep_record: bool = False) -> None:
-        """Delete the Job (Foreground: pods first), its eval Job and the ConfigMaps/Service it owns or left."""
-        jobs = {job: self.api.read_job_or_none(job) for job in (name, names.eval_job(name))}
+        """Delete the Job (Foreground: pods first), its eval and export Jobs, the ConfigMaps/Service it owns or left,
+        and its TensorBoard (`jobctl tensorboard`)."""
+        jobs = {job: self.api.read_job_or_none(job) for job in (name, names.eval_job(name), names.export_job(name))}
         deleted = False
         for job in jobs:
             deleted |= self.api.delete("Job", job, propagation_policy="Foreground")
@@ -179,8 +181,9 @@ class K8sBackend(Backend):
         for cm in maps:
             deleted |= self.api.delete("ConfigMap", cm)
         deleted |= self.api.delete("Service", name)
-        for policy in (name, names.eval_job(name)):
+        for policy in (name, names.eval_job(name), names.export_job(name)):
             self.api.delete("NetworkPolicy", policy)
+        deleted |= k8s_tools.delete_tensorboard(self.api, names.tensorboard(name))
         if not deleted:
             raise JobNotFound(f"no job {name!r} in namespace {self.namespace}; `jobctl list -n NS` shows the jobs")
         if wait:
@@ -227,11 +230,11 @@ class K8sBackend(Backend):
         except BackendError:
             return None
 
-    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None) -> None:
+    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None, since: int | None = None) -> None:
         self.read_job(name)  # a clear error for a Job that does not exist
         spec = None if rank is None else self.load_spec(name)
         index = None if rank is None or spec is None else rank // spec.per_pod
-        k8s_logs.write_logs(self.api, name, out, follow=follow, index=index, rank=rank)
+        k8s_logs.write_logs(self.api, name, out, follow=follow, index=index, rank=rank, since=since)
 
     def wait(self, name: str, *, for_phase: str | None, timeout: float | None) -> str:
         self.read_job(name)  # a clear error for a Job that never existed

@@ -33,7 +33,7 @@ class Kind:
     """How the API serves one kind: which client (``api``) and the suffix of its ``*_namespaced_<suffix>`` methods;
     a custom resource also has its (group, version, plural) and a hint for a cluster that does not serve it."""
 
-    api: str  # "core", "batch", "networking" or "custom"
+    api: str  # "core", "batch", "apps", "networking" or "custom"
     suffix: str
     custom: tuple[str, str, str] | None = None
     missing_api_hint: str = ""
@@ -43,6 +43,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "ConfigMap": Kind("core", "config_map"),
     "Service": Kind("core", "service"),
+    "Deployment": Kind("apps", "deployment"),  # `jobctl tensorboard`'s
     "Job": Kind("batch", "job"),
     # No pod may run before its NetworkPolicy exists.
     "NetworkPolicy": Kind("networking", "network_policy", before_job=True),
@@ -87,6 +88,7 @@ class Client:
         self.stream_timeout: Any = STREAM_TIMEOUT
         self.core = k8s.CoreV1Api(client)
         self.batch = k8s.BatchV1Api(client)
+        self.apps = k8s.AppsV1Api(client)
         self.networking = k8s.NetworkingV1Api(client)
         self.custom = k8s.CustomObjectsApi(client)
         self.version_api = k8s.VersionApi(client)
@@ -188,18 +190,22 @@ class Client:
         result = self.call("list pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         return sorted(result.items, key=lambda p: (pod_index(p), pod_created(p)))
 
-    def pod_log_lines(self, pod: str, tail: int | None = None) -> list[str]:
+    def pod_log_lines(self, pod: str, tail: int | None = None, since: int | None = None) -> list[str]:
         kwargs: dict[str, Any] = {"container": CONTAINER}
         if tail is not None:
             kwargs["tail_lines"] = tail
+        if since is not None:
+            kwargs["since_seconds"] = since
         text = self.get("read pod log", self.core.read_namespaced_pod_log, pod, self.namespace, **kwargs)
         return str(text or "").splitlines()
 
-    def available_log(self, pod: str, tail: int | None = None, quiet: bool = False) -> list[str] | None:
+    def available_log(
+        self, pod: str, tail: int | None = None, quiet: bool = False, since: int | None = None
+    ) -> list[str] | None:
         """The pod's log, or None (said on stderr unless quiet) while there is none: the kubelet answers 400 for a
         container that has not started (image pull, volume mounts) and errors for a node that is gone."""
         try:
-            return self.pod_log_lines(pod, tail)
+            return self.pod_log_lines(pod, tail, since)
         except BackendError as exc:
             if not quiet:
                 self.note(f"pod {pod}: no log to show yet, skipped ({exc.message})")

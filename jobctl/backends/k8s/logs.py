@@ -42,7 +42,8 @@ def parse_stamp(line: str) -> tuple[tuple[int, int], str] | None:
 class LogCursor:
     """The newest timestamp delivered and how many lines carried it (several lines can share one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: int | None = None) -> None:
+        self.since = since  # the first stream's since_seconds (`logs --since`)
         self.last: tuple[int, int] | None = None
         self.count = 0
         self.replayed = 0
@@ -51,7 +52,7 @@ class LogCursor:
         """Start a new stream; returns its ``since_seconds`` (None: from the start)."""
         self.replayed = 0
         if self.last is None:
-            return None
+            return self.since
         return max(1, math.ceil(time.time() - self.last[0]) + SINCE_MARGIN_SECONDS)
 
     def admit(self, line: str) -> str | None:
@@ -88,19 +89,31 @@ def iter_lines(response: Any, keep_partial: bool) -> Iterator[str]:
         yield buffer.decode("utf-8", "replace")
 
 
-def write_logs(client: Client, name: str, out: TextIO, *, follow: bool, index: int | None, rank: int | None) -> None:
-    """Write the job's pods' log lines (of one pod index and rank when given); with follow, until the Job ends."""
+def write_logs(
+    client: Client,
+    name: str,
+    out: TextIO,
+    *,
+    follow: bool,
+    index: int | None,
+    rank: int | None,
+    since: int | None = None,
+) -> None:
+    """Write the job's pods' log lines (of one pod index and rank when given; of the last ``since`` seconds when
+    given); with follow, until the Job ends."""
     if not follow:
         for pod in current(client.pods_of(name)):
             if index is None or pod_index(pod) == index:
-                for line in client.available_log(pod.metadata.name) or []:
+                for line in client.available_log(pod.metadata.name, since=since) or []:
                     if keep_line(line, rank):
                         out.write(line + "\n")
         return
-    follow_job(client, name, out, index, rank)
+    follow_job(client, name, out, index, rank, since)
 
 
-def follow_job(client: Client, name: str, out: TextIO, index: int | None, rank: int | None) -> None:
+def follow_job(
+    client: Client, name: str, out: TextIO, index: int | None, rank: int | None, since: int | None = None
+) -> None:
     """Stream every pod of the job (re-attaching to cut streams and replacement pods) until the Job ends."""
     lines: queue.Queue[str] = queue.Queue()
     followed: dict[str, threading.Thread] = {}
@@ -113,7 +126,7 @@ def follow_job(client: Client, name: str, out: TextIO, index: int | None, rank: 
             started = pod.status is not None and pod.status.phase in ("Running", "Succeeded", "Failed")
             if pod_name in followed or not started or (index is not None and pod_index(pod) != index):
                 continue
-            thread = threading.Thread(target=stream_pod, args=(client, pod_name, lines), daemon=True)
+            thread = threading.Thread(target=stream_pod, args=(client, pod_name, lines, since), daemon=True)
             thread.start()
             followed[pod_name] = thread
         finished = job is None or job_phase(job) in FINISHED
@@ -130,10 +143,11 @@ def follow_job(client: Client, name: str, out: TextIO, index: int | None, rank: 
         client.sleep(client.poll_seconds)
 
 
-def stream_pod(client: Client, pod: str, lines: queue.Queue[str]) -> None:
-    """Follow one pod's log; while the pod runs, re-attach whenever the stream ends (idle timeouts, API
-    server restarts, resets), resuming after the last line delivered. Ends when the pod is done or gone."""
-    cursor = LogCursor()
+def stream_pod(client: Client, pod: str, lines: queue.Queue[str], since: int | None = None) -> None:
+    """Follow one pod's log (from ``since`` seconds ago when given); while the pod runs, re-attach whenever the
+    stream ends (idle timeouts, API server restarts, resets), resuming after the last line delivered. Ends when
+    the pod is done or gone."""
+    cursor = LogCursor(since)
     last_read = False
     while True:
         since = cursor.attach()

@@ -18,13 +18,14 @@ def admit_objects(client: Client, objects: list[dict[str, Any]]) -> None:
     is dry-run too; otherwise those failures would only show later as FailedCreate events on the Job."""
     for obj in objects:
         client.create(obj, dry_run=True)
-    for job in (o for o in objects if o["kind"] == "Job"):
-        name = job["metadata"]["name"]
+    for job in (o for o in objects if o["kind"] in ("Job", "Deployment")):
+        name, kind = job["metadata"]["name"], job["kind"]
         template = job["spec"]["template"]
         metadata = {**template.get("metadata", {}), "name": f"{name}-admission-check"}
-        metadata["labels"] = {**metadata.get("labels", {}), JOB_NAME_LABEL: name}
+        if kind == "Job":
+            metadata["labels"] = {**metadata.get("labels", {}), JOB_NAME_LABEL: name}
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
-        what = f"dry-run create a Pod of Job {name} (pod admission: Pod Security, quota, LimitRange, webhooks)"
+        what = f"dry-run create a Pod of {kind} {name} (pod admission: Pod Security, quota, LimitRange, webhooks)"
         try:
             client.call(
                 what, client.core.create_namespaced_pod, client.namespace, quantities_as_strings(pod), dry_run="All"

@@ -322,8 +322,14 @@ class LocalBackend(Backend):
 
     # logs / wait ---------------------------------------------------------------------------------------
 
-    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None) -> None:
+    def logs(self, name: str, out: TextIO, *, follow: bool, rank: int | None, since: int | None = None) -> None:
         job_dir = self.require(name)
+        if since is not None:  # the pod logs here are plain lines: no time to filter by, and none is guessed
+            raise BackendError(
+                "--since: local pod logs carry no time per line, so jobctl cannot tell which lines are recent; "
+                "use --tail N (the last N lines) instead",
+                exit_code=EXIT_BAD_INPUT,
+            )
         count = int(training_job(_read_json(job_dir.local_dir / "job.json")["objects"])["spec"]["completions"])
         paths = [job_dir.local_dir / f"pod-{i}.log" for i in range(count)]
         prefix = ""
