@@ -52,14 +52,17 @@ def test_volcano_gang(accelerator: str) -> None:
     devices, per_node = GENERATIONS[accelerator]
     pods = devices // per_node
     assert group["metadata"]["name"] == "gx"
+    template = job["spec"]["template"]
+    # Each pod asks 32 Gi per device plus the in-memory snapshots' /dev/shm (counted in its memory request).
+    memory = template["spec"]["containers"][0]["resources"]["requests"]["memory"]
+    assert memory.endswith("Mi") and int(memory[:-2]) > 32 * per_node * 1024
     assert group["spec"] == {
         "minMember": pods,
-        "minResources": {"cpu": str(12 * per_node * pods), "memory": f"{32 * per_node * pods}Gi",
+        "minResources": {"cpu": str(12 * per_node * pods), "memory": f"{int(memory[:-2]) * pods}Mi",
                          "huawei.com/Ascend910": str(devices)},
         "queue": "research",
         "priorityClassName": "high",
     }  # fmt: skip
-    template = job["spec"]["template"]
     assert template["spec"]["schedulerName"] == "volcano"
     assert template["metadata"]["annotations"] == {"scheduling.k8s.io/group-name": "gx"}
     assert "suspend" not in job["spec"] and "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
