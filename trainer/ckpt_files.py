@@ -1,15 +1,17 @@
 """Step checkpoints in a run directory (pure Python: jobctl uses it without MindSpore).
 
-- :func:`list_checkpoints`: one rank's ``<arch>-<epoch>_<step>[-rank<N>].ckpt`` files, oldest first.
-- :func:`incomplete_reason`: a cheap structural check that catches a truncated file without reading it.
+- :func:`list_checkpoints`: one rank's ``<arch>-<epoch>_<step>[-rank<N>].ckpt|.safetensors`` files, oldest first.
+- :func:`incomplete_reason`: a cheap structural check that catches a truncated file without reading it (either
+  format, by suffix).
 - :func:`set_aside`: rename a bad checkpoint to ``<name>.corrupt`` so no lister sees it again, but a person can.
 
 A MindSpore ``.ckpt`` is a sequence of serialized ``Checkpoint { repeated Value value = 1; }`` messages (one per
 parameter slice), so the file is a run of top-level fields with tag byte ``0x0a`` (field 1, length-delimited) and a
 varint length, followed, because the trainer saves with ``crc_check=True``, by the 17-byte trailer
 ``b"crc_num" + crc.to_bytes(10, "big")``. Walking the tags and lengths with seeks reads a few bytes per parameter.
-The full load (CRC over the content) in ``trainer.checkpoint`` stays the authority; this check never passes a file
-that the load would find truncated.
+A ``.safetensors`` file is complete when its JSON header parses and the file holds exactly the data the header's
+offsets promise (``trainer.safetensors_layout``). The full load (CRC over the content) in ``trainer.checkpoint``
+stays the authority; this check never passes a file that the load would find truncated.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from trainer.ckpt_names import parse_checkpoint_name
+from trainer import safetensors_layout
+from trainer.ckpt_names import format_of, parse_checkpoint_name
 
 CORRUPT_SUFFIX = ".corrupt"
 _FIELD_1_BYTES = 0x0A  # protobuf key: field number 1, wire type 2 (length-delimited)
@@ -28,8 +31,8 @@ _CRC_TRAILER_SIZE = len(_CRC_TRAILER) + 10
 
 
 def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
-    """``rank``'s step checkpoints in ``directory``, oldest first (by global step); best.ckpt, temporaries and
-    set-aside ``*.corrupt`` files excluded."""
+    """``rank``'s step checkpoints in ``directory`` of either format, oldest first (by global step); best.*,
+    temporaries and set-aside ``*.corrupt`` files excluded."""
     root = Path(directory)
     if not root.is_dir():
         return []
@@ -46,6 +49,8 @@ def incomplete_reason(path: str | Path) -> str | None:
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
+            if format_of(Path(path).name) == "safetensors":
+                return safetensors_layout.incomplete_reason(handle, size)
             return _scan(handle, size)
     except OSError as exc:
         return f"cannot read it: {exc.strerror or exc}"
