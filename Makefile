@@ -28,7 +28,7 @@ DEMO_EPOCHS ?= 4
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install scan-tools demo test lint scan bench image push render image-smoke clean
+.PHONY: help install scan-tools demo test lint scan bench compat image push render image-smoke clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench
 	$(BIN)/python -m bench.cpu_speed
 	$(BIN)/python -m bench.checkpoint_stall
 	$(BIN)/python -m bench.recovery
+
+compat: ## each supported MindSpore release (pyproject) in a throwaway venv: 2-rank train, resume, eval, both paths
+	$(BIN)/python tests/compat.py $(if $(VERSIONS),--versions $(VERSIONS))
 
 render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples
