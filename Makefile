@@ -74,10 +74,11 @@ lint: scan ## ruff, mypy, hadolint, and the manifest scan
 scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
 	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
-bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), checkpoint stall, recovery
+bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), graph vs PyNative+jit, checkpoint stall, recovery
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.cpu_speed
+	$(BIN)/python -m bench.execution
 	$(BIN)/python -m bench.checkpoint_stall
 	$(BIN)/python -m bench.recovery
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def last_error(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("[WARNING]")]
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("[WARNING]", "[INFO]"))]
     errors = [line for line in lines if re.search(r"error|Error|Exception|failed", line)]
     return (errors or lines or ["(no output)"])[-1].strip()[:160]
 
@@ -97,6 +98,7 @@ def train(python: Path, data: Path, ckpt: Path, path: str, steps: int) -> str:
 def check(python: Path, data: Path, work: Path, path: str) -> str:
     """train -> resume -> eval for one path; 'ok (...)' or raises Failed naming the step."""
     ckpt = work / path
+    shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run: the resume below must continue this one
     try:
         train(python, data, ckpt, path, steps=6)
     except Failed as exc:
