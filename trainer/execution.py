@@ -26,6 +26,9 @@ from mindspore import nn
 GRAPH, PYNATIVE = "graph", "pynative"
 STATIC_GRAPH_PARALLEL_LAST = (2, 11)  # the last MindSpore release with set_auto_parallel_context data parallel
 JIT_LEVEL = "O0"  # O1 (fusion) measured slower on CPU for this model (README, CPU levers)
+# Named, not left to the release: 2.7/2.8 default to GE on Atlas training-series (910) devices, which works only in
+# GRAPH_MODE; 2.9 deprecates GE. ms_backend runs the jit graph on Ascend, GPU and CPU alike.
+JIT_BACKEND = "ms_backend"
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -98,7 +101,7 @@ def build_train_step(
         return TrainStep(GRAPH, cell, cell)
     if group_size > 1:
         average_gradients(cell, group_size)
-    return TrainStep(PYNATIVE, cell, ms.jit(cell, jit_level=JIT_LEVEL))
+    return TrainStep(PYNATIVE, cell, ms.jit(cell, jit_level=JIT_LEVEL, backend=JIT_BACKEND))
 
 
 def average_gradients(cell: nn.Cell, group_size: int) -> None:
