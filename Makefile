@@ -64,8 +64,8 @@ test: ## run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: scan ## ruff, mypy, hadolint, and the manifest scan
-	$(BIN)/ruff check trainer jobctl tests bench docker
-	$(BIN)/ruff format --check trainer jobctl tests bench docker
+	$(BIN)/ruff check contract launcher trainer jobctl tests bench docker
+	$(BIN)/ruff format --check contract launcher trainer jobctl tests bench docker
 	$(BIN)/mypy
 	$(BIN)/mypy docker/run_pods.py
 	$(BIN)/hadolint docker/Dockerfile

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bench.data import synth
 from bench.workers import ARCH, CLASSES, SIZE
+from contract.progress import parse_progress
 from trainer.cpu import ISA_VAR
-from trainer.progress import parse_progress
 
 BATCH = 8  # the figure: ResNeXt101-64x4d, batch 8, 224 px
 

@@ -28,8 +28,8 @@ from typing import IO, Any
 
 from bench.data import synth
 from bench.workers import ARCH, CLASSES, SIZE
+from contract.progress import read_status
 from trainer.cpu import CpuTuning
-from trainer.progress import read_status
 
 TRAIN_BATCH = 8
 # numpy's 4096^3 fp32 matmul on this 2-core machine (shared/reference/performance.md, section 2d).

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import synth
-from trainer.compile_cache import ENABLE_VAR, PATH_VAR
-from trainer.launcher.contract import JobLayout
-from trainer.progress import parse_progress
+from contract.env import COMPILE_CACHE_ENABLE, COMPILE_CACHE_PATH
+from contract.layout import JobLayout
+from contract.progress import parse_progress
 
 BIN = Path(sys.executable).parent
 JOB = "recovery-bench"
@@ -106,8 +106,8 @@ def jobctl(*args: str, env: dict[str, str] | None = None) -> str:
 
 def submit(shared: Path, data: Path, layout: JobLayout) -> None:
     env = dict(os.environ)
-    env.setdefault(ENABLE_VAR, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
-    env.setdefault(PATH_VAR, str(layout.root / CACHE_DIR))
+    env.setdefault(COMPILE_CACHE_ENABLE, "1")  # unless the launcher sets its own (it then wins in the trainer's env)
+    env.setdefault(COMPILE_CACHE_PATH, str(layout.root / CACHE_DIR))
     args = ["submit", "--backend", "local", "--platform", "cpu", "--devices", "2", "--devices-per-node", "1"]
     args += ["--name", JOB, "--data", str(data), "--shared", str(shared), "--replace", "--max-restarts", "10"]
     for item in TRAIN:

@@ -74,9 +74,9 @@ def ms_step(batch: int, args: argparse.Namespace) -> Unit:
 
     from trainer import execution
     from trainer.cpu import CpuTuning, apply_cpu_tuning
+    from trainer.loop import param_groups
     from trainer.loss import LabelSmoothingCrossEntropy
     from trainer.model import build_model
-    from trainer.training import param_groups
 
     execution.set_mode(args.execution)
     ms.set_device("CPU")

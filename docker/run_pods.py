@@ -2,12 +2,13 @@
 
     python docker/run_pods.py RENDERED.json --volume /shared=DIR --volume /data=DIR [--timeout S] [--docker BIN]
 
-RENDERED.json is `jobctl render -o json` output (a list of objects, or a List). Every pod index becomes one
-`docker run --network host` with the container's command, env and mounts: ConfigMaps are written to files, volumes
-mounted at a `--volume` path come from that host directory (else a hostPath's own path), Memory emptyDirs become
-tmpfs / --shm-size. Downward-API env resolves as on one node: POD_IP and NODE_IP are 127.0.0.1, pod 0's address
-(JOBCTL_MASTER_ADDR) is 127.0.0.1, and the scheduler port is replaced by a free one, since other jobs on a shared
-machine may hold the fixed port. All pods run at once; when one fails the others are stopped.
+RENDERED.json is `jobctl render -o json` output (a list of objects, or a List). This is the containers runner of
+the one interpreter of a rendered pod (jobctl.backends.local.interpreter, which the local backend's processes runner
+shares): every pod index becomes one `docker run --network host` with the interpreted command, env and mounts
+(ConfigMap and downward-API files, a `--volume` path's host directory, else a hostPath's own path); Memory emptyDirs
+become tmpfs / --shm-size. Pod 0's address (JOBCTL_MASTER_ADDR) is 127.0.0.1, and the scheduler port is replaced
+by a free one, since other jobs on a shared machine may hold the fixed port. All pods run at once; when one fails
+the others are stopped.
 Exit 0 when every pod exited 0, 1 when a pod failed or timed out, 2 on bad input.
 """
 
@@ -23,17 +24,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The pod contract is pure standard library: importable from the checkout without installing anything.
+# The contract and the interpreter are pure standard library: importable from the checkout without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Var
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Var
+from jobctl.backends.base import BackendError
+from jobctl.backends.local.interpreter import LOCALHOST, Mount, Volumes, interpret
 
-LOOPBACK = "127.0.0.1"
 STOP_GRACE_SECONDS = 30
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _QUANTITY_FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -62,14 +63,6 @@ def load_objects(path: Path) -> list[dict[str, Any]]:
     return objects
 
 
-def find_one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [o for o in objects if o.get("kind") == kind and name in (None, o.get("metadata", {}).get("name"))]
-    if len(found) != 1:
-        what = f"{kind} {name}" if name else kind
-        raise BadInput(f"the rendered objects hold {len(found)} × {what}, need exactly one")
-    return found[0]
-
-
 def bytes_of(quantity: str) -> int:
     match = _QUANTITY.match(str(quantity))
     if not match:
@@ -79,103 +72,23 @@ def bytes_of(quantity: str) -> int:
 
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
 
 
-@dataclass(frozen=True)
-class PodIdentity:
-    """What the API server and the Job controller would have stamped on pod ``index``."""
-
-    index: int
-    name: str
-    namespace: str
-    job_name: str
-    job_uid: str  # one per run of this script, like a Job object's uid
-
-
-def resolve_env(entry: dict[str, Any], pod: PodIdentity) -> str:
-    """An env entry's value as the kubelet would give it to the pod on a one-node cluster."""
-    if "valueFrom" not in entry:
-        return str(entry.get("value", ""))
-    path = entry["valueFrom"].get("fieldRef", {}).get("fieldPath")
-    values = {
-        "metadata.name": pod.name,
-        "metadata.namespace": pod.namespace,
-        "metadata.uid": str(uuid.uuid5(uuid.UUID(pod.job_uid), pod.name)),
-        "status.podIP": LOOPBACK,
-        "status.hostIP": LOOPBACK,
-    }
-    job_labels = {"job-completion-index": str(pod.index), "controller-uid": pod.job_uid, "job-name": pod.job_name}
-    for key, value in job_labels.items():
-        for prefix in ("batch.kubernetes.io/", ""):
-            values[f"metadata.labels['{prefix}{key}']"] = value
-            values[f"metadata.annotations['{prefix}{key}']"] = value
-    if path not in values:
-        raise BadInput(f"env {entry['name']} comes from {entry['valueFrom']}, which this runner cannot resolve")
-    return values[path]
-
-
-def write_config_map(objects: list[dict[str, Any]], source: dict[str, Any], root: Path) -> Path:
-    """The ConfigMap's keys (or its `items`) as files, the way a configMap volume shows them."""
-    name = source["name"]
-    data: dict[str, str] = find_one(objects, "ConfigMap", name).get("data", {})
-    items = source.get("items") or [{"key": key, "path": key} for key in data]
-    target = root / f"configmap-{name}"
-    for item in items:
-        if item["key"] not in data:
-            raise BadInput(f"configMap volume {name} asks for key {item['key']}, which the ConfigMap lacks")
-        (target / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (target / item["path"]).write_text(data[item["key"]])
-    return target
-
-
-def write_downward(template: dict[str, Any], source: dict[str, Any], root: Path, name: str) -> Path:
-    """annotations / labels files of a downwardAPI volume (`key="value"` lines, as the kubelet writes them)."""
-    target = root / f"downward-{name}"
-    target.mkdir(parents=True, exist_ok=True)
-    for item in source.get("items", []):
-        field = item.get("fieldRef", {}).get("fieldPath", "")
-        if field not in ("metadata.annotations", "metadata.labels"):
-            raise BadInput(f"downwardAPI volume {name} asks for {field}, which this runner cannot provide")
-        values = template.get("metadata", {}).get(field.split(".")[1], {})
-        (target / item["path"]).write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in sorted(values.items())))
-    return target
-
-
-def mount_args(
-    objects: list[dict[str, Any]], template: dict[str, Any], host_dirs: dict[str, Path], scratch: Path
-) -> list[str]:
-    """docker run flags for the container's volumeMounts."""
-    pod = template["spec"]
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+def mount_args(mounts: list[Mount]) -> list[str]:
+    """docker run flags for the interpreted volumeMounts."""
     args: list[str] = []
-    for mount in pod["containers"][0].get("volumeMounts", []):
-        path, volume = mount["mountPath"], volumes.get(mount["name"])
-        if volume is None:
-            raise BadInput(f"volumeMount {mount['name']} at {path} names no volume of the pod")
-        ro = ",readonly" if mount.get("readOnly") else ""
-        if "emptyDir" in volume:
-            limit = volume["emptyDir"].get("sizeLimit")
-            if path == "/dev/shm":
-                args += [f"--shm-size={bytes_of(limit)}"] if limit else []
+    for mount in mounts:
+        if mount.source is None:  # an emptyDir: Docker's own
+            empty = mount.empty_dir or {}
+            if mount.path == "/dev/shm":
+                args += [f"--shm-size={bytes_of(empty['sizeLimit'])}"] if empty.get("sizeLimit") else []
             else:
-                args += ["--tmpfs", path] if volume["emptyDir"].get("medium") == "Memory" else ["--volume", path]
+                args += ["--tmpfs", mount.path] if empty.get("medium") == "Memory" else ["--volume", mount.path]
             continue
-        if "configMap" in volume:
-            source = write_config_map(objects, volume["configMap"], scratch)
-        elif "downwardAPI" in volume:
-            source = write_downward(template, volume["downwardAPI"], scratch, mount["name"])
-        elif path in host_dirs:
-            source = host_dirs[path]
-        elif "hostPath" in volume:
-            source = Path(volume["hostPath"]["path"])
-        else:
-            raise BadInput(
-                f"volume {mount['name']} at {path} ({volume}) needs a host directory: pass --volume {path}=DIR"
-            )
-        source = source / mount["subPath"] if mount.get("subPath") else source
-        args += ["--mount", f"type=bind,source={source.resolve()},target={path}{ro}"]
+        ro = ",readonly" if mount.read_only else ""
+        args += ["--mount", f"type=bind,source={mount.source.resolve()},target={mount.path}{ro}"]
     return args
 
 
@@ -194,34 +107,23 @@ def security_args(template: dict[str, Any]) -> list[str]:
 
 def plan(objects: list[dict[str, Any]], host_dirs: dict[str, Path], scratch: Path, docker: str) -> list[Pod]:
     """One `docker run` argv per pod index of the rendered Indexed Job."""
-    job = find_one(objects, "Job")
-    job_name, namespace = job["metadata"]["name"], job["metadata"].get("namespace", "default")
-    template = job["spec"]["template"]
-    containers = template["spec"]["containers"]
-    if len(containers) != 1:
-        raise BadInput(f"Job {job_name} has {len(containers)} containers; this runner runs exactly one per pod")
-    container = containers[0]
-    command = list(container.get("command", [])) + list(container.get("args", []))
-    if not command:
-        raise BadInput(f"Job {job_name}'s container sets no command; the rendered Job must carry it")
-    shared = mount_args(objects, template, host_dirs, scratch) + security_args(template)
-    if container.get("workingDir"):
-        shared += ["--workdir", container["workingDir"]]
-    port, job_uid = str(free_port()), str(uuid.uuid4())
-    pods = []
-    for index in range(int(job["spec"].get("completions", 1))):
-        pod_name = f"{job_name}-{index}"
-        identity = PodIdentity(index, pod_name, namespace, job_name, job_uid)
-        env = {e["name"]: resolve_env(e, identity) for e in container.get("env", [])}
-        env.update({Var.POD_INDEX: str(index), Var.MASTER_ADDR: LOOPBACK})
+    pods = interpret(objects, Volumes(scratch=scratch, host_dirs=host_dirs))
+    template = pods[0].template
+    shared = mount_args(pods[0].mounts) + security_args(template)
+    if pods[0].working_dir:
+        shared += ["--workdir", pods[0].working_dir]
+    port = str(free_port())
+    planned = []
+    for pod in pods:
+        env = {**pod.env, Var.MASTER_ADDR: LOCALHOST}
         if Var.MASTER_PORT in env:
             env[Var.MASTER_PORT] = port
-        container_name = f"{pod_name}-{time.time_ns() % 10**9}"
-        argv = [docker, "run", "--rm", "--name", container_name, "--network", "host", "--hostname", pod_name]
+        container_name = f"{pod.name}-{time.time_ns() % 10**9}"
+        argv = [docker, "run", "--rm", "--name", container_name, "--network", "host", "--hostname", pod.name]
         argv += [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
-        argv += [*shared, "--entrypoint", command[0], container["image"], *command[1:]]
-        pods.append(Pod(index, container_name, argv))
-    return pods
+        argv += [*shared, "--entrypoint", pod.command[0], pod.image, *pod.command[1:]]
+        planned.append(Pod(pod.index, container_name, argv))
+    return planned
 
 
 def stream(pod: Pod, process: subprocess.Popen[str]) -> None:
@@ -282,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(scratch).chmod(0o755)  # the containers' user reads the ConfigMap files
         try:
             pods = plan(load_objects(args.rendered), dict(args.volume), Path(scratch), args.docker)
-        except BadInput as exc:
+        except (BadInput, BackendError) as exc:
             print(f"run_pods: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except (KeyError, TypeError, ValueError) as exc:

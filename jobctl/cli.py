@@ -27,8 +27,8 @@ from jobctl.backends.base import COMPLETE, FAILED, Backend, BackendError
 from jobctl.output import Format
 
 if TYPE_CHECKING:  # imported when a command runs: `jobctl --help` stays fast
+    from contract.accelerators import Accelerator
     from jobctl.spec import JobSpec
-    from trainer.launcher.accelerators import Accelerator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,10 +72,10 @@ KubeVersionOpt = Annotated[
 
 def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
     """Known errors → one paragraph on stderr and exit 2 (bad input) or 1 (failure); never a traceback."""
+    from contract.config import ConfigError
+    from contract.ranktable import RankTableError
     from jobctl.spec import SpecError
     from jobctl.validate import ManifestError
-    from trainer.config import ConfigError
-    from trainer.launcher.ranktable import RankTableError
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -99,11 +99,11 @@ def bad_input(message: str) -> BackendError:
 
 def make_backend(backend: BackendName, namespace: str | None, context: str | None, shared: str | None) -> Backend:
     if backend is BackendName.local:
-        from jobctl.backends.local import LocalBackend
+        from jobctl.backends.local.backend import LocalBackend
 
         return LocalBackend(shared or DEFAULT_SHARED)
     from jobctl import platforms
-    from jobctl.backends.k8s import K8sBackend, api_client, default_namespace
+    from jobctl.backends.k8s.backend import K8sBackend, api_client, default_namespace
 
     client = api_client(context)
     return K8sBackend(client, namespace or default_namespace(context, platforms.DEFAULT_NAMESPACE))
@@ -374,12 +374,12 @@ def print_warnings(spec: JobSpec) -> None:
 
 def target_version(runner: Backend) -> str:
     """The cluster's version clamped to the supported range (k8s); the oldest supported otherwise."""
-    from jobctl.backends.k8s import K8sBackend
+    from jobctl.backends.k8s.backend import K8sBackend
     from jobctl.render import DEFAULT_KUBE_VERSION, resolve_kube_version
 
     if not isinstance(runner, K8sBackend):
         return DEFAULT_KUBE_VERSION
-    server = runner.server_version()
+    server = runner.api.server_version()
     version = resolve_kube_version(server, older_as_oldest=True)
     if version != server:
         output.note(f"note: the cluster runs Kubernetes {server}; rendering for {version} (supported range)")
@@ -574,7 +574,7 @@ def ranktable_build(
 ) -> None:
     """A one-server HCCL rank table from hccn.conf, like the model zoo's hccl_tools.py, with HCCL's own checks:
     every device of the server in hccn.conf, and a device set the generation accepts."""
-    from trainer.launcher.ranktable import build_table, parse_device_range, server_from_hccn
+    from contract.ranktable import build_table, parse_device_range, server_from_hccn
 
     accel = rank_table_accelerator(accelerator)
     if accel.rank_table_version != "1.0":
@@ -593,7 +593,7 @@ def ranktable_build(
 
 
 def rank_table_accelerator(name: str) -> Accelerator:
-    from trainer.launcher.accelerators import accelerator, rank_table_accelerators
+    from contract.accelerators import accelerator, rank_table_accelerators
 
     if name not in rank_table_accelerators():
         raise bad_input(
@@ -611,7 +611,7 @@ def ranktable_merge(
 ) -> None:
     """One rank table from several (servers in argument order, ranks renumbered), like merge_hccl.py; refuses
     tables HCCL would refuse (duplicate device IPs, a version the generation does not use)."""
-    from trainer.launcher.ranktable import RankTable, merge_tables
+    from contract.ranktable import RankTable, merge_tables
 
     accel = rank_table_accelerator(accelerator)
     merged = merge_tables([RankTable.load(path) for path in tables], accel.rank_table_version)

@@ -1,6 +1,6 @@
 """Reading a job directory from outside the pods: status, logs and eval from any shell that can see it.
 
-The layout itself is the pod contract's (trainer.launcher.contract.JobLayout); this adds the readers.
+The layout itself is the pod contract's (contract.env.JobLayout); this adds the readers.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer import files
-from trainer.ckpt_files import list_checkpoints, newest_complete
-from trainer.ckpt_names import parse_checkpoint_name
-from trainer.launcher.contract import JobLayout
+from contract import files
+from contract.ckpt_files import list_checkpoints, newest_complete
+from contract.ckpt_names import parse_checkpoint_name
+from contract.layout import JobLayout
 
 _RANK_LOG = re.compile(r"^rank-(\d+)\.log$")
 
@@ -97,7 +97,7 @@ def _named(path: Path) -> CheckpointFile:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """:func:`trainer.files.write_atomic`, creating the parent directory first."""
+    """:func:`contract.files.write_atomic`, creating the parent directory first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomic(path, text)
 

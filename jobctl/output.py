@@ -47,7 +47,7 @@ def dump(data: Any, fmt: Format) -> None:
 def age(created: str | None) -> str:
     if not created:
         return "-"
-    from trainer.progress import format_duration
+    from contract.progress import format_duration
 
     try:
         stamp = datetime.fromisoformat(created.replace("Z", "+00:00"))
@@ -84,7 +84,7 @@ def sparkline(values: list[float]) -> str:
 
 
 def progress_line(job: JobInfo) -> str:
-    from trainer.progress import format_duration
+    from contract.progress import format_duration
 
     progress = job.progress
     if not progress:

@@ -1,6 +1,6 @@
 """Per-platform pod-rendering facts, kept as data (sources: the Ascend/GPU-on-Kubernetes reference notes).
 
-Two tables, no branching on names: ``trainer.launcher.accelerators`` holds what differs per accelerator (resource
+Two tables, no branching on names: ``contract.accelerators`` holds what differs per accelerator (resource
 name, devices per node and the device counts a node takes, node labels, annotation keys, rank-table version, base
 image), importable by the launcher; this module holds what differs per platform family for the pod: default
 per-device CPU/memory/shared memory, environment presets, tolerations, read-only host paths and launch modes.
@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from trainer.launcher import accelerators
-from trainer.launcher.accelerators import Accelerator
+from contract import accelerators
+from contract.accelerators import Accelerator
 
 # The families and launch modes are the pod contract's.
-from trainer.launcher.contract import (
+from contract.env import (
     FAMILIES,
     TRAINER_PLATFORM,
     Family,

@@ -1,4 +1,4 @@
-"""`jobctl plot`: one PNG of a job's training curves from its metrics history (trainer.metrics).
+"""`jobctl plot`: one PNG of a job's training curves from its metrics history (contract.metrics).
 
 Four panels against the global step: loss (log scale), learning rate, throughput, validation top-1/top-5; every
 restart is a dashed line across all four. matplotlib (the `plot` extra) is imported only here, with Agg.
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.metrics import ATTEMPT_KINDS, best_validation, effective
 from jobctl.backends.base import BackendError
-from trainer.metrics import ATTEMPT_KINDS, best_validation, effective
 
 PLOT_EXTRA = "pip install 'resnext-jobs[plot]'"
 

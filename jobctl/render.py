@@ -32,11 +32,13 @@ from typing import Any
 
 import yaml
 
-from jobctl import platforms, security
+from contract import env as contract
+from contract import layout, names
+from contract.accelerators import RING_CONTROLLER_LABEL
+from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
 from jobctl.spec import QUANTITY, JobSpec, SpecError, parse_quantity, train_config
-from trainer.launcher import contract
-from trainer.launcher.accelerators import RING_CONTROLLER_LABEL
+from jobctl.spec.checks import parse_secret_ref
 
 SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
 DEFAULT_KUBE_VERSION = SUPPORTED_KUBE_VERSIONS[0]
@@ -62,7 +64,6 @@ HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 NETWORK_POLICY_API_VERSION = "networking.k8s.io/v1"
 DNS_PORT = 53
-EVAL_SUFFIX = "-eval"
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?([-+].*)?$")
 
@@ -99,21 +100,9 @@ def _as_tuple(version: str) -> tuple[int, int]:
 # Names and labels ------------------------------------------------------------------------------------------
 
 
-def config_map_name(job_name: str) -> str:
-    return f"{job_name}-config"
-
-
-def rings_config_name(job_name: str) -> str:
-    return f"rings-config-{job_name}"
-
-
-def eval_job_name(job_name: str) -> str:
-    return f"{job_name}{EVAL_SUFFIX}"
-
-
 def master_addr(spec: JobSpec) -> str:
     """Pod 0's stable DNS name (Indexed Job hostname + subdomain = the headless Service)."""
-    return f"{spec.name}-0.{spec.name}.{spec.namespace}.svc"
+    return f"{names.pod_hostname(names.job(spec.name), 0)}.{names.job(spec.name)}.{spec.namespace}.svc"
 
 
 def selector_labels(spec: JobSpec, component: str = "trainer") -> dict[str, str]:
@@ -169,7 +158,7 @@ def _user_env(spec: JobSpec, info: PlatformInfo) -> list[dict[str, Any]]:
     merged = {**dict(info.env), **spec.env}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in merged.items()]
     for name, ref in spec.secret_env.items():
-        secret, key = security.parse_secret_ref(name, ref)
+        secret, key = parse_secret_ref(name, ref)
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env
 
@@ -246,7 +235,7 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         else {"hostPath": {"path": spec.shared.host_path, "type": "Directory"}}
     )
     volumes: list[dict[str, Any]] = (
-        [{"name": "config", "configMap": {"name": config_map_name(spec.name)}}] if training else []
+        [{"name": "config", "configMap": {"name": names.config_map(spec.name)}}] if training else []
     )
     volumes += [
         {"name": "shared", **shared},
@@ -257,7 +246,7 @@ def _volumes(spec: JobSpec, info: PlatformInfo, shm: str, *, training: bool) -> 
         annotations = {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
         volumes.append({"name": "podinfo", "downwardAPI": {"items": [annotations]}})
     if training and spec.launcher == "controller":
-        volumes.append({"name": "ranktable", "configMap": {"name": rings_config_name(spec.name)}})
+        volumes.append({"name": "ranktable", "configMap": {"name": names.rings_config(spec.name)}})
     volumes += [{"name": h.name, "hostPath": {"path": h.path, "type": h.kind}} for h in info.host_paths]
     # Secret files: readable by the pod's group (fsGroup) only, or by anyone in the one container without a uid.
     mode = 0o440 if spec.run_as_user is not None else 0o444
@@ -274,7 +263,7 @@ def _secret_volume_name(index: int) -> str:
 
 def _job_subpath(spec: JobSpec) -> str:
     """The job's folder inside the shared volume (jobs/<name>): the contract's job dir relative to /shared."""
-    return str(Path(spec.job_dir).relative_to(contract.SHARED_MOUNT))
+    return str(Path(spec.job_dir).relative_to(layout.SHARED_MOUNT))
 
 
 def _shared_mounts(spec: JobSpec, *, training: bool) -> list[dict[str, Any]]:
@@ -494,10 +483,10 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(spec, config_map_name(spec.name), common),
+            "metadata": _metadata(spec, names.config_map(spec.name), common),
             "data": {
-                contract.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
-                contract.SPEC_KEY: spec.to_yaml(),
+                layout.TRAIN_CONFIG_KEY: _train_yaml(train_config(spec).flat()),
+                layout.SPEC_KEY: spec.to_yaml(),
             },
         }
     ]
@@ -507,7 +496,7 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": _metadata(spec, rings_config_name(spec.name), {**common, **ring}),
+                "metadata": _metadata(spec, names.rings_config(spec.name), {**common, **ring}),
                 "data": {"hccl.json": '{"status":"initializing"}'},
             }
         )
@@ -629,7 +618,7 @@ def render_eval(
         "securityContext": _container_security(),
     }
     pod = _pod_spec(spec, info, container, size.shm, training=False)
-    job = _job(spec, eval_job_name(spec.name), eval_labels, eval_labels, pod)
+    job = _job(spec, names.eval_job(spec.name), eval_labels, eval_labels, pod)
     job["spec"] = {
         "completions": 1,
         "parallelism": 1,

@@ -18,7 +18,7 @@ Fetch = Callable[[], JobInfo]
 
 
 def ended(info: JobInfo) -> bool:
-    """Complete, Failed, or Unknown (a local job whose supervisor is gone: nothing will change any more)."""
+    """Complete, Failed, or Unknown (a local job whose controller is gone: nothing will change any more)."""
     return info.phase in FINISHED or info.phase == UNKNOWN
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from contract.ckpt_files import list_checkpoints, newest_complete
+from contract.files import DiskFullError
+from contract.progress import read_status
 from trainer.async_save import BackgroundSaver
-from trainer.ckpt_files import list_checkpoints, newest_complete
-from trainer.files import DiskFullError
-from trainer.progress import read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 GATED = ROOT / "tests" / "gated_trainer.py"

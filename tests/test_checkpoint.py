@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from mindspore import nn
 
+from contract.files import DiskFullError
 from trainer import checkpoint as ckpt
-from trainer.files import DiskFullError
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")

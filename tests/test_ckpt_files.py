@@ -1,4 +1,4 @@
-"""trainer.ckpt_files (pure): one lister, the cheap truncation check on real MindSpore files, set-aside files
+"""contract.ckpt_files (pure): one lister, the cheap truncation check on real MindSpore files, set-aside files
 invisible to every lister (the trainer's and jobctl's)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import mindspore as ms
 import pytest
 from mindspore import nn
 
+from contract.ckpt_files import incomplete_reason, list_checkpoints, newest_complete, set_aside
+from contract.ckpt_names import parse_checkpoint_name
 from jobctl.jobdir import JobDir
-from trainer.ckpt_files import incomplete_reason, list_checkpoints, newest_complete, set_aside
-from trainer.ckpt_names import parse_checkpoint_name
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,12 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from contract import safetensors_layout
+from contract.ckpt_files import incomplete_reason, list_checkpoints, newest_complete
+from contract.ckpt_names import best_name, checkpoint_name, format_of, parse_checkpoint_name
 from tests.test_checkpoint import meta, train_net
 from trainer import checkpoint as ckpt
-from trainer import convert, safetensors_layout
-from trainer.ckpt_files import incomplete_reason, list_checkpoints, newest_complete
-from trainer.ckpt_names import best_name, checkpoint_name, format_of, parse_checkpoint_name
+from trainer import convert
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")

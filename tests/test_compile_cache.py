@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.compile_cache import ENABLE_VAR, PATH_VAR, config_identity, graph_key, holds_a_graph, scope
+from contract.env import COMPILE_CACHE_ENABLE as ENABLE_VAR
+from contract.env import COMPILE_CACHE_PATH as PATH_VAR
+from trainer.compile_cache import config_identity, graph_key, holds_a_graph, scope
 
 
 def test_scope_points_the_cache_at_a_directory_per_graph(tmp_path: Path) -> None:
@@ -21,7 +23,12 @@ def test_scope_points_the_cache_at_a_directory_per_graph(tmp_path: Path) -> None
 
 
 def test_off_unless_enabled_with_a_path() -> None:
-    for env in ({}, {ENABLE_VAR: "1"}, {ENABLE_VAR: "0", PATH_VAR: "/c"}, {PATH_VAR: "/c"}):
+    for env in (
+        {},
+        {ENABLE_VAR: "1"},
+        {ENABLE_VAR: "0", PATH_VAR: "/c"},
+        {PATH_VAR: "/c"},
+    ):
         before = dict(env)
         assert scope(env, {}) is None and env == before
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from trainer.config import ConfigError, TrainConfig, build, parse_args
+from contract.config import ConfigError, TrainConfig, build, parse_args
 
 
 def test_defaults_are_the_seed_recipe() -> None:
@@ -55,7 +55,7 @@ def test_bad_values_name_the_key(values: dict, needle: str) -> None:
 
 
 def test_config_module_does_not_import_mindspore() -> None:
-    code = "import sys, trainer.config; sys.exit('mindspore' in sys.modules)"
+    code = "import sys, contract.config; sys.exit('mindspore' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

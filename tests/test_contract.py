@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from jobctl.backends.local_pods import LOCALHOST, plan_pods, termination_log
+from contract.env import ContractError, PodEnv, Var
+from contract.layout import JobLayout
+from jobctl.backends.local.pods import LOCALHOST, plan_pods, termination_log
 from jobctl.jobdir import JobDir
 from jobctl.render import pod_env, render
 from jobctl.spec import JobSpec, validate_spec
-from trainer.launcher.contract import ContractError, JobLayout, PodEnv, Var
-from trainer.launcher.main import trainer_command
+from launcher.main import trainer_command
 
 
 def spec_for(platform: str, launcher: str | None, tmp_path: Path) -> JobSpec:

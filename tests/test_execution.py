@@ -24,7 +24,7 @@ from mindspore import nn
 from trainer import execution
 from trainer.loss import LabelSmoothingCrossEntropy
 from trainer.model import build_model
-from trainer.training import param_groups
+from trainer.loop import param_groups
 path, init = sys.argv[1], sys.argv[2]
 execution.set_mode(path)
 ms.set_device("CPU")

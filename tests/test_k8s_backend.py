@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from jobctl.backends.base import COMPLETE, FAILED, BackendError, WaitTimeout
-from jobctl.backends.k8s import K8sBackend, api_client
-from jobctl.backends.k8s_api import Caller
+from jobctl.backends.k8s.api import Caller
+from jobctl.backends.k8s.backend import K8sBackend, api_client
+from jobctl.backends.k8s.client import Client
 from jobctl.cli import app
 from jobctl.render import resolve_kube_version
 from jobctl.spec import load_spec
@@ -206,6 +207,19 @@ def test_status_shows_pods_progress_and_checkpoint(double: KubeDouble) -> None:
     assert info["checkpoint"] == "/shared/jobs/rx/ckpt/resnext101_64x4d-1_100.ckpt"
     table = jobctl("status", "rx", "-n", NS)
     assert table.exit_code == 0 and "step 120/187650" in table.stdout and "node-1" in table.stdout
+
+
+def test_status_and_list_take_devices_and_platform_from_the_stored_spec(double: KubeDouble) -> None:
+    assert submit().exit_code == 0
+    job = double.get("jobs", NS, "rx")
+    assert job is not None
+    for container in job["spec"]["template"]["spec"]["containers"]:  # the rendered env says otherwise
+        container["env"] = [{"name": "JOBCTL_PLATFORM", "value": "cpu"}, {"name": "JOBCTL_NUM_PODS", "value": "7"}]
+    double.put("jobs", NS, job)
+    info = json.loads(jobctl("status", "rx", "-n", NS, "-o", "json").stdout)
+    assert (info["platform"], info["devices"]) == ("gpu", 16)
+    listed = json.loads(jobctl("list", "-n", NS, "-o", "json").stdout)
+    assert [(j["name"], j["platform"], j["devices"]) for j in listed] == [("rx", "gpu", 16)]
 
 
 def test_status_explains_pending_and_failed(double: KubeDouble) -> None:
@@ -526,19 +540,19 @@ def test_eval_reports_an_eval_job_deleted_under_it(double: KubeDouble) -> None:
 
 
 def test_an_interrupted_submit_leaves_nothing_behind(double: KubeDouble, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_create = K8sBackend.create
+    real_create = Client.create
 
-    def create(self: K8sBackend, obj: dict[str, Any], dry_run: bool = False) -> Any:
+    def create(self: Client, obj: dict[str, Any], dry_run: bool = False) -> Any:
         if obj["kind"] == "Service" and not dry_run:
             raise KeyboardInterrupt  # Ctrl-C after the Job exists
         return real_create(self, obj, dry_run)
 
-    monkeypatch.setattr(K8sBackend, "create", create)
+    monkeypatch.setattr(Client, "create", create)
     result = submit()
     assert result.exit_code == 130
     assert double.names("jobs", NS) == [] and double.names("configmaps", NS) == []
     assert double.names("services", NS) == []
-    monkeypatch.setattr(K8sBackend, "create", real_create)
+    monkeypatch.setattr(Client, "create", real_create)
     assert submit().exit_code == 0, "the name is free again"
 
 
@@ -645,7 +659,7 @@ def test_the_kubeconfig_contexts_namespace_is_the_default(double: KubeDouble, tm
 def test_a_client_side_argument_error_is_not_blamed_on_the_server(double: KubeDouble) -> None:
     k8s = backend(double)
     with pytest.raises(BackendError, match="rejected jobctl's arguments"):
-        k8s.call("read pod log", k8s.core.read_namespaced_pod_log, "p", NS, tail_lines="x")
+        k8s.api.call("read pod log", k8s.api.core.read_namespaced_pod_log, "p", NS, tail_lines="x")
 
 
 def test_restarts_are_read_from_the_launchers_lines() -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from trainer.launcher.main import read_env
-from trainer.launcher.modes import LaunchError
-from trainer.launcher.ranktable import build_server, build_table
-from trainer.launcher.rendezvous import Fragment, Rendezvous
+from contract.ranktable import build_server, build_table
+from contract.rendezvous import Fragment, Rendezvous
+from launcher.main import read_env
+from launcher.modes import LaunchError
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -7,9 +7,9 @@ import io
 import sys
 import textwrap
 
-from trainer.launcher.contract import JobLayout
-from trainer.launcher.output import Output
-from trainer.launcher.processes import LocalProcess
+from contract.layout import JobLayout
+from launcher.output import Output
+from launcher.processes import LocalProcess
 
 
 class FullDisk(io.StringIO):

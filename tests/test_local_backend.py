@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from jobctl.backends.base import COMPLETE, FAILED, BackendError
-from jobctl.backends.local import LocalBackend
-from jobctl.backends.local_pods import FailureRules, parse_indexes, plan_pods, training_job
+from jobctl.backends.local.backend import LocalBackend
+from jobctl.backends.local.pods import FailureRules, parse_indexes, plan_pods, training_job
 from jobctl.jobdir import JobDir
 from jobctl.render import render
 from jobctl.spec import JobSpec, load_spec
@@ -341,7 +341,7 @@ def test_a_batch_larger_than_a_ranks_share_is_refused_at_submit(tmp_path: Path) 
 
 def test_the_final_state_is_recorded_even_when_the_volume_refuses_writes_for_a_while(tmp_path, monkeypatch) -> None:
     """A full shared volume must not leave the job Unknown: the controller retries its final state.json."""
-    from jobctl.backends import local_controller
+    from jobctl.backends.local import controller as local_controller
 
     spec = make_spec(tmp_path, name="fullvol")
     job_dir = JobDir.of(tmp_path / "shared", spec.name)

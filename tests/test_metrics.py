@@ -1,4 +1,4 @@
-"""The metrics history (trainer.metrics): metrics.jsonl and TensorBoard files of real trainer runs, kill -9 and
+"""The metrics history (contract.metrics): metrics.jsonl and TensorBoard files of real trainer runs, kill -9 and
 resume, and the history rebuilt from a log."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.metrics import (
+from contract.metrics import (
     History,
     effective,
     format_validation,
@@ -22,7 +22,7 @@ from trainer.metrics import (
     parse_validation,
     read_history,
 )
-from trainer.progress import format_progress, parse_progress
+from contract.progress import format_progress, parse_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 # 10 classes x 40 images, trained at 32 px: 25 steps of 16 per epoch on one process (as tests/test_train.py).

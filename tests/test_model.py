@@ -12,7 +12,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from trainer.config import ARCH_NAMES
+from contract.config import ARCH_NAMES
 from trainer.model import ARCHS, ZeroPad1, build_model, count_params, forward_flops
 
 
@@ -109,7 +109,7 @@ def test_tiny_is_the_same_topology_narrower() -> None:
 
 
 def test_resnext50_forward_and_count() -> None:
-    net = build_model("resnext50", 10)  # alias from trainer.config
+    net = build_model("resnext50", 10)  # alias from contract.config
     assert count_params(net) == 25_028_904 - 2048 * 990 - 990  # torchvision's count with a 10-class head
     net.set_train(False)
     out = net(ms.Tensor(np.zeros((1, 3, 32, 32), np.float32)))

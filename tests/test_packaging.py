@@ -31,3 +31,21 @@ def test_ranktable_tools_without_the_train_extra(tmp_path: Path) -> None:
     built = run_jobctl("ranktable", "build", "--hccn-conf", str(conf), "--server-id", "10.0.0.11", "-o", str(out))
     assert built.returncode == 0, built.stderr
     assert '"rank_id": "7"' in out.read_text()
+
+
+def test_contract_and_launcher_import_without_the_train_extra() -> None:
+    """The launcher and the contract run in the pod before MindSpore is touched, and jobctl needs the contract."""
+    modules = [f"contract.{p.stem}" for p in sorted((ROOT / "contract").glob("*.py")) if p.stem != "__init__"]
+    modules += [f"launcher.{p.stem}" for p in sorted((ROOT / "launcher").glob("*.py")) if p.stem != "__init__"]
+    code = BLOCK + "".join(f"import {m}\n" for m in modules)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_distribution_lists_every_package() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {"contract*", "launcher*", "trainer*", "jobctl*"} <= set(include)
+    assert set(project["tool"]["mypy"]["packages"]) == {"contract", "launcher", "trainer", "jobctl"}

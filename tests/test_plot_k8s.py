@@ -8,13 +8,13 @@ import threading
 import time
 from pathlib import Path
 
-from jobctl.backends.k8s_history import reader_job
+from contract.metrics import format_validation, log_record_line
+from contract.progress import format_progress
+from jobctl.backends.k8s.history import reader_job
 from jobctl.spec import load_spec
 from tests.k8s_double import KubeDouble
 from tests.plot_checks import assert_is_a_real_plot
 from tests.test_k8s_backend import NS, add_pod, jobctl, submit
-from trainer.metrics import format_validation, log_record_line
-from trainer.progress import format_progress
 
 
 def rank0_log(restarted: bool = True) -> str:

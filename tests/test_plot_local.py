@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from contract.metrics import effective, read_history
 from jobctl.backends.base import JobInfo
 from jobctl.output import sparkline
 from jobctl.watch import watch_status
 from tests.plot_checks import assert_is_a_real_plot
-from trainer.metrics import effective, read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBCTL = [sys.executable, "-m", "jobctl"]

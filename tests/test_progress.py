@@ -1,4 +1,4 @@
-"""trainer.progress: the progress line round trip, durations, throughput and status.json."""
+"""contract.progress: the progress line round trip, durations, throughput and status.json."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.progress import (
+from contract.progress import (
     ThroughputMeter,
     format_duration,
     format_progress,
@@ -88,13 +88,13 @@ def test_status_is_atomic_json(tmp_path: Path) -> None:
 
 
 def test_progress_imports_no_mindspore() -> None:
-    code = "import sys, trainer.progress, trainer.cpu; sys.exit('mindspore' in sys.modules)"
+    code = "import sys, contract.progress, trainer.cpu; sys.exit('mindspore' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_paused_time_is_not_training_time(monkeypatch) -> None:
     clock = iter([5.0, 25.0])  # perf_counter inside paused(): enters at 5 s, leaves at 25 s
-    monkeypatch.setattr("trainer.progress.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("contract.progress.time.perf_counter", lambda: next(clock))
     meter = ThroughputMeter(skip=1)
     meter.step_done(8, now=0.0)  # the compile step: starts the clock
     with meter.paused():  # 20 s of validation

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.launcher.accelerators import accelerator, ring_sets
-from trainer.launcher.ranktable import (
+from contract.accelerators import accelerator, ring_sets
+from contract.ranktable import (
     RankTable,
     RankTableError,
     Server,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from trainer.launcher.accelerators import accelerator
-from trainer.launcher.ranktable import (
+from contract.accelerators import accelerator
+from contract.ranktable import (
     RankTable,
     RankTableError,
     build_table,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from contract.env import LAUNCH_KEYS
 from jobctl.examples import render_examples
 from jobctl.render import (
     SUPPORTED_KUBE_VERSIONS,
@@ -18,7 +19,6 @@ from jobctl.render import (
     to_yaml,
 )
 from jobctl.spec import JobSpec, SpecError, train_config, validate_spec
-from trainer.launcher.contract import LAUNCH_KEYS
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "k8s" / "examples"
 CONTRACT_ENV = {
@@ -326,7 +326,7 @@ def test_config_map_holds_the_trainer_config_and_spec() -> None:
     spec = make("gpu", 16, train={"max_epoch": 3, "lr_epochs": [5, 10]})
     data = by_kind(render(spec))["ConfigMap/rx-config"]["data"]
     train = yaml.safe_load(data["train.yaml"])
-    # The launch keys reach the trainer once, as the launcher's flags from the pod env (trainer.launcher.contract).
+    # The launch keys reach the trainer once, as the launcher's flags from the pod env (contract.env).
     assert not set(train) & set(LAUNCH_KEYS)
     assert train == {k: v for k, v in train_config(spec).flat().items() if k not in LAUNCH_KEYS}
     assert validate_spec(yaml.safe_load(data["spec.yaml"])) == spec

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-import trainer.launcher.rendezvous as rendezvous_module
-from trainer.launcher.ranktable import RankTable
-from trainer.launcher.rendezvous import Fragment, GroupChanged, GroupCompleted, Rendezvous, RendezvousTimeout
+import contract.rendezvous as rendezvous_module
+from contract.ranktable import RankTable
+from contract.rendezvous import Fragment, GroupChanged, GroupCompleted, Rendezvous, RendezvousTimeout
 
 
 def soon(seconds: float = 10.0) -> float:

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from jobctl.backends.base import BackendError
-from jobctl.backends.local_pods import LOCAL_SECRETS_ENV, plan_pods
+from jobctl.backends.local.pods import LOCAL_SECRETS_ENV, plan_pods
 from jobctl.cli import app
 from jobctl.jobdir import JobDir
 from jobctl.render import SUPPORTED_KUBE_VERSIONS, render, render_eval, to_yaml

@@ -261,14 +261,15 @@ def test_names_must_be_dns_1035(name: str) -> None:
         spec_of(name=name)
 
 
-def test_name_length_counts_the_longest_suffix() -> None:
-    assert spec_of(name="a" * 58, devices=16).name  # "-eval" (5) is the longest suffix: 63
-    with pytest.raises(SpecError, match="at most 58 characters"):
-        spec_of(name="a" * 59, devices=16)
-    many = {"platform": "gpu", "devices": 65536, "devices_per_node": 1}  # pod index 65535: suffix of 6
-    assert spec_of(name="a" * 57, **many).pods == 65536
-    with pytest.raises(SpecError, match=r"'-65535'.*at most 57 characters"):
-        spec_of(name="a" * 58, **many)
+def test_name_length_counts_the_longest_generated_name() -> None:
+    # "-metrics" (8), the metrics reader Job, is the longest of what jobctl derives (contract.names): 63.
+    assert spec_of(name="a" * 55, devices=16).name
+    with pytest.raises(SpecError, match=r"metrics reader Job, 'a+-metrics'.*at most 55 characters"):
+        spec_of(name="a" * 56, devices=16)
+    controller = {"platform": "ascend", "devices": 16, "launcher": "controller"}  # "rings-config-" (13)
+    assert spec_of(name="a" * 50, **controller).name
+    with pytest.raises(SpecError, match=r"'rings-config-a+'.*at most 50 characters"):
+        spec_of(name="a" * 51, **controller)
 
 
 # Devices ------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.progress import parse_progress, read_status
+from contract.progress import parse_progress, read_status
 
 pytestmark = pytest.mark.slow
 

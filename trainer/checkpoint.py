@@ -26,10 +26,10 @@ import numpy as np
 from mindspore import log as ms_log
 from mindspore import nn
 
+from contract.ckpt_files import incomplete_reason, list_checkpoints, set_aside
+from contract.ckpt_names import BEST_NAME, best_name, checkpoint_name, format_of
+from contract.files import DiskFullError, fsync_dir, is_disk_full
 from trainer import ckpt_format
-from trainer.ckpt_files import incomplete_reason, list_checkpoints, set_aside
-from trainer.ckpt_names import BEST_NAME, best_name, checkpoint_name, format_of
-from trainer.files import DiskFullError, fsync_dir, is_disk_full
 
 __all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "CorruptCheckpointError", "best_name", "checkpoint_name"]
 __all__ += ["Snapshot", "list_checkpoints"]

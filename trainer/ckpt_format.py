@@ -2,7 +2,7 @@
 
 - ``ckpt``: ``mindspore.save_checkpoint`` with CRC; ``trainer_meta`` is a string parameter of the file.
 - ``safetensors``: written here, streamed array by array (no second copy of the parameters in memory), in the layout
-  of :mod:`trainer.safetensors_layout`, with MindSpore's ``crc_num`` in the metadata so that
+  of :mod:`contract.safetensors_layout`, with MindSpore's ``crc_num`` in the metadata so that
   ``mindspore.load_checkpoint(..., format="safetensors", crc_check=True)`` verifies it, and ``trainer_meta`` in the
   metadata too. MindSpore 2.10's own ``save_checkpoint(..., format="safetensors")`` cannot carry it: a string in
   ``append_dict`` fails there (``SafetensorError: Unknown dtype "str64"``), and ``ckpt_to_safetensors`` fails
@@ -22,7 +22,7 @@ from typing import Any
 import mindspore as ms
 import numpy as np
 
-from trainer import safetensors_layout as layout
+from contract import safetensors_layout as layout
 
 CRC_KEY = "crc_num"
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-ENABLE_VAR = "MS_COMPILER_CACHE_ENABLE"
-PATH_VAR = "MS_COMPILER_CACHE_PATH"
+from contract.env import COMPILE_CACHE_ENABLE, COMPILE_CACHE_PATH
+
 # Config keys that never reach the compiled graph: a rerun that changes only these still hits the cache.
 OUTSIDE_THE_GRAPH = frozenset(
     {"data_dir", "val_dir", "ckpt_path", "pretrained", "ckpt_interval", "keep_checkpoint_max", "log_interval"}
@@ -29,7 +29,7 @@ _SOURCE = Path(__file__).resolve().parent
 
 
 def enabled(environ: Mapping[str, str]) -> bool:
-    return environ.get(ENABLE_VAR, "").strip() == "1" and bool(environ.get(PATH_VAR, "").strip())
+    return environ.get(COMPILE_CACHE_ENABLE, "").strip() == "1" and bool(environ.get(COMPILE_CACHE_PATH, "").strip())
 
 
 def graph_key(identity: Mapping[str, Any], source_dir: Path = _SOURCE) -> str:
@@ -46,8 +46,8 @@ def scope(environ: MutableMapping[str, str], identity: Mapping[str, Any]) -> Pat
     this runs before the first compile); None when the cache is off."""
     if not enabled(environ):
         return None
-    scoped = Path(environ[PATH_VAR].strip()) / f"graph-{graph_key(identity)}"
-    environ[PATH_VAR] = str(scoped)
+    scoped = Path(environ[COMPILE_CACHE_PATH].strip()) / f"graph-{graph_key(identity)}"
+    environ[COMPILE_CACHE_PATH] = str(scoped)
     return scoped
 
 

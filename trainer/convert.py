@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.ckpt_names import SUFFIXES, format_of, parse_checkpoint_name
-from trainer.files import DiskFullError
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from contract.ckpt_names import SUFFIXES, format_of, parse_checkpoint_name
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from contract.files import DiskFullError
 
 _SKIPPED = ("epoch_num", "step_num")  # written again by every .ckpt save, from trainer_meta
 

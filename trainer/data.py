@@ -38,8 +38,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from contract.imagefolder import EXTENSIONS, class_dirs, image_names
 from trainer.bars import progress_bar
-from trainer.imagefolder import EXTENSIONS, class_dirs, image_names
 
 log = logging.getLogger(__name__)
 

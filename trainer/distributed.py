@@ -19,7 +19,7 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.communication import get_group_size, get_rank, init
 
-from trainer.config import TrainConfig
+from contract.config import TrainConfig
 
 SCHEDULER_ROLE = "MS_SCHED"
 

@@ -19,11 +19,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract.config import ConfigError, TrainConfig, build
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from contract.files import DiskFullError, write_atomic
 from trainer.bars import progress_bar
-from trainer.config import ConfigError, TrainConfig, build
 from trainer.cpu import apply_cpu_fast_path
-from trainer.files import DiskFullError, write_atomic
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 from trainer.scoring import score
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.config import ConfigError, build
+from contract.config import ConfigError, build
+from contract.env import EXIT_BAD_INPUT, EXIT_OK
 from trainer.cpu import apply_cpu_fast_path
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_OK
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 

@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
-from trainer.config import ARCH_ALIASES
+from contract.config import ARCH_ALIASES
 
 EXPANSION = 4  # bottleneck output channels = planes * 4
 
@@ -152,7 +152,7 @@ class ResNeXt(nn.Cell):
 
 
 def build_model(arch: str, num_classes: int) -> nn.Cell:
-    """A freshly initialised ResNeXt; ``arch`` is a name from ARCHS (or an alias from trainer.config)."""
+    """A freshly initialised ResNeXt; ``arch`` is a name from ARCHS (or an alias from contract.config)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
     return ResNeXt(resolve_arch(arch), num_classes)

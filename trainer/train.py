@@ -1,7 +1,7 @@
 """Entry point of a training run: ``python -m trainer.train --data_dir DIR --platform CPU|GPU|Ascend [...]``.
 
 Parses the config, puts the CPU fast path (``ONEDNN_MAX_CPU_ISA``) into the environment before oneDNN loads, then
-runs :func:`trainer.training.train` (read that module top to bottom: build, resume, loop, checkpoint, validate,
+runs :func:`trainer.loop.train` (read that module top to bottom: build, resume, loop, checkpoint, validate,
 stop) and maps its outcome to the exit code.
 
 Exit codes: 0 done, 2 bad input or config (nothing written), 143 stopped by SIGTERM after saving, 1 other failure
@@ -14,10 +14,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from trainer.config import ConfigError, parse_args
+from contract.config import ConfigError, parse_args
+from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED
+from contract.files import DiskFullError
 from trainer.cpu import apply_cpu_fast_path
-from trainer.files import DiskFullError
-from trainer.launcher.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,12 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    apply_cpu_fast_path(cfg.platform, cfg.cpu_fast_conv)  # before MindSpore is imported (by trainer.training)
+    apply_cpu_fast_path(cfg.platform, cfg.cpu_fast_conv)  # before MindSpore is imported (by trainer.loop)
 
     from trainer.checkpoint import CheckpointError
     from trainer.data import DataError
     from trainer.distributed import DistributedError
-    from trainer.training import train
+    from trainer.loop import train
 
     try:
         state = train(cfg)

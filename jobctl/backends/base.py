@@ -8,11 +8,12 @@ process groups). Errors it raises are :class:`BackendError` with a message for p
 from __future__ import annotations
 
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
+
+from contract.lines import parse_rank_prefix, parse_restart, strip_rank_prefix
 
 if TYPE_CHECKING:
     from jobctl.spec import JobSpec
@@ -22,8 +23,6 @@ PENDING, RUNNING, COMPLETE, FAILED, UNKNOWN = "Pending", "Running", "Complete", 
 FINISHED = (COMPLETE, FAILED)
 
 LOSS_TREND_POINTS = 40  # losses in status's sparkline
-_RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
-_RESTART_LINE = re.compile(r"\] attempt \d+: all \d+ pod\(s\) joined; .*; restart (\d+) of (\d+) after (.*)$")
 
 
 class BackendError(Exception):
@@ -119,13 +118,12 @@ class Backend(ABC):
 
     @abstractmethod
     def history(self, name: str) -> list[dict[str, Any]]:
-        """The job's metrics history records (trainer.metrics), in the order written; [] when there are none yet."""
+        """The job's metrics history records (contract.metrics), in the order written; [] when there are none yet."""
 
 
 def rank_of_line(line: str) -> int | None:
     """The global rank a launcher output line belongs to (its ``[rank N] `` prefix), if any."""
-    match = _RANK_PREFIX.match(line)
-    return int(match.group(1)) if match else None
+    return parse_rank_prefix(line)
 
 
 def keep_line(line: str, rank: int | None) -> bool:
@@ -134,7 +132,7 @@ def keep_line(line: str, rank: int | None) -> bool:
 
 def latest_progress(lines: Iterable[str]) -> dict[str, Any] | None:
     """The newest trainer progress line among ``lines`` (rank 0 preferred), parsed."""
-    from trainer.progress import parse_progress
+    from contract.progress import parse_progress
 
     newest: dict[str, Any] | None = None
     for line in lines:
@@ -148,15 +146,13 @@ def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
     """(restarts, budget, why) from the newest launcher line ``attempt K: ...; restart R of M after <why>``."""
     newest = None
     for line in lines:
-        match = _RESTART_LINE.search(line)
-        if match:
-            newest = (int(match.group(1)), int(match.group(2)), match.group(3))
+        newest = parse_restart(line) or newest
     return newest
 
 
 def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_checkpoint: str | None) -> None:
     """The best validation and the newest losses of ``records`` into ``info`` (status shows them)."""
-    from trainer.metrics import best_validation, effective
+    from contract.metrics import best_validation, effective
 
     kept = effective(records)
     best = best_validation(kept)
@@ -168,7 +164,7 @@ def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_check
 def last_json_line(text: str) -> dict[str, Any] | None:
     """trainer.evaluate's result: the last stdout line that is a JSON object (rank prefixes tolerated)."""
     for raw in reversed(text.splitlines()):
-        line = _RANK_PREFIX.sub("", raw).strip()
+        line = strip_rank_prefix(raw).strip()
         if line.startswith("{") and line.endswith("}"):
             try:
                 value = json.loads(line)

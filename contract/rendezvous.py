@@ -1,0 +1,262 @@
+"""Rendezvous on the shared volume: the pods of one group agree on an attempt number and meet there.
+
+Layout: ``<job_dir>/rendezvous/attempt-<K>/`` holds ``pod-<i>.json`` fragments, ``failed-<i>`` and ``done-<i>``
+markers. A joining pod takes the newest attempt unless that attempt is closed for it (a failure marker, a done
+marker, or its own fragment already there, i.e. it replaces a pod of that attempt); then it creates the next
+attempt. ``mkdir`` is the atomic decision: racing pods either create the next attempt or find it created, and
+re-examine the newest one, so they all converge on one K. A pod that wrote its fragment into an attempt that has
+since been superseded moves on, and so does one that is waiting when that happens. Fragments and markers are
+written to a temporary name and renamed, so a reader never sees half a file. Nothing from an earlier attempt is
+ever read.
+
+Pure Python; no MindSpore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contract.env import Var
+from contract.files import utc_timestamp, write_atomic
+from contract.ranktable import RankTable, build_table, server_from_fragment
+
+_ATTEMPT = re.compile(r"^attempt-(\d+)$")
+_FRAGMENT = re.compile(r"^pod-(\d+)\.json$")
+_MARKER = re.compile(r"^(failed|done)-(\d+)$")
+
+
+class RendezvousError(RuntimeError):
+    """The group could not meet; the message says which pods and what to check."""
+
+
+class RendezvousTimeout(RendezvousError):
+    pass
+
+
+class GroupChanged(RendezvousError):
+    """A peer failed or a newer attempt exists: this pod must rejoin."""
+
+
+class GroupCompleted(RendezvousError):
+    """This pod's attempt already finished (a peer marked it done): nothing is left to run."""
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """What one pod tells the others: who it is and which devices it brings."""
+
+    pod_index: int
+    pod_name: str = ""
+    pod_ip: str = ""
+    node_ip: str = ""
+    hostname: str = field(default_factory=socket.gethostname)
+    server_id: str = ""
+    # [{"device_id": "0", "device_ip": "192.168.100.101"}, ...]; device_ip only on Ascend.
+    devices: list[dict[str, str]] = field(default_factory=list)
+    time: str = field(default_factory=utc_timestamp)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fragment:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class Rendezvous:
+    """One pod's view of ``<job_dir>/rendezvous``. Call :meth:`join`, then :meth:`wait_for_all`."""
+
+    def __init__(self, job_dir: str | Path, pod_index: int, poll_seconds: float = 0.5, run_id: str = "") -> None:
+        # One directory per submission (the Job's uid): a re-submitted job never meets an earlier one's attempts.
+        self.root = Path(job_dir) / "rendezvous" / run_id if run_id else Path(job_dir) / "rendezvous"
+        self.pod_index = pod_index
+        self.poll_seconds = poll_seconds
+        self.attempt: int | None = None
+
+    # --- reading the directory --------------------------------------------------------------------------
+
+    def attempts(self) -> list[int]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(int(m.group(1)) for n in names if (m := _ATTEMPT.match(n)))
+
+    def newest(self) -> int | None:
+        found = self.attempts()
+        return found[-1] if found else None
+
+    def attempt_dir(self, attempt: int | None = None) -> Path:
+        k = self.attempt if attempt is None else attempt
+        if k is None:
+            raise RendezvousError("this pod has not joined an attempt yet")
+        return self.root / f"attempt-{k}"
+
+    def _markers(self, attempt: int, kind: str) -> list[int]:
+        try:
+            names = os.listdir(self.attempt_dir(attempt))
+        except FileNotFoundError:
+            return []
+        return sorted(int(m.group(2)) for n in names if (m := _MARKER.match(n)) and m.group(1) == kind)
+
+    def failed_pods(self, attempt: int | None = None) -> list[int]:
+        return self._markers(self._k(attempt), "failed")
+
+    def done_pods(self, attempt: int | None = None) -> list[int]:
+        return self._markers(self._k(attempt), "done")
+
+    def _k(self, attempt: int | None) -> int:
+        k = self.attempt if attempt is None else attempt
+        if k is None:
+            raise RendezvousError("this pod has not joined an attempt yet")
+        return k
+
+    def fragments(self, attempt: int | None = None) -> dict[int, Fragment]:
+        """Pod index -> fragment, from this pod's attempt only."""
+        d = self.attempt_dir(attempt)
+        found: dict[int, Fragment] = {}
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if m := _FRAGMENT.match(name):
+                try:
+                    found[int(m.group(1))] = Fragment.from_dict(json.loads((d / name).read_text()))
+                except (OSError, json.JSONDecodeError, TypeError) as exc:
+                    raise RendezvousError(f"unreadable fragment {d / name}: {exc}") from exc
+        return found
+
+    # --- joining ------------------------------------------------------------------------------------------
+
+    def join(self, fragment: Fragment) -> int:
+        """Enter the newest open attempt (creating the next one if needed) and publish this pod's fragment."""
+        if fragment.pod_index != self.pod_index:
+            raise ValueError(f"fragment is for pod {fragment.pod_index}, this rendezvous is pod {self.pod_index}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            k = self.newest()
+            if k is None:
+                self._create(0)
+                continue
+            d = self.attempt_dir(k)
+            mine = (d / f"pod-{self.pod_index}.json").exists()
+            failed, done = self.failed_pods(k), self.done_pods(k)
+            if mine and done and not failed and self.pod_index not in done:
+                # A peer finished this attempt after this pod's previous incarnation stopped: training is over.
+                raise GroupCompleted(f"attempt {k} was already completed by pod(s) {_names(done)}; nothing to do")
+            if mine or failed or done:
+                self._create(k + 1)
+                continue
+            write_atomic(d / f"pod-{self.pod_index}.json", fragment.to_json())
+            if self.newest() != k:
+                continue  # superseded while writing: the creator of k+1 will not come back to k
+            self.attempt = k
+            return k
+
+    def _create(self, attempt: int) -> None:
+        with contextlib.suppress(FileExistsError):  # another pod made the same decision first
+            (self.root / f"attempt-{attempt}").mkdir()
+
+    def group_failed(self) -> str | None:
+        """Why this pod's group is over (a peer's failure marker, a newer attempt), or None."""
+        k = self._k(None)
+        newest = self.newest()
+        if newest is not None and newest > k:
+            return f"a newer attempt {newest} exists (a peer restarted or a pod was replaced)"
+        failed = [i for i in self.failed_pods() if i != self.pod_index]
+        if failed:
+            return f"pod(s) {_names(failed)} marked attempt {k} failed: {self._reason(failed[0])}"
+        return None
+
+    def _reason(self, pod: int, attempt: int | None = None) -> str:
+        try:
+            return (self.attempt_dir(attempt) / f"failed-{pod}").read_text().strip() or "no reason given"
+        except OSError:
+            return "no reason given"
+
+    def failures(self, attempt: int) -> list[str]:
+        """The failure markers' reasons of one attempt (what ended it), by pod index."""
+        return [self._reason(pod, attempt) for pod in self._markers(attempt, "failed")]
+
+    def wait_for_all(
+        self, expected_pods: int, deadline: float, should_stop: Callable[[], bool] = lambda: False
+    ) -> list[Fragment]:
+        """All fragments of this attempt ordered by pod index, or a timeout naming the missing pods.
+
+        ``deadline`` is a ``time.monotonic()`` value. Raises GroupChanged if the group moves on meanwhile.
+        """
+        while True:
+            found = {i: f for i, f in self.fragments().items() if i < expected_pods}
+            changed = self.group_failed()
+            if changed:
+                raise GroupChanged(changed)
+            if len(found) == expected_pods:
+                return [found[i] for i in range(expected_pods)]
+            if should_stop():
+                raise RendezvousError("stopped while waiting for the other pods")
+            if time.monotonic() >= deadline:
+                missing = [i for i in range(expected_pods) if i not in found]
+                raise RendezvousTimeout(
+                    f"attempt {self.attempt}: pod(s) {_names(missing)} did not join in time "
+                    f"(have {_names(sorted(found)) or 'none'} of {expected_pods}); check that those pods are "
+                    f"scheduled and running (kubectl describe pod), or raise {Var.RENDEZVOUS_TIMEOUT}"
+                )
+            time.sleep(self.poll_seconds)
+
+    def meet(
+        self, fragment: Fragment, expected_pods: int, deadline: float, should_stop: Callable[[], bool] = lambda: False
+    ) -> list[Fragment]:
+        """join + wait_for_all, rejoining whenever the group moves to a newer attempt before it is complete."""
+        while True:
+            self.join(fragment)
+            try:
+                return self.wait_for_all(expected_pods, deadline, should_stop)
+            except GroupChanged:
+                continue
+
+    # --- markers ------------------------------------------------------------------------------------------
+
+    def mark_failed(self, reason: str) -> bool:
+        """Tell the peers this pod's group is broken (they stop and rejoin a newer attempt). False when the volume
+        refuses the write (full): the peers then learn it from the collective, the stall timer or a newer attempt."""
+        return self._mark(f"failed-{self.pod_index}", reason.strip() + "\n")
+
+    def mark_done(self) -> bool:
+        return self._mark(f"done-{self.pod_index}", "")
+
+    def _mark(self, name: str, text: str) -> bool:
+        if self.attempt is None:
+            return False
+        try:
+            write_atomic(self.attempt_dir() / name, text)
+        except OSError:
+            return False
+        return True
+
+    # --- Ascend rank table ----------------------------------------------------------------------------------
+
+    def write_rank_table(self, fragments: list[Fragment]) -> tuple[Path, RankTable]:
+        """The same table on every pod (servers by pod index, then device order), in this attempt's directory."""
+        servers = [
+            server_from_fragment(f.server_id or f.node_ip, f.devices)
+            for f in sorted(fragments, key=lambda f: f.pod_index)
+        ]
+        table = build_table(servers)
+        path = self.attempt_dir() / f"hccl-pod-{self.pod_index}.json"
+        write_atomic(path, table.to_json())
+        return path, table
+
+
+def _names(pods: list[int]) -> str:
+    return ", ".join(str(p) for p in pods)

@@ -1,0 +1,1 @@
+"""The local backend: the detached Job controller, its pods, and the one interpreter of a rendered pod."""
