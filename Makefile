@@ -28,7 +28,7 @@ DEMO_EPOCHS ?= 4
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install scan-tools demo test lint scan bench image push render image-smoke clean
+.PHONY: help install scan-tools demo test lint scan bench compat image push render image-smoke clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,13 +74,17 @@ lint: scan ## ruff, mypy, hadolint, and the manifest scan
 scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
 	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
-bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), checkpoint stall, snapshot cost, recovery (0 s and 30 s NFS-like caches)
+bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), graph vs PyNative+jit, checkpoint stall, snapshot cost, recovery (0 s and 30 s NFS-like caches)
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.cpu_speed
+	$(BIN)/python -m bench.execution
 	$(BIN)/python -m bench.checkpoint_stall
 	$(BIN)/python -m bench.snapshot_cost
 	$(BIN)/python -m bench.recovery --shared-cache 30
+
+compat: ## each supported MindSpore release (pyproject) in a throwaway venv: 2-rank train, resume, eval, both paths
+	$(BIN)/python tests/compat.py $(if $(VERSIONS),--versions $(VERSIONS))
 
 render: ## regenerate the example manifests under k8s/examples/
 	$(BIN)/python -m jobctl.examples k8s/examples

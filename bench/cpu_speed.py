@@ -46,6 +46,7 @@ class Worker:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         if self._line() != "ready":
             raise RuntimeError(f"bench worker {name} did not start ({' '.join(cmd)}); see {log.name}")
+        self.first_unit_seconds: float | None = json.loads(self._line())["first_unit_seconds"]
 
     def _line(self) -> str:
         assert self.proc.stdout is not None

@@ -1,11 +1,13 @@
 """Long-lived benchmark workers, one framework and task per process (``python -m bench.workers KIND ...``).
 
-Each worker builds its model, runs ``--warmup`` untimed units (the first compiles), prints ``ready``, then runs
+Each worker builds its model, runs ``--warmup`` untimed units (the first compiles), prints ``ready`` and the JSON
+``{"first_unit_seconds": s}`` (the first unit, compile included: ``bench.execution`` reports it), then runs
 one timed unit per ``go`` line on stdin and answers with one JSON line ``{"seconds": s, "images": n}``, until
 EOF. Keeping workers alive lets the driver (``bench.cpu_speed``) interleave frameworks unit by unit, so other
 load on the machine slows all of them alike; compile time is never timed.
 
 Kinds: ``ms-train`` / ``torch-train`` (one SGD-momentum step with label-smoothing loss on a random batch),
+``ms-step`` (the trainer's own step, ``trainer.execution.build_train_step``, in ``--execution`` graph or pynative),
 ``ms-eval`` / ``torch-eval`` (one forward batch), ``ms-evaluate`` (one pass of ``trainer.evaluate.score`` over
 ``--data``: the evaluation pipeline, the BN-folded network and the top-k counting, as ``trainer.evaluate`` runs it).
 """
@@ -60,6 +62,35 @@ def ms_train(batch: int, args: argparse.Namespace) -> Unit:
 
     def unit() -> int:
         step(images, labels).asnumpy()
+        return batch
+
+    return unit
+
+
+def ms_step(batch: int, args: argparse.Namespace) -> Unit:
+    """The trainer's training step (recipe param groups, a learning-rate table) in ``args.execution``."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from trainer import execution
+    from trainer.cpu import CpuTuning, apply_cpu_tuning
+    from trainer.loop import param_groups
+    from trainer.loss import LabelSmoothingCrossEntropy
+    from trainer.model import build_model
+
+    execution.set_mode(args.execution)
+    ms.set_device("CPU")
+    apply_cpu_tuning(CpuTuning.from_json(args.ms_tuning) if args.ms_tuning else CpuTuning())
+    ms.set_seed(1)
+    net = build_model(ARCH, CLASSES)
+    lrs = ms.Tensor(np.full(10_000, LR, np.float32))
+    optimizer = nn.Momentum(param_groups(net, WEIGHT_DECAY), lrs, MOMENTUM)
+    loss_fn = LabelSmoothingCrossEntropy(CLASSES, SMOOTHING)
+    step = execution.build_train_step(args.execution, net, optimizer, loss_fn, "O0", None, 1)
+    images, labels = (ms.Tensor(a) for a in _random_batch(batch))
+
+    def unit() -> int:
+        step(images, labels)
         return batch
 
     return unit
@@ -156,6 +187,7 @@ def torch_eval(batch: int, args: argparse.Namespace) -> Unit:
 
 KINDS: dict[str, Callable[[int, argparse.Namespace], Unit]] = {
     "ms-train": ms_train,
+    "ms-step": ms_step,
     "ms-eval": ms_eval,
     "ms-evaluate": ms_evaluate,
     "torch-train": torch_train,
@@ -172,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ms_tuning", default="", help="trainer.cpu.CpuTuning fields as JSON (default: the trainer's)")
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="ms-eval: keep the BN layers")
     parser.add_argument("--data", default=None, help="ms-evaluate: an ImageNet-layout split")
+    parser.add_argument("--execution", default="graph", choices=["graph", "pynative"], help="ms-step: the path")
     args = parser.parse_args(argv)
     unit = KINDS[args.kind](args.batch, args)
+    first = None
     for _ in range(args.warmup):
+        start = time.perf_counter()
         unit()
+        first = time.perf_counter() - start if first is None else first
     print("ready", flush=True)
+    print(json.dumps({"first_unit_seconds": first}), flush=True)
     for line in sys.stdin:
         if line.strip() != "go":
             continue

@@ -1,7 +1,8 @@
 """Step checkpoints in a run directory (pure Python: jobctl uses it without MindSpore).
 
-- :func:`list_checkpoints`: one rank's ``<arch>-<epoch>_<step>[-rank<N>].ckpt`` files, oldest first.
-- :func:`incomplete_reason`: a cheap structural check that catches a truncated file without reading it.
+- :func:`list_checkpoints`: one rank's ``<arch>-<epoch>_<step>[-rank<N>].ckpt|.safetensors`` files, oldest first.
+- :func:`incomplete_reason`: a cheap structural check that catches a truncated file without reading it (either
+  format, by suffix).
 - :func:`crc_mismatch`: MindSpore's own CRC check (one sequential read of the file), for a file whose structure
   is intact but whose bytes are not (a bit flip): what ``jobctl status`` must not name as the newest checkpoint.
 - :func:`set_aside`: rename a bad checkpoint to ``<name>.corrupt`` so no lister sees it again, but a person can.
@@ -10,8 +11,9 @@ A MindSpore ``.ckpt`` is a sequence of serialized ``Checkpoint { repeated Value 
 parameter slice), so the file is a run of top-level fields with tag byte ``0x0a`` (field 1, length-delimited) and a
 varint length, followed, because the trainer saves with ``crc_check=True``, by the 17-byte trailer
 ``b"crc_num" + crc.to_bytes(10, "big")``. Walking the tags and lengths with seeks reads a few bytes per parameter.
-The full load (CRC over the content) in ``trainer.checkpoint`` stays the authority; this check never passes a file
-that the load would find truncated.
+A ``.safetensors`` file is complete when its JSON header parses and the file holds exactly the data the header's
+offsets promise (``contract.safetensors_layout``). The full load (CRC over the content) in ``trainer.checkpoint``
+stays the authority; this check never passes a file that the load would find truncated.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from contract.ckpt_names import parse_checkpoint_name
+from contract import safetensors_layout
+from contract.ckpt_names import format_of, parse_checkpoint_name
 from contract.files import fresh_listdir
 from contract.layout import STATUS_FILE
 
@@ -34,8 +37,8 @@ _CRC_TRAILER_SIZE = len(_CRC_TRAILER) + 10
 
 
 def list_checkpoints(directory: str | Path, rank: int = 0) -> list[Path]:
-    """``rank``'s step checkpoints in ``directory``, oldest first (by global step); best.ckpt, temporaries and
-    set-aside ``*.corrupt`` files excluded.
+    """``rank``'s step checkpoints in ``directory`` of either format, oldest first (by global step); best.*,
+    temporaries and set-aside ``*.corrupt`` files excluded.
 
     On a shared volume seen through a client cache (NFS) a listing may be older than the newest checkpoint by the
     cache time: it is taken fresh where the reader may write (:func:`contract.files.fresh_listdir`), and the
@@ -73,6 +76,8 @@ def incomplete_reason(path: str | Path) -> str | None:
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
+            if format_of(Path(path).name) == "safetensors":
+                return safetensors_layout.incomplete_reason(handle, size)
             return _scan(handle, size)
     except OSError as exc:
         return f"cannot read it: {exc.strerror or exc}"
@@ -112,8 +117,18 @@ def crc_mismatch(path: str | Path) -> str | None:
         return f"cannot read it: {exc.strerror or exc}"
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _crc_checked:
-        _crc_checked[key] = _crc_of(path, stat.st_size)
+        _crc_checked[key] = (
+            _crc_of(path, stat.st_size) if format_of(str(path)) != "safetensors" else _st_crc(path, stat)
+        )
     return _crc_checked[key]
+
+
+def _st_crc(path: str | Path, stat: os.stat_result) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return safetensors_layout.crc_mismatch(handle, stat.st_size)
+    except (OSError, safetensors_layout.HeaderError, KeyError, TypeError, ValueError) as exc:
+        return f"cannot check its CRC: {exc}"
 
 
 def _crc_of(path: str | Path, size: int) -> str | None:

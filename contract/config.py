@@ -23,6 +23,8 @@ from contract.env import TRAINER_PLATFORM, TrainerPlatform
 Platform = TrainerPlatform
 Scheduler = Literal["cosine_annealing", "exponential", "step"]
 AmpLevel = Literal["auto", "O0", "O1", "O2", "O3"]
+Execution = Literal["auto", "graph", "pynative"]
+CkptFormat = Literal["ckpt", "safetensors"]
 
 # Architectures the trainer knows; trainer.model holds their definitions. Kept here (as names only) so the
 # config can reject a typo without importing MindSpore.
@@ -86,7 +88,13 @@ class TrainConfig(BaseModel):
     label_smooth: bool = True
     label_smooth_factor: float = Field(0.1, ge=0, lt=1)
     amp_level: AmpLevel = Field("auto", description="auto: O2 on GPU/Ascend, O0 (fp32) on CPU")
-    dataset_sink: bool | None = Field(None, description="None: on where the backend supports it")
+    dataset_sink: bool | None = Field(None, description="None: on where the backend supports it (graph execution)")
+    execution: Execution = Field(
+        "auto",
+        description="graph (GRAPH_MODE, static-graph data parallel), pynative (PyNative, the step compiled by "
+        "mindspore.jit, gradients averaged explicitly); auto: graph while MindSpore has static-graph parallel "
+        "(<= 2.11), else pynative",
+    )
     seed: int = 1
     diverge_steps: int = Field(
         5, ge=1, description="stop the run as failed after this many consecutive steps with a non-finite loss"
@@ -103,6 +111,7 @@ class TrainConfig(BaseModel):
     # Checkpoints, validation, logging.
     ckpt_interval: int | None = Field(None, ge=1, description="steps; None: once per epoch")
     keep_checkpoint_max: int = Field(5, ge=1)
+    ckpt_format: CkptFormat = Field("ckpt", description="file format of new checkpoints; resume reads both")
     async_save: bool = Field(
         True, description="write checkpoints on a background thread from a copy taken at the step boundary"
     )

@@ -228,11 +228,11 @@ def submit_e2e(name: str, dataset: Path, shared: Path, epochs: int, *extra: str)
     return subprocess.Popen(cmd, env=e2e_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def two_pods_past_a_checkpoint(name: str, dataset: Path, shared: Path, timeout: float = 180) -> JobDir:
+def two_pods_past_a_checkpoint(name: str, dataset: Path, shared: Path, *extra: str, timeout: float = 180) -> JobDir:
     """A 2 pod x 1 worker job, once it has saved its first checkpoint. 5 epochs of 4 steps, a checkpoint every 2:
     the run outlasts that checkpoint by 18 steps and 5 validations, so a kill right after it lands on a running
     process even when this test is starved of CPU for a while."""
-    proc = submit_e2e(name, dataset, shared, 5, "--devices-per-node", "1")
+    proc = submit_e2e(name, dataset, shared, 5, "--devices-per-node", "1", *extra)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     job_dir = JobDir.of(shared, name)
@@ -289,9 +289,11 @@ def test_two_cpu_workers_train_then_eval(tmp_path: Path, dataset: Path) -> None:
 
 @pytest.mark.slow
 def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: Path) -> None:
-    """Two local pods of one CPU worker each: kill -9 pod 1's trainer; no pod is replaced, the group resumes."""
+    """Two local pods of one CPU worker each, PyNative + jit with safetensors checkpoints (the graph path and .ckpt
+    are the other end-to-end tests'): kill -9 pod 1's trainer; no pod is replaced, the group resumes."""
     shared = tmp_path / "shared"
-    job_dir = two_pods_past_a_checkpoint("kill", dataset, shared)
+    pynative = ("--set", "execution=pynative", "--set", "ckpt_format=safetensors")
+    job_dir = two_pods_past_a_checkpoint("kill", dataset, shared, *pynative)
     pod_logs = [job_dir.local_dir / f"pod-{index}.log" for index in (0, 1)]
     saved = job_dir.newest_checkpoint()
     assert saved is not None
@@ -305,7 +307,8 @@ def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: P
     text = pod_logs[0].read_text()
     resumed = [int(step) for step in re.findall(r"\[rank 0\] rank=0 resuming from \S+ at step (\d+)", text)]
     assert resumed and resumed[0] >= saved.step, text[-3000:]  # at most ckpt_interval finished steps lost
-    assert "rank=0 epoch=5/5 step=20/20" in text
+    assert "rank=0 epoch=5/5 step=20/20" in text and "execution pynative" in text
+    assert re.search(r"resuming from \S+\.safetensors at step", text)
     assert "restarting the group in place" in pod_logs[1].read_text()
     pods = local_state(backend, "kill")["pods"]
     assert [pod["exit_codes"] for pod in pods] == [[0], [0]]  # no pod was replaced
@@ -313,7 +316,8 @@ def test_a_killed_trainer_restarts_the_group_in_place(tmp_path: Path, dataset: P
     info = backend.status("kill")  # the group's restarts, as the launchers count them
     assert (info.restarts, info.max_restarts) == (1, 3)
     assert info.last_restart is not None and "rank 1 exited with code 137" in info.last_restart
-    assert evaluate("kill", shared, dataset)["images"] == 40
+    result = evaluate("kill", shared, dataset)
+    assert result["images"] == 40 and result["checkpoint"].endswith("resnext_tiny-5_20.safetensors")
 
 
 @pytest.mark.slow

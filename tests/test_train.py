@@ -32,8 +32,10 @@ def env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
 
 
-def train_args(data: Path, ckpt: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "trainer.train", "--data_dir", str(data / "train"), "--ckpt_path", str(ckpt)]
+def train_args(data: Path, ckpt: Path, script: str | None = None) -> list[str]:
+    """``python -m trainer.train``, or ``python -c script`` (one that ends by calling trainer.train's main)."""
+    program = ["-m", "trainer.train"] if script is None else ["-c", script]
+    return [sys.executable, *program, "--data_dir", str(data / "train"), "--ckpt_path", str(ckpt)]
 
 
 def run(data: Path, ckpt: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -41,8 +43,8 @@ def run(data: Path, ckpt: Path, *extra: str, timeout: float = 120) -> subprocess
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env())
 
 
-def start(data: Path, ckpt: Path, *extra: str, **extra_env: str) -> subprocess.Popen[str]:
-    cmd = [*train_args(data, ckpt), *COMMON, *extra]
+def start(data: Path, ckpt: Path, *extra: str, script: str | None = None, **extra_env: str) -> subprocess.Popen[str]:
+    cmd = [*train_args(data, ckpt, script), *COMMON, *extra]
     return subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -194,12 +196,12 @@ def test_sigterm_saves_the_stop_step_and_exits_143(data: Path, tmp_path: Path) -
     assert last_progress(result.stdout)["step"] == stop + 10
 
 
-def start_cluster(data: Path, ckpt: Path, *extra: str) -> list[subprocess.Popen[str]]:
+def start_cluster(data: Path, ckpt: Path, *extra: str, script: str | None = None) -> list[subprocess.Popen[str]]:
     cluster = {"MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": str(free_port()), "MS_WORKER_NUM": "2"}
     args = ("--is_distributed", *extra)
-    procs = [start(data, ckpt, *args, MS_ROLE="MS_SCHED", **cluster)]
+    procs = [start(data, ckpt, *args, script=script, MS_ROLE="MS_SCHED", **cluster)]
     for rank in (0, 1):
-        procs.append(start(data, ckpt, *args, MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), **cluster))
+        procs.append(start(data, ckpt, *args, script=script, MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), **cluster))
     return procs
 
 

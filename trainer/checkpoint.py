@@ -1,10 +1,12 @@
 """Checkpoints on the shared volume: atomic save, newest valid one for resume, pruning, pretrained init.
 
-A checkpoint is one self-describing ``.ckpt`` (``mindspore.save_checkpoint`` with CRC): the training network's
-parameters (weights, BN statistics, optimizer moments, ``global_step``) plus ``epoch_num``/``step_num`` and a JSON
-string ``trainer_meta`` holding arch, image_size, num_classes, classes, epoch, step and the flat config. Files
-live flat in ``ckpt_path`` as ``<arch>-<epoch>_<step>.ckpt`` (``-rank<N>`` appended for the copies other ranks
-write when ``is_save_on_master`` is off; resume reads only rank 0's files) and ``best.ckpt``.
+A checkpoint is one self-describing file: the training network's parameters (weights, BN statistics, optimizer
+moments, ``global_step``) and a JSON ``trainer_meta`` holding arch, image_size, num_classes, classes, epoch, step
+and the flat config. Two formats, told apart by the suffix (``trainer.ckpt_format``): ``.ckpt``
+(``mindspore.save_checkpoint`` with CRC; ``trainer_meta`` a string parameter, plus ``epoch_num``/``step_num``) and
+``.safetensors`` (MindSpore's CRC and ``trainer_meta`` in the header metadata). Files live flat in ``ckpt_path`` as
+``<arch>-<epoch>_<step>.<ext>`` (``-rank<N>`` appended for the copies other ranks write when ``is_save_on_master``
+is off; resume reads only rank 0's files) and ``best.<ext>``; resume, evaluation and export read both formats.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from mindspore import log as ms_log
 from mindspore import nn
 
 from contract.ckpt_files import incomplete_reason, list_checkpoints, set_aside
-from contract.ckpt_names import BEST_NAME, checkpoint_name
+from contract.ckpt_names import BEST_NAME, best_name, checkpoint_name, format_of
 from contract.files import DiskFullError, fsync_dir, is_disk_full
+from trainer import ckpt_format
 
-__all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "CorruptCheckpointError", "checkpoint_name"]
+__all__ = ["BEST_NAME", "Checkpoint", "CheckpointError", "CorruptCheckpointError", "best_name", "checkpoint_name"]
 __all__ += ["Snapshot", "list_checkpoints"]
 
 META_KEY = "trainer_meta"
@@ -100,18 +103,23 @@ def save(source: nn.Cell | Snapshot, path: str | Path, meta: dict[str, Any]) -> 
     file in the same directory, fsync, rename.
 
     MindSpore writes ``.tmp-<pid>-<name>.tmp`` and renames it to our ``.tmp-<pid>-<name>.ckpt``; both are removed
-    if anything fails. Out of space or quota raises :class:`DiskFullError` naming the directory and checkpoint.
-    Safe on a background thread: nothing here touches the training network when ``source`` is a snapshot."""
+    if anything fails. A ``.safetensors`` target is written by trainer.ckpt_format straight to our temporary. Out
+    of space or quota raises :class:`DiskFullError` naming the directory and checkpoint. Safe on a
+    background thread: nothing here touches the training network when ``source`` is a snapshot."""
     target = Path(path)
-    tmp = target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")  # ends in .ckpt so MindSpore keeps the name
+    tmp = target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")  # keeps the suffix so MindSpore keeps it
     record = dict(meta, format_version=FORMAT_VERSION)
-    append = {"epoch_num": int(meta["epoch"]), "step_num": int(meta["step"]), META_KEY: json.dumps(record)}
     try:
-        with _own_failure_report():
-            saved = source.save_list() if isinstance(source, Snapshot) else source
-            ms.save_checkpoint(saved, str(tmp), append_dict=append, crc_check=True)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        if format_of(target.name) == "safetensors":
+            arrays = source.arrays if isinstance(source, Snapshot) else _host_arrays(source)
+            ckpt_format.write_safetensors(arrays, tmp, {META_KEY: json.dumps(record)})
+        else:
+            append = {"epoch_num": int(meta["epoch"]), "step_num": int(meta["step"]), META_KEY: json.dumps(record)}
+            with _own_failure_report():
+                saved = source.save_list() if isinstance(source, Snapshot) else source
+                ms.save_checkpoint(saved, str(tmp), append_dict=append, crc_check=True)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except OSError as exc:
@@ -122,6 +130,11 @@ def save(source: nn.Cell | Snapshot, path: str | Path, meta: dict[str, Any]) -> 
         for temporary in (tmp, tmp.with_suffix(".tmp")):
             temporary.unlink(missing_ok=True)
     return target
+
+
+def _host_arrays(cell: nn.Cell) -> list[tuple[str, np.ndarray]]:
+    """A synchronous save's parameters as host arrays (written before the next step changes them)."""
+    return [(param.name, param.asnumpy()) for _, param in cell.parameters_and_names()]
 
 
 @contextlib.contextmanager
@@ -148,10 +161,14 @@ def load(path: str | Path) -> Checkpoint:
     if not source.is_file():
         raise CheckpointError(f"checkpoint {source} does not exist")
     try:
-        params = ms.load_checkpoint(str(source), crc_check=True)
-    except (ValueError, RuntimeError, OSError, TypeError) as exc:
+        if format_of(source.name) == "safetensors":
+            params, metadata = ckpt_format.read_safetensors(source)
+            raw: Any = metadata.get(META_KEY)
+        else:
+            params = ms.load_checkpoint(str(source), crc_check=True)
+            raw = params.get(META_KEY)
+    except Exception as exc:  # each format's reader has its own errors (safetensors: SafetensorError)
         raise CorruptCheckpointError(f"checkpoint {source} is unreadable ({_first_line(exc)})") from exc
-    raw = params.get(META_KEY)
     if not isinstance(raw, str):
         raise CheckpointError(
             f"checkpoint {source} has no trainer metadata (arch, image size, classes); "
@@ -198,9 +215,10 @@ def prune(
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Temporary files of a save that was killed halfway or ran out of space: ours (``.tmp-*.ckpt``) and the one
-    MindSpore writes before renaming it to ours (``.tmp-*.tmp``)."""
-    found = [*Path(directory).glob(f"{TEMP_PREFIX}*.ckpt"), *Path(directory).glob(f"{TEMP_PREFIX}*.tmp")]
+    """Temporary files of a save that was killed halfway or ran out of space: ours (``.tmp-*.ckpt``,
+    ``.tmp-*.safetensors``) and the one MindSpore writes before renaming it to ours (``.tmp-*.tmp``)."""
+    patterns = ("*.ckpt", "*.safetensors", "*.tmp")
+    found = [path for pattern in patterns for path in Path(directory).glob(TEMP_PREFIX + pattern)]
     for path in found:
         path.unlink(missing_ok=True)
     return found

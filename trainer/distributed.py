@@ -51,6 +51,7 @@ def _select_device(platform: str) -> None:
 
 def init_distributed(cfg: TrainConfig) -> tuple[int, int]:
     """Select the device and, when ``cfg.is_distributed``, join the process group; returns (rank, group_size).
+    Set the execution mode first (``trainer.execution.set_mode``).
 
     For the scheduler process this returns (-1, 0) after the cluster has finished.
     """
@@ -73,11 +74,9 @@ def init_distributed(cfg: TrainConfig) -> tuple[int, int]:
     init()
     if is_scheduler():
         return -1, 0
-    rank, group_size = get_rank(), get_group_size()
-    ms.set_auto_parallel_context(
-        parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=group_size
-    )
-    return rank, group_size
+    # No parallel context here: graph training sets its own (trainer.execution.join_data_parallel); PyNative
+    # training, evaluation and the collectives below need none.
+    return get_rank(), get_group_size()
 
 
 class _AllReduce(nn.Cell):

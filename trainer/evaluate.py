@@ -42,7 +42,7 @@ def checkpoints_to_score(target: str, every: bool, owner: bool) -> Iterator[Chec
     if not path.is_dir():
         raise CheckpointError(f"--pretrained {target} is neither a checkpoint file nor a directory")
     if not list_checkpoints(path):
-        raise CheckpointError(f"--pretrained {target} holds no <arch>-<epoch>_<step>.ckpt checkpoints")
+        raise CheckpointError(f"--pretrained {target} holds no <arch>-<epoch>_<step>.ckpt|.safetensors checkpoints")
     if not every:
         newest = newest_valid(path, log=_report, set_aside_bad=owner)
         if newest is None:

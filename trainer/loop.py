@@ -38,7 +38,7 @@ from contract.lines import format_resumed, format_saved, format_trainer_line
 from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
 from contract.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
 from trainer import checkpoint as ckpt
-from trainer import compile_cache
+from trainer import compile_cache, execution
 from trainer import snapshot as snapshots
 from trainer.async_save import BackgroundSaver, lower_priority
 from trainer.checkpoint import Checkpoint
@@ -62,13 +62,15 @@ def log(message: str) -> None:
 def train(cfg: TrainConfig) -> str:
     """One run of ``cfg``; returns the final state, ``completed`` or ``stopped`` (after SIGTERM)."""
     log(f"trainer pid {os.getpid()}: MindSpore loaded")  # recovery timing: the process start ends here
-    ms.set_context(mode=ms.GRAPH_MODE)
+    path = execution.resolve(cfg.execution)
+    execution.set_mode(path)
     rank, group_size = init_distributed(cfg)
     if group_size == 0:  # the dynamic-cluster scheduler: init() returned after the workers finished
         log("scheduler: all workers finished")
         return "completed"
+    execution.join_data_parallel(path, group_size)  # graph only; before the training cell is built
     ms.set_seed(cfg.seed)  # identical on every rank: identical initial weights
-    run = build_run(cfg, rank=rank, group_size=group_size)
+    run = build_run(cfg, rank=rank, group_size=group_size, path=path)
     use_compile_cache(run)
     start_step = resume(run)
     status = open_status(run, start_step=start_step)
@@ -114,6 +116,7 @@ class Run:
     total_steps: int
     net: nn.Cell
     train_net: nn.Cell
+    step: execution.TrainStep  # how one step of train_net runs (graph, or PyNative + jit)
     optimizer: nn.Momentum
     lrs: np.ndarray
     amp_level: str
@@ -197,7 +200,7 @@ def resume_state(cfg: TrainConfig, rank: int) -> tuple[Checkpoint | None, str | 
     return found, f"checkpoint {found.path}" if found is not None else None
 
 
-def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
+def build_run(cfg: TrainConfig, rank: int, group_size: int, path: str = execution.GRAPH) -> Run:
     """This rank's data shard (every epoch the same number of steps: drop_remainder), the model, the loss and
     an optimizer whose per-step learning rate follows its own ``global_step``."""
     inputs = check_inputs(cfg, rank)
@@ -238,7 +241,7 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
     optimizer = nn.Momentum(
         param_groups(net, cfg.weight_decay), ms.Tensor(lrs), cfg.momentum, loss_scale=optimizer_scale
     )
-    train_net = ms.amp.build_train_network(net, optimizer, loss_fn, level=amp_level, loss_scale_manager=scale_manager)
+    step = execution.build_train_step(path, net, optimizer, loss_fn, amp_level, scale_manager, group_size)
     val_dataset = None
     if cfg.val_dir:
         val_dataset = create_eval_dataset(
@@ -261,7 +264,8 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int) -> Run:
         steps_per_epoch=steps_per_epoch,
         total_steps=min(planned_steps, cfg.max_steps or planned_steps),
         net=net,
-        train_net=train_net,
+        train_net=step.cell,
+        step=step,
         optimizer=optimizer,
         lrs=lrs,
         amp_level=amp_level,
@@ -274,6 +278,7 @@ def use_compile_cache(run: Run) -> None:
     identity = dict(
         compile_cache.config_identity(run.cfg.flat()),
         mindspore=ms.__version__,
+        execution=run.step.execution,
         num_classes=run.inputs.num_classes,
         group_size=run.group_size,
         lr_steps=len(run.lrs),
@@ -478,11 +483,13 @@ class StopRequest:
 
 
 class Stepper:
-    """Runs training steps: a device-side chunk of ``chunk`` steps in sink mode, else one batch at a time."""
+    """Runs training steps: a device-side chunk of ``chunk`` steps in sink mode (graph only), else one batch at a
+    time through ``run.step`` (graph, or PyNative + jit: trainer.execution)."""
 
     def __init__(self, run: Run, start_step: int) -> None:
-        self.train_net, self.dataset, self.log = run.train_net, run.dataset, run.log
-        self.chunk = sink_chunk(run.steps_per_epoch) if run.cfg.effective_sink() else 1
+        self.step, self.dataset, self.log = run.step, run.dataset, run.log
+        sink = run.cfg.effective_sink() and run.step.execution == execution.GRAPH
+        self.chunk = sink_chunk(run.steps_per_epoch) if sink else 1
         self.sink: Any = ms.data_sink(run.train_net, run.dataset, sink_size=self.chunk) if self.chunk > 1 else None
         # The data position: step by step, the pipeline starts at the batch of start_step (MindSpore skips the
         # steps done without running their transforms); a sink starts at its epoch's beginning.
@@ -494,7 +501,7 @@ class Stepper:
         """``count`` steps; the loss of the last one."""
         if self.sink is not None and count == self.chunk:
             began = time.perf_counter()
-            loss = float(self.sink().asnumpy())
+            loss = execution.first_output(self.sink())
             if not self.compiled:  # the sink graph compiles inside its first call
                 self.log(f"ran the first sink chunk (graph compile included) in {time.perf_counter() - began:.2f} s")
                 self.compiled = True
@@ -504,17 +511,19 @@ class Stepper:
         loss = 0.0
         for _ in range(count):
             images, labels = next(self.batches)
-            if not self.compiled:
-                self.compile(images, labels)
-            loss = float(self.train_net(images, labels).asnumpy())
+            first = None if self.compiled else self.compile(images, labels)
+            loss = self.step(images, labels) if first is None else first
         return loss
 
-    def compile(self, images: Any, labels: Any) -> None:
-        """Compile the step graph on its own (the call after it reuses it), so recovery time can be split up."""
+    def compile(self, images: Any, labels: Any) -> float | None:
+        """Compile the step on its own where MindSpore can (graph; the call after it reuses it), so recovery time
+        can be split up; a jit step compiles inside its first call, which is then the step (its loss returned)."""
         began = time.perf_counter()
-        self.train_net.compile(images, labels)
-        self.log(f"compiled the train graph in {time.perf_counter() - began:.2f} s")
+        loss = self.step.compile(images, labels)
+        what = "the train graph" if loss is None else "the train step (mindspore.jit, first step included)"
+        self.log(f"compiled {what} in {time.perf_counter() - began:.2f} s")
         self.compiled = True
+        return loss
 
 
 def sink_chunk(steps_per_epoch: int) -> int:
@@ -575,7 +584,8 @@ def describe_run(run: Run, start_step: int, stepper: Stepper) -> str:
     return (
         f"training {cfg.arch} on {cfg.platform} x{run.group_size}: {len(run.inputs.classes)} classes, "
         f"{run.steps_per_epoch} steps/epoch, steps {start_step}->{run.total_steps}, global batch {run.global_batch}, "
-        f"amp {run.amp_level}, loss scale {scale}, sink {f'{stepper.chunk} steps' if stepper.sink else 'off'}"
+        f"amp {run.amp_level}, loss scale {scale}, sink {f'{stepper.chunk} steps' if stepper.sink else 'off'}, "
+        f"execution {run.step.execution}"
     )
 
 
@@ -623,13 +633,13 @@ class Checkpointer:
         self._save(f"the snapshot of step {step}", None, self.run.meta(epoch, step), None, snapshot=True)
 
     def save_step(self, step: int) -> None:
-        """``<arch>-<epoch>_<step>.ckpt``, then keep only the newest ``keep_checkpoint_max``."""
+        """``<arch>-<epoch>_<step>.<ckpt_format>``, then keep only the newest ``keep_checkpoint_max``."""
         run = self.run
         if not run.writes_checkpoints:
             self.snapshot_step(step)
             return
         epoch = math.ceil(step / run.steps_per_epoch)
-        path = run.ckpt_dir / ckpt.checkpoint_name(run.cfg.arch, epoch, step, run.file_rank)
+        path = run.ckpt_dir / ckpt.checkpoint_name(run.cfg.arch, epoch, step, run.file_rank, run.cfg.ckpt_format)
 
         def done(saved: Path) -> None:
             ckpt.prune(run.ckpt_dir, run.cfg.keep_checkpoint_max, run.file_rank, saved=saved, log=run.log)
@@ -647,7 +657,8 @@ class Checkpointer:
             self.status.update(best={"top1": result["top1"], "checkpoint": str(saved)})
 
         meta = dict(self.run.meta(epoch, step), **result)
-        self._save(f"{ckpt.BEST_NAME} of step {step}", self.run.ckpt_dir / ckpt.BEST_NAME, meta, done, snapshot=False)
+        best = ckpt.best_name(self.run.cfg.ckpt_format)
+        self._save(f"{best} of step {step}", self.run.ckpt_dir / best, meta, done, snapshot=False)
 
     def _save(
         self, what: str, path: Path | None, meta: dict[str, Any], done: Callable[[Path], None] | None, snapshot: bool

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from contract.ckpt_names import BEST_NAME
+from contract.ckpt_names import best_name
 from contract.layout import JobLayout
 from contract.lines import parse_saved
 from jobctl.backends.base import FAILED, PENDING, RUNNING, JobInfo, add_history_summary, latest_progress, latest_restart
@@ -62,7 +62,8 @@ def status(client: Client, job: Any, spec: JobSpec | None) -> JobInfo:
         saved = [found for found in map(parse_saved, lines) if found]
         info.checkpoint = saved[-1] if saved else None
     info.explanation = explain(client, job, info, pods)
-    best_checkpoint = str(JobLayout.in_pod(name).ckpt_dir / BEST_NAME)
+    best_format = str(spec.train.get("ckpt_format", "ckpt")) if spec is not None else "ckpt"  # its trainer keys
+    best_checkpoint = str(JobLayout.in_pod(name).ckpt_dir / best_name(best_format))
     add_history_summary(info, history_from_pods(client, name) or [], best_checkpoint)
     return info
 

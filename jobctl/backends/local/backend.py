@@ -477,7 +477,9 @@ def _resolve_checkpoint(job_dir: JobDir, checkpoint: str) -> Path:
     if not path.is_absolute() and not path.exists():
         path = job_dir.ckpt_dir / checkpoint
     if not path.exists():
-        raise BackendError(f"--checkpoint: {checkpoint} does not exist; pass latest or a .ckpt file", exit_code=2)
+        raise BackendError(
+            f"--checkpoint: {checkpoint} does not exist; pass latest or a .ckpt or .safetensors file", exit_code=2
+        )
     return path
 
 
