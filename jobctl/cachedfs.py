@@ -131,154 +131,155 @@ def _mfusepy() -> Any:
     return mfusepy
 
 
-def _operations_class() -> type:
-    """The mfusepy Operations subclass, built on first use."""
-    mfusepy = _mfusepy()
+class CachingPassthrough:
+    """The FUSE operations of one view. mfusepy sets up only the operations a class defines and takes an OSError
+    with an errno as the answer, so no base class of its is needed (importing this module loads no libfuse)."""
 
-    class CachingPassthrough(mfusepy.Operations):  # type: ignore[name-defined]
-        use_ns = True
+    use_ns = True
 
-        def __init__(self, root: str, cache: ClientCache, ready: Callable[[], None]) -> None:
-            self.root = root
-            self.cache = cache
-            self.ready = ready
+    def __init__(self, root: str, cache: ClientCache, ready: Callable[[], None]) -> None:
+        self.root = root
+        self.cache = cache
+        self.ready = ready
 
-        def real(self, path: str) -> str:
-            return self.root + path if path != "/" else self.root
+    def real(self, path: str) -> str:
+        return self.root + path if path != "/" else self.root
 
-        def init_with_config(self, conn: Any, config: Any) -> None:
-            if config is not None:
-                # The kernel caches nothing: every lookup and getattr reaches ClientCache, whose T is exact.
-                config.entry_timeout = config.attr_timeout = config.negative_timeout = 0.0
-                config.hard_remove = 1  # no .fuse_hidden files in the shared directory for other views to list
-            self.ready()
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        if config is not None:
+            # The kernel caches nothing: every lookup and getattr reaches ClientCache, whose T is exact.
+            config.entry_timeout = config.attr_timeout = config.negative_timeout = 0.0
+            config.hard_remove = 1  # no .fuse_hidden files in the shared directory for other views to list
+        self.ready()
 
-        def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
-            if path is None:  # an open file already unlinked: only its handle is left
-                st: os.stat_result | None = os.fstat(fh) if fh is not None else None
-            else:
-                st = self.cache.stat(path, lambda: os.lstat(self.real(path)))
-            if st is None:
-                raise mfusepy.FuseOSError(errno.ENOENT)
-            attrs = {key: getattr(st, key) for key in _STAT_KEYS}
-            attrs.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
-            return attrs
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        if path is None:  # an open file already unlinked: only its handle is left
+            st: os.stat_result | None = os.fstat(fh) if fh is not None else None
+        else:
+            st = self.cache.stat(path, lambda: os.lstat(self.real(path)))
+        if st is None:
+            raise _error(errno.ENOENT)
+        attrs = {key: getattr(st, key) for key in _STAT_KEYS}
+        attrs.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
+        return attrs
 
-        def access(self, path: str, amode: int) -> int:
-            self.getattr(path)  # a cached "not found" holds here too
-            if not os.access(self.real(path), amode):
-                raise mfusepy.FuseOSError(errno.EACCES)
-            return 0
+    def access(self, path: str, amode: int) -> int:
+        self.getattr(path)  # a cached "not found" holds here too
+        if not os.access(self.real(path), amode):
+            raise _error(errno.EACCES)
+        return 0
 
-        def readdir(self, path: str, fh: int) -> list[str]:
-            return [".", "..", *self.cache.listing(path, lambda: sorted(os.listdir(self.real(path))))]
+    def readdir(self, path: str, fh: int) -> list[str]:
+        return [".", "..", *self.cache.listing(path, lambda: sorted(os.listdir(self.real(path))))]
 
-        def readlink(self, path: str) -> str:
-            return os.readlink(self.real(path))
+    def readlink(self, path: str) -> str:
+        return os.readlink(self.real(path))
 
-        def statfs(self, path: str) -> dict[str, int]:
-            sv = os.statvfs(self.real(path))
-            keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files", "f_flag")
-            return {key: getattr(sv, key) for key in (*keys, "f_frsize", "f_namemax")}
+    def statfs(self, path: str) -> dict[str, int]:
+        sv = os.statvfs(self.real(path))
+        keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files", "f_flag")
+        return {key: getattr(sv, key) for key in (*keys, "f_frsize", "f_namemax")}
 
-        # files: close-to-open -------------------------------------------------------------------------------
+    # files: close-to-open -------------------------------------------------------------------------------
 
-        def open(self, path: str, flags: int) -> int:
-            self.cache.forget_attrs(path)
-            fd = os.open(self.real(path), flags)
-            if flags & (os.O_TRUNC | os.O_CREAT):
-                self.cache.forget(path)
-            return fd
-
-        def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
-            fd = os.open(self.real(path), flags | os.O_CREAT, mode)
+    def open(self, path: str, flags: int) -> int:
+        self.cache.forget_attrs(path)
+        fd = os.open(self.real(path), flags)
+        if flags & (os.O_TRUNC | os.O_CREAT):
             self.cache.forget(path)
-            return fd
+        return fd
 
-        def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-            return os.pread(fh, size, offset)
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
+        fd = os.open(self.real(path), flags | os.O_CREAT, mode)
+        self.cache.forget(path)
+        return fd
 
-        def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-            written = os.pwrite(fh, data, offset)
-            if path:
-                self.cache.forget_attrs(path)
-            return written
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return os.pread(fh, size, offset)
 
-        def truncate(self, path: str, length: int, fh: int | None = None) -> int:
-            os.truncate(self.real(path), length)
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        written = os.pwrite(fh, data, offset)
+        if path:
             self.cache.forget_attrs(path)
-            return 0
+        return written
 
-        def flush(self, path: str, fh: int) -> int:
-            return 0  # writes went through already
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        os.truncate(self.real(path), length)
+        self.cache.forget_attrs(path)
+        return 0
 
-        def fsync(self, path: str, datasync: int, fh: int) -> int:
-            (os.fdatasync if datasync else os.fsync)(fh)
-            return 0
+    def flush(self, path: str, fh: int) -> int:
+        return 0  # writes went through already
 
-        def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
-            fd = os.open(self.real(path), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            return 0
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        (os.fdatasync if datasync else os.fsync)(fh)
+        return 0
 
-        def release(self, path: str, fh: int) -> int:
-            os.close(fh)
-            return 0
+    def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
+        fd = os.open(self.real(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return 0
 
-        # names: decided by the real directory, remembered by this view --------------------------------------
+    def release(self, path: str, fh: int) -> int:
+        os.close(fh)
+        return 0
 
-        def mkdir(self, path: str, mode: int) -> int:
-            try:
-                os.mkdir(self.real(path), mode)
-            finally:
-                self.cache.forget(path)  # EEXIST too: this client now knows the name exists
-            return 0
+    # names: decided by the real directory, remembered by this view --------------------------------------
 
-        def rmdir(self, path: str) -> int:
-            os.rmdir(self.real(path))
-            self.cache.forget(path)
-            return 0
+    def mkdir(self, path: str, mode: int) -> int:
+        try:
+            os.mkdir(self.real(path), mode)
+        finally:
+            self.cache.forget(path)  # EEXIST too: this client now knows the name exists
+        return 0
 
-        def unlink(self, path: str) -> int:
-            os.unlink(self.real(path))
-            self.cache.forget(path)
-            return 0
+    def rmdir(self, path: str) -> int:
+        os.rmdir(self.real(path))
+        self.cache.forget(path)
+        return 0
 
-        def rename(self, old: str, new: str) -> int:
-            os.rename(self.real(old), self.real(new))
-            self.cache.forget(old)
-            self.cache.forget(new)
-            return 0
+    def unlink(self, path: str) -> int:
+        os.unlink(self.real(path))
+        self.cache.forget(path)
+        return 0
 
-        def symlink(self, target: str, source: str) -> int:
-            os.symlink(source, self.real(target))
-            self.cache.forget(target)
-            return 0
+    def rename(self, old: str, new: str) -> int:
+        os.rename(self.real(old), self.real(new))
+        self.cache.forget(old)
+        self.cache.forget(new)
+        return 0
 
-        def link(self, target: str, source: str) -> int:
-            os.link(self.real(source), self.real(target))
-            self.cache.forget(target)
-            return 0
+    def symlink(self, target: str, source: str) -> int:
+        os.symlink(source, self.real(target))
+        self.cache.forget(target)
+        return 0
 
-        def chmod(self, path: str, mode: int) -> int:
-            os.chmod(self.real(path), mode)
-            self.cache.forget_attrs(path)
-            return 0
+    def link(self, target: str, source: str) -> int:
+        os.link(self.real(source), self.real(target))
+        self.cache.forget(target)
+        return 0
 
-        def chown(self, path: str, uid: int, gid: int) -> int:
-            os.chown(self.real(path), uid, gid)
-            self.cache.forget_attrs(path)
-            return 0
+    def chmod(self, path: str, mode: int) -> int:
+        os.chmod(self.real(path), mode)
+        self.cache.forget_attrs(path)
+        return 0
 
-        def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-            os.utime(self.real(path), ns=times) if times else os.utime(self.real(path))
-            self.cache.forget_attrs(path)
-            return 0
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        os.chown(self.real(path), uid, gid)
+        self.cache.forget_attrs(path)
+        return 0
 
-    return CachingPassthrough
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        os.utime(self.real(path), ns=times) if times else os.utime(self.real(path))
+        self.cache.forget_attrs(path)
+        return 0
+
+
+def _error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
 
 
 def serve(root: Path, mountpoint: Path, seconds: float, read_only: bool = False) -> None:
@@ -289,7 +290,7 @@ def serve(root: Path, mountpoint: Path, seconds: float, read_only: bool = False)
     def ready() -> None:
         print(READY, flush=True)
 
-    ops = _operations_class()(str(root.resolve()), ClientCache(seconds), ready)
+    ops = CachingPassthrough(str(root.resolve()), ClientCache(seconds), ready)
     # One thread: the caches need no lock, and a view serves one pod's few processes.
     options: dict[str, Any] = {"fsname": f"cachedfs:{root}", "subtype": "cachedfs"}
     if read_only:

@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,16 +46,13 @@ from trainer.distributed import all_reduce_max, all_reduce_sum, init_distributed
 from trainer.divergence import DivergedError, DivergenceGuard
 from trainer.loss import LabelSmoothingCrossEntropy
 from trainer.model import build_model
+from trainer.run import Inputs, Run, log
 from trainer.schedule import learning_rates
 from trainer.scoring import score
 
 LOG_SECONDS = 60.0  # a progress line at least this often, so a slow run still shows (and feeds the stall timer)
 STATUS_SECONDS = 10.0  # progress-only status.json rewrites at most this often (each one is an fsync on the volume)
 SINK_STEPS_MAX = 32  # steps per device-side chunk in sink mode (also the stop-agreement granularity)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def train(cfg: TrainConfig) -> str:
@@ -87,74 +83,6 @@ def train(cfg: TrainConfig) -> str:
 
 
 # 1. Build the run ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Inputs:
-    """What is checked before anything is built or written."""
-
-    classes: list[str]
-    num_classes: int
-    resume: Checkpoint | None
-    pretrained: Checkpoint | None
-    restarts: dict[str, Any]  # status.json's "restarts", from the launcher's env
-    read_seconds: float = 0.0  # reading and CRC-checking the checkpoint to resume from
-    source: str | None = None  # where the resumed state comes from: "snapshot of pod 1 at step 812" / "checkpoint ..."
-
-
-@dataclass
-class Run:
-    """Everything built before the first step; the steps below read it and never rebind it."""
-
-    cfg: TrainConfig
-    rank: int
-    group_size: int
-    inputs: Inputs
-    dataset: Any
-    val_dataset: Any | None
-    steps_per_epoch: int
-    total_steps: int
-    net: nn.Cell
-    train_net: nn.Cell
-    step: execution.TrainStep  # how one step of train_net runs (graph, or PyNative + jit)
-    optimizer: nn.Momentum
-    lrs: np.ndarray
-    amp_level: str
-    scale_manager: Any
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return Path(self.cfg.ckpt_path)
-
-    @property
-    def global_batch(self) -> int:
-        return self.cfg.per_batch_size * self.group_size
-
-    @property
-    def writes_checkpoints(self) -> bool:
-        return self.rank == 0 or not self.cfg.is_save_on_master
-
-    @property
-    def file_rank(self) -> int:
-        """The rank in this process's checkpoint names (0 when only rank 0 saves)."""
-        return 0 if self.cfg.is_save_on_master else self.rank
-
-    def log(self, message: str) -> None:
-        log(format_trainer_line(self.rank, message))
-
-    def meta(self, epoch: int, step: int) -> dict[str, Any]:
-        """The ``trainer_meta`` of a checkpoint saved at ``step``."""
-        return {
-            "arch": self.cfg.arch,
-            "image_size": self.cfg.image_size,
-            "num_classes": self.inputs.num_classes,
-            "classes": self.inputs.classes,
-            "epoch": epoch,
-            "step": step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "rank_size": self.group_size,
-            "config": self.cfg.flat(),
-        }
 
 
 def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
