@@ -121,31 +121,14 @@ def test_restarts_are_zero_while_running_and_one_after_a_kill(tmp_path: Path) ->
         backend.delete(spec.name)
 
 
-# The trainer of the orphan test: the fake trainer, then (as a real one does at its end) status.json "completed".
-STATUS_TRAINER = """
-import os, sys
-from pathlib import Path
-import launch_fake_trainer
-from contract.progress import write_status
-code = launch_fake_trainer.main()
-if os.environ.get("MS_ROLE") == "MS_WORKER" and code == 0:
-    ckpt = Path(sys.argv[sys.argv.index("--ckpt_path") + 1])
-    write_status(ckpt / "status.json", state="completed", step=20, total_steps=20)
-sys.exit(code)
-"""
-
-
 def orphaned(tmp_path: Path, **fake: str) -> tuple[LocalBackend, str, Path]:
     """A job whose controller was killed -9 once its trainer printed its first line; its pods run on."""
     spec = make_spec(tmp_path)
-    (tmp_path / "status_trainer.py").write_text(STATUS_TRAINER)
     objects = fake_trainer_objects(spec, **fake)
     container = training_job(objects)["spec"]["template"]["spec"]["containers"][0]
     for env in container["env"]:
         if env["name"] == "JOBCTL_TRAINER_MODULE":
             env["value"] = "status_trainer"
-        if env["name"] == "PYTHONPATH":
-            env["value"] = f"{tmp_path}{os.pathsep}{env['value']}"
     backend = LocalBackend(tmp_path / "shared")
     backend.submit(spec, objects, resume=False, replace=False)
     job_dir = backend.job_dir(spec.name)
