@@ -56,7 +56,9 @@ def submit(name: str, dataset: Path, shared: Path, epochs: int, *extra: str) -> 
     cmd += ["--devices-per-node", "1", "--data", str(dataset), "--shared", str(shared), "--shared-cache", POD_CACHE]
     for key_value in ("arch=resnext_tiny", "image_size=32", "per_batch_size=8", f"max_epoch={epochs}"):
         cmd += ["--set", key_value]
-    cmd += ["--set", f"T_max={epochs}", "--set", "ckpt_interval=2", "--set", "num_parallel_workers=1", *extra]
+    cmd += ["--set", f"T_max={epochs}", "--set", "ckpt_interval=2", "--set", "num_parallel_workers=1"]
+    # The checkpoint handoffs are under test: no in-memory snapshots (tests/test_recovery_local.py has those).
+    cmd += ["--set", "snapshot_interval=0", *extra]
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return JobDir.of(shared, name)

@@ -28,6 +28,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from contract.ckpt_names import format_of
 from contract.config import ConfigError, TrainConfig
 from contract.env import Var
 from contract.files import DiskFullError
@@ -83,6 +84,11 @@ def train(cfg: TrainConfig) -> str:
 
 
 # 1. Build the run ----------------------------------------------------------------------------------------------
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """A checkpoint of either format, not a snapshot (which a resume may also come from)."""
+    return format_of(path.name) is not None
 
 
 def check_inputs(cfg: TrainConfig, rank: int) -> Inputs:
@@ -254,7 +260,7 @@ def resume(run: Run) -> int:
         ckpt.restore_training_state(run.train_net, found)
         restore = time.perf_counter() - began
         start_step = found.step
-        is_checkpoint = found.path.suffix == ".ckpt"
+        is_checkpoint = is_checkpoint_file(found.path)
         where = f"{found.path} at step {start_step}" if is_checkpoint else run.inputs.source
         run.log(format_resumed(str(where), found.epoch))
         read = run.inputs.read_seconds
@@ -332,7 +338,7 @@ def open_status(run: Run, start_step: int) -> Status:
     )
     found = run.inputs.resume
     previous = read_status(run.ckpt_dir / STATUS_FILE) if found is not None else None
-    newest = str(found.path) if found and found.path.suffix == ".ckpt" else (previous or {}).get("checkpoint")
+    newest = str(found.path) if found and is_checkpoint_file(found.path) else (previous or {}).get("checkpoint")
     status.update(best=previous.get("best") if previous else None, checkpoint=newest)
     return status
 
@@ -351,7 +357,7 @@ def open_history(run: Run, start_step: int) -> History:
     record = history.attempt(
         start_step,
         epoch=start_step // run.steps_per_epoch,
-        checkpoint=str(found.path) if found and found.path.suffix == ".ckpt" else None,
+        checkpoint=str(found.path) if found and is_checkpoint_file(found.path) else None,
         source=run.inputs.source,
         last_failure=os.environ.get(Var.LAST_FAILURE) or None,
         arch=run.cfg.arch,
