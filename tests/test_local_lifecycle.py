@@ -42,13 +42,19 @@ def make_spec(tmp_path: Path, name: str = "life") -> JobSpec:
     return load_spec(None, flags, [])
 
 
+@pytest.fixture(autouse=True)
+def fake_trainer_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake trainers' folder reaches the pods through this machine's env, which local pods inherit: a host path
+    in a pod's own env would be read as a pod path (under /tmp: the pod's scratch emptyDir) if the checkout is there."""
+    monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{REPO}")
+
+
 def fake_trainer_objects(spec: JobSpec, **fake: str) -> list[dict[str, Any]]:
     """The rendered objects, whose launcher runs the fake trainer with FAKE_<KEY> settings."""
     objects = render(spec)
     container = training_job(objects)["spec"]["template"]["spec"]["containers"][0]
     env = {
         "JOBCTL_TRAINER_MODULE": "launch_fake_trainer",
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}",
         "JOBCTL_STOP_GRACE": "5",
         **{f"FAKE_{key}": value for key, value in fake.items()},
     }
