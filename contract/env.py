@@ -95,12 +95,15 @@ class Var:
     TERMINATION_LOG = "JOBCTL_TERMINATION_LOG"
     MAX_RESTARTS = "JOBCTL_MAX_RESTARTS"  # the group's restart budget: in-place restarts and pod replacements
     SNAPSHOT_DIR = "JOBCTL_SNAPSHOT_DIR"  # the pod's memory for snapshots (under /dev/shm); unset: no snapshots
+    MIN_PODS = "JOBCTL_MIN_PODS"  # elastic: the group may shrink to this many pods (unset: num_pods, not elastic)
+    SHRINK_AFTER = "JOBCTL_SHRINK_AFTER"  # elastic: seconds to wait for a missing pod before training without it
     # Set by the launcher for each trainer it starts (the trainer reports them in status.json):
     RESTARTS = "JOBCTL_RESTARTS"  # restarts so far (= the rendezvous attempt number)
     LAST_FAILURE = "JOBCTL_LAST_FAILURE"  # what ended the previous attempt, e.g. "rank 5 exited with code 137"
     SNAPSHOT_WRITE = "JOBCTL_SNAPSHOT_WRITE"  # the pod's first rank only: write snapshots into this pod-memory dir
     RESUME_FROM = "JOBCTL_RESUME_FROM"  # the snapshot file the group agreed on (unset: the newest checkpoint)
     RESUME_SOURCE = "JOBCTL_RESUME_SOURCE"  # where it came from, for the logs: "snapshot of pod 1 at step 812"
+    MEMBERS = "JOBCTL_MEMBERS"  # the pods training in this attempt, "0,1,3" (contract.group)
     # Set by Kubernetes (Indexed Jobs), the downward API and the Ascend device plugin.
     POD_INDEX = "JOB_COMPLETION_INDEX"
     POD_NAME = "POD_NAME"
@@ -131,6 +134,7 @@ RESERVED_ENV_NAMES = frozenset(
 DEFAULT_RENDEZVOUS_TIMEOUT = 600
 DEFAULT_STALL_TIMEOUT = 1800
 DEFAULT_STOP_GRACE = 30
+DEFAULT_SHRINK_AFTER = 60  # a replacement on a healthy node starts within it; past it the node is likely gone
 
 
 class ContractError(ValueError):
@@ -165,6 +169,8 @@ class PodEnv:
     controller_table: Path = Path(CONTROLLER_RANKTABLE_MOUNT) / "hccl.json"
     termination_log: Path | None = Path(TERMINATION_LOG)  # None: nowhere (a launcher run by hand)
     snapshot_dir: Path | None = None  # the pod's memory for snapshots; None: snapshots off
+    min_pods: int = 0  # elastic: the fewest pods the group may train with; 0: num_pods (not elastic)
+    shrink_after: float = DEFAULT_SHRINK_AFTER
     # From Kubernetes, the downward API and the device plugin:
     pod_index: int = 0
     pod_name: str = ""
@@ -176,6 +182,15 @@ class PodEnv:
     @property
     def world_size(self) -> int:
         return self.num_pods * self.devices_per_pod
+
+    @property
+    def fewest_pods(self) -> int:
+        """The fewest pods this job trains with: ``min_pods``, or all of them when it is not elastic."""
+        return self.min_pods or self.num_pods
+
+    @property
+    def elastic(self) -> bool:
+        return self.fewest_pods < self.num_pods
 
     @property
     def layout(self) -> JobLayout:
@@ -207,6 +222,7 @@ class PodEnv:
             Var.MAX_RESTARTS: str(self.max_restarts),
             **({Var.TERMINATION_LOG: str(self.termination_log)} if self.termination_log else {}),
             **({Var.SNAPSHOT_DIR: str(self.snapshot_dir)} if self.snapshot_dir else {}),
+            **(self._elastic_values() if self.elastic else {}),
         }
         optional = {
             Var.STOP_GRACE: (_number(self.stop_grace), _number(DEFAULT_STOP_GRACE)),
@@ -214,6 +230,9 @@ class PodEnv:
         }
         values.update({name: value for name, (value, default) in optional.items() if value != default})
         return values
+
+    def _elastic_values(self) -> dict[str, str]:
+        return {Var.MIN_PODS: str(self.min_pods), Var.SHRINK_AFTER: _number(self.shrink_after)}
 
     def to_container_env(self) -> list[dict[str, Any]]:
         """The container's ``env`` list: the rendered values, then the downward-API fields."""
@@ -310,6 +329,8 @@ def _parse(r: _Reader, hostname: str) -> PodEnv:
         controller_table=Path(r.text(Var.RANK_TABLE_FILE, f"{CONTROLLER_RANKTABLE_MOUNT}/hccl.json")),
         termination_log=Path(r.text(Var.TERMINATION_LOG, "")) if r.environ.get(Var.TERMINATION_LOG) else None,
         snapshot_dir=Path(r.text(Var.SNAPSHOT_DIR, "")) if r.environ.get(Var.SNAPSHOT_DIR, "").strip() else None,
+        min_pods=r.whole(Var.MIN_PODS, None, 1, max(num_pods, 1)) if r.environ.get(Var.MIN_PODS, "").strip() else 0,
+        shrink_after=r.number(Var.SHRINK_AFTER, DEFAULT_SHRINK_AFTER, 0),
         pod_index=r.whole(Var.POD_INDEX, 0 if num_pods == 1 else None, 0, max(num_pods - 1, 0)),
         pod_name=r.text(Var.POD_NAME, hostname),
         pod_ip=pod_ip,
