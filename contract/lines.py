@@ -4,8 +4,9 @@ contract.progress, the validation line and metrics records contract.metrics).
 - the trainer's own prefix ``rank=R `` on each line it prints;
 - the launcher's prefixes on its stdout: ``[rank N] `` for a rank's lines, ``[sched] `` for MindSpore's scheduler,
   ``[launcher] `` for its own (the merged view: rank MERGED_VIEW_RANK's progress only);
-- the launcher's ``attempt K: all P pod(s) joined; world size W[; restart R of M after <why>]`` line (jobctl status
-  shows R, M and why);
+- the launcher's ``attempt K: all P pod(s) joined; world size W[; restart R of M after <why>]`` line, or for an
+  elastic group without some pods ``attempt K: pods 0,1 of P joined; world size W (elastic: pod 2 missing)[; ...]``
+  (jobctl status shows the group, R, M and why);
 - rank 0's ``saved <checkpoint> (...)`` line (jobctl status shows the newest checkpoint);
 - each rank's ``resuming from <where> (epoch E)`` line, where is ``<checkpoint> at step S`` or ``snapshot of pod P
   at step S`` (the recovery tests and bench.recovery read the step and the source).
@@ -14,6 +15,10 @@ contract.progress, the validation line and metrics records contract.metrics).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from contract.group import format_members, parse_members
 
 LAUNCHER_PREFIX = "[launcher] "
 SCHEDULER_LABEL = "sched"  # MindSpore's scheduler process (msrun mode): its lines are `[sched] ...`
@@ -23,7 +28,8 @@ SCHEDULER_LABEL = "sched"  # MindSpore's scheduler process (msrun mode): its lin
 MERGED_VIEW_RANK = 0
 _RANK_PREFIX = re.compile(r"^\[rank (\d+)\] ")
 _JOINED = re.compile(
-    r"attempt (\d+): all (\d+) pod\(s\) joined; world size (\d+)(?:; restart (\d+) of (\d+) after (.*))?$"
+    r"attempt (\d+): (?:all (\d+) pod\(s\)|pods? ([\d,]+) of (\d+)) joined; world size (\d+)"
+    r"(?: \(elastic: pods? [\d,]+ missing\))?(?:; restart (\d+) of (\d+) after (.*))?$"
 )
 _SAVED = re.compile(r"rank=0 saved (\S+)")
 _RESUMED = re.compile(r"rank=(\d+) resuming from (.+ at step (\d+)) \(epoch \d+\)$")
@@ -54,18 +60,66 @@ def format_trainer_line(rank: int, message: str) -> str:
     return f"rank={rank} {message}"
 
 
-def format_joined(attempt: int, pods: int, world_size: int, restarts: int, max_restarts: int, last: str | None) -> str:
-    """The launcher's line when every pod joined an attempt; the restart part only after a restart."""
-    line = f"attempt {attempt}: all {pods} pod(s) joined; world size {world_size}"
+@dataclass(frozen=True)
+class Joined:
+    """What a joined line says: the attempt, its members among the job's pods, the world size, the restarts."""
+
+    attempt: int
+    members: tuple[int, ...]
+    num_pods: int
+    world_size: int
+    restarts: int = 0
+    max_restarts: int = 0
+    last: str | None = None
+
+    @property
+    def restart(self) -> tuple[int, int, str] | None:
+        return (self.restarts, self.max_restarts, self.last) if self.last is not None else None
+
+
+def format_joined(
+    attempt: int,
+    pods: int,
+    world_size: int,
+    restarts: int,
+    max_restarts: int,
+    last: str | None,
+    members: Sequence[int] | None = None,
+) -> str:
+    """The launcher's line when the group of an attempt has met; the members only when some pods are missing
+    (an elastic job), the restart part only after a restart."""
+    if members is None or len(members) == pods:
+        line = f"attempt {attempt}: all {pods} pod(s) joined; world size {world_size}"
+    else:
+        missing = [p for p in range(pods) if p not in members]
+        line = (
+            f"attempt {attempt}: {_pods(members)} of {pods} joined; world size {world_size} "
+            f"(elastic: {_pods(missing)} missing)"
+        )
     return f"{line}; restart {restarts} of {max_restarts} after {last}" if restarts else line
+
+
+def _pods(pods: Sequence[int]) -> str:
+    return f"pod{'s' if len(pods) > 1 else ''} {format_members(pods)}"
+
+
+def parse_joined(line: str) -> Joined | None:
+    """A joined line (any prefix before ``attempt``), full or elastic; None for any other line."""
+    match = _JOINED.search(line)
+    if match is None:
+        return None
+    attempt, full, members, of, world, restarts, budget, why = match.groups()
+    num_pods = int(full or of)
+    group = tuple(range(num_pods)) if full else parse_members(members)
+    if restarts is None:
+        return Joined(int(attempt), group, num_pods, int(world))
+    return Joined(int(attempt), group, num_pods, int(world), int(restarts), int(budget), why)
 
 
 def parse_restart(line: str) -> tuple[int, int, str] | None:
     """(restarts, budget, why) of a joined line written after a restart; None for any other line."""
-    match = _JOINED.search(line)
-    if match is None or match.group(4) is None:
-        return None
-    return int(match.group(4)), int(match.group(5)), match.group(6)
+    joined = parse_joined(line)
+    return joined.restart if joined is not None else None
 
 
 def format_saved(checkpoint: str, detail: str) -> str:

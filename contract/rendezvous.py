@@ -1,8 +1,12 @@
 """Rendezvous on the shared volume: the pods of one group agree on an attempt number and meet there.
 
 Layout: ``<job_dir>/rendezvous/attempt-<K>/`` holds ``pod-<i>.json`` fragments, ``failed-<i>`` and ``done-<i>``
-markers. A joining pod takes the newest attempt unless that attempt is closed for it (a failure marker, a done
-marker, or its own fragment already there, i.e. it replaces a pod of that attempt); then it creates the next
+markers, ``alive-<i>`` heartbeats (a launcher rewrites its own while its pod is in the attempt; a member whose file
+stops changing for PEER_TIMEOUT is lost) and, in an elastic job, ``members.json``: the pods that train in the
+attempt, published once (the first exclusive create wins; a pod not listed there is a standby).
+
+A joining pod takes the newest attempt unless that attempt is closed for it (a failure marker, a done marker, or
+its own fragment already there, i.e. it replaces a pod of that attempt); then it creates the next
 attempt. ``mkdir`` is the atomic decision: racing pods either create the next attempt or find it created, and
 re-examine the newest one, so they all converge on one K. A pod that wrote its fragment into an attempt that has
 since been superseded moves on, and so does one that is waiting when that happens. Fragments and markers are
@@ -28,7 +32,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,10 @@ from contract.ranktable import RankTable, build_table, server_from_fragment
 _ATTEMPT = re.compile(r"^attempt-(\d+)$")
 _FRAGMENT = re.compile(r"^pod-(\d+)\.json$")
 _MARKER = re.compile(r"^(failed|done)-(\d+)$")
+_HEARTBEAT = re.compile(r"^alive-(\d+)$")
+MEMBERS_FILE = "members.json"
+HEARTBEAT_SECONDS = 2.0  # how often a launcher rewrites its alive-<i>
+PEER_TIMEOUT = 15.0  # a member whose alive-<i> has not changed for this long is lost (its node or launcher is gone)
 
 
 class RendezvousError(RuntimeError):
@@ -56,6 +64,40 @@ class GroupChanged(RendezvousError):
 
 class GroupCompleted(RendezvousError):
     """This pod's attempt already finished (a peer marked it done): nothing is left to run."""
+
+
+class Standby(Exception):
+    """An elastic job's attempt trains without this pod (``members``); it waits to join the next attempt."""
+
+    def __init__(self, attempt: int, members: tuple[int, ...]) -> None:
+        super().__init__(f"attempt {attempt} trains with pod(s) {_names(list(members))}")
+        self.attempt = attempt
+        self.members = members
+
+
+def format_heartbeat(count: int, when: str) -> str:
+    """``alive-<i>``'s content: a counter and a UTC time. Peers compare contents, never mtimes (NFS caches
+    attributes; close-to-open gives a fresh content)."""
+    return f"{count} {when}\n"
+
+
+def parse_heartbeat(text: str) -> tuple[int, str] | None:
+    count, _, when = text.strip().partition(" ")
+    return (int(count), when) if count.isdigit() and when else None
+
+
+def format_members_file(members: Sequence[int]) -> str:
+    return json.dumps({"members": list(members)}) + "\n"
+
+
+def parse_members_file(text: str, source: str) -> tuple[int, ...]:
+    try:
+        members = tuple(int(m) for m in json.loads(text)["members"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RendezvousError(f"unreadable {source}: {exc}; it is written once by a launcher, never by hand") from None
+    if not members or list(members) != sorted(set(members)):
+        raise RendezvousError(f"{source} lists {list(members)}: expected distinct pod indices in ascending order")
+    return members
 
 
 @dataclass(frozen=True)
@@ -236,6 +278,120 @@ class Rendezvous:
             except GroupChanged:
                 continue
 
+    # --- members (elastic jobs) -----------------------------------------------------------------------------
+
+    def members(self, attempt: int | None = None) -> tuple[int, ...] | None:
+        """The published members of the attempt, or None while nobody has published them."""
+        d = self.attempt_dir(attempt)
+        try:
+            if MEMBERS_FILE not in fresh_listdir(d, self.probe):
+                return None
+            return parse_members_file((d / MEMBERS_FILE).read_text(), str(d / MEMBERS_FILE))
+        except FileNotFoundError:
+            return None
+
+    def publish_members(self, members: Sequence[int]) -> tuple[int, ...]:
+        """Publish once: the temporary is linked to the final name, which fails if a peer published first (atomic
+        on NFS too). Returns the winner's members, which every pod then uses."""
+        d = self.attempt_dir()
+        tmp = d / f".members-{self.pod_index}-{os.getpid()}.tmp"
+        write_atomic(tmp, format_members_file(members))
+        try:
+            os.link(tmp, d / MEMBERS_FILE)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        published = self.members()
+        if published is None:
+            raise RendezvousError(f"{d / MEMBERS_FILE} vanished right after it was published")
+        return published
+
+    def wait_for_members(
+        self,
+        num_pods: int,
+        min_pods: int,
+        shrink_after: float,
+        deadline: float,
+        should_stop: Callable[[], bool] = lambda: False,
+        devices_per_pod: int = 1,
+    ) -> list[Fragment]:
+        """The members' fragments (ordered) once members.json is published: by a pod that saw all ``num_pods``
+        fragments, or ``min_pods`` or more after ``shrink_after`` seconds (or at the deadline). Raises Standby when
+        this pod is not a member, GroupChanged if the group moves on, RendezvousTimeout below ``min_pods``."""
+        started = time.monotonic()
+        while True:
+            changed = self.group_failed()
+            if changed:
+                raise GroupChanged(changed)
+            found = {i: f for i, f in self.fragments().items() if i < num_pods}
+            members = self.members()
+            now = time.monotonic()
+            waited = now - started >= shrink_after or now >= deadline
+            if members is None and (len(found) == num_pods or (waited and len(found) >= min_pods)):
+                members = self.publish_members(sorted(found))
+            if members is not None:
+                if self.pod_index not in members:
+                    raise Standby(self._k(None), members)
+                if all(m in found for m in members):
+                    return [found[m] for m in members]
+            if should_stop():
+                raise RendezvousError("stopped while waiting for the other pods")
+            if now >= deadline:
+                missing = [i for i in range(num_pods) if i not in found]
+                raise RendezvousTimeout(
+                    f"attempt {self.attempt}: pod(s) {_names(missing)} did not join in time (have "
+                    f"{_names(sorted(found)) or 'none'} of {num_pods}; this elastic job trains with at least "
+                    f"{min_pods} pod(s), min_devices={min_pods * devices_per_pod}); check that those pods are "
+                    f"scheduled and running (kubectl describe pod), or raise {Var.RENDEZVOUS_TIMEOUT} or lower "
+                    "min_devices"
+                )
+            time.sleep(self.poll_seconds)
+
+    def wait_as_standby(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Wait, without a deadline, while the members train without this pod (its fragment stays: the members see
+        it and grow). Raises GroupChanged when the attempt is over (rejoin), GroupCompleted when the members
+        finished, RendezvousError at ``should_stop``."""
+        while True:
+            changed = self.group_failed()
+            if changed:
+                raise GroupChanged(changed)
+            done = self.done_pods()
+            if done:
+                raise GroupCompleted(f"attempt {self.attempt} was completed by pod(s) {_names(done)}; nothing to do")
+            if should_stop():
+                raise RendezvousError("stopped while waiting as a standby")
+            time.sleep(self.poll_seconds)
+
+    def withdraw(self) -> None:
+        """Remove this pod's fragment (a standby that is stopped: the members need not grow for it)."""
+        with contextlib.suppress(OSError):
+            (self.attempt_dir() / f"pod-{self.pod_index}.json").unlink()
+
+    def newcomers(self, members: Sequence[int], num_pods: int) -> list[int]:
+        """Pods with a fragment in this attempt that are not among its members: standbys asking to come back."""
+        return sorted(i for i in self.fragments() if i < num_pods and i not in members)
+
+    # --- heartbeats -------------------------------------------------------------------------------------------
+
+    def beat(self, count: int) -> bool:
+        """Rewrite this pod's ``alive-<i>``; False when the volume refuses the write (the next beat retries)."""
+        return self._mark(f"alive-{self.pod_index}", format_heartbeat(count, utc_timestamp()))
+
+    def heartbeats(self) -> dict[int, str]:
+        """Pod index -> the content of its ``alive-<i>`` in this attempt (read, not stat'ed)."""
+        d = self.attempt_dir()
+        found: dict[int, str] = {}
+        try:
+            names = fresh_listdir(d, self.probe)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if m := _HEARTBEAT.match(name):
+                with contextlib.suppress(OSError):
+                    found[int(m.group(1))] = (d / name).read_text()
+        return found
+
     # --- markers ------------------------------------------------------------------------------------------
 
     def mark_failed(self, reason: str) -> bool:
@@ -267,6 +423,28 @@ class Rendezvous:
         path = self.attempt_dir() / f"hccl-pod-{self.pod_index}.json"
         write_atomic(path, table.to_json())
         return path, table
+
+
+class PeerWatch:
+    """Which peers' heartbeats stopped: a peer is lost when its ``alive-<i>`` content has not changed for
+    ``timeout`` seconds, counted from this watch's start at the earliest (a peer still starting is not lost)."""
+
+    def __init__(self, peers: Sequence[int], timeout: float | None = None, now: float | None = None) -> None:
+        self.timeout = PEER_TIMEOUT if timeout is None else timeout
+        start = time.monotonic() if now is None else now
+        self.seen: dict[int, tuple[str | None, float]] = {p: (None, start) for p in peers}
+
+    def lost(self, beats: Mapping[int, str], now: float | None = None) -> list[tuple[int, float]]:
+        """(pod, seconds without a change) of each lost peer, given the heartbeats just read."""
+        now = time.monotonic() if now is None else now
+        lost = []
+        for pod, (content, since) in self.seen.items():
+            current = beats.get(pod)
+            if current is not None and current != content:
+                self.seen[pod] = (current, now)
+            elif now - since >= self.timeout:
+                lost.append((pod, now - since))
+        return lost
 
 
 def _names(pods: list[int]) -> str:

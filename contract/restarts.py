@@ -2,7 +2,8 @@
 
 In-place restarts (a trainer died, its pod lives: the launchers rejoin the next attempt) and pod replacements (a
 launcher or node is gone: the replacement opens the next attempt) both start a new attempt, so counting failed
-attempts counts both, the same on every pod. A stop by SIGTERM (preemption, deletion) is not a failure.
+attempts counts both, the same on every pod. A stop by SIGTERM (preemption, deletion) is not a failure, nor is an
+elastic group's stop to grow back (its members saved a checkpoint so that a standby pod can join).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from contract.env import PodEnv, Var
 from contract.rendezvous import Rendezvous
 
 SIGTERM_STOP = "stopped by SIGTERM"
+GROW_STOP = "stopped to grow the group"  # an elastic group's members saved and stopped so that a standby joins
+_NOT_FAILURES = (SIGTERM_STOP, GROW_STOP)
 _REASON_CHARS = 300
 
 
@@ -50,8 +53,8 @@ def restart_record(rendezvous: Rendezvous, before: int) -> RestartRecord:
     history = []
     for attempt in range(before):
         reasons = rendezvous.failures(attempt)
-        if reasons and all(SIGTERM_STOP in reason for reason in reasons):
-            continue  # preempted or deleted: the trainers saved; not the group's fault
+        if reasons and all(any(stop in reason for stop in _NOT_FAILURES) for reason in reasons):
+            continue  # preempted, deleted or grown: the trainers saved; not the group's fault
         if not reasons and rendezvous.done_pods(attempt):
             continue
         why = reasons[0] if reasons else "a pod was lost without a word (killed or its node gone)"

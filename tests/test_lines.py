@@ -8,11 +8,13 @@ from pathlib import Path
 from contract.ckpt_names import checkpoint_name, parse_checkpoint_name
 from contract.lines import (
     LAUNCHER_PREFIX,
+    Joined,
     format_joined,
     format_prefix,
     format_resumed,
     format_saved,
     format_trainer_line,
+    parse_joined,
     parse_rank_prefix,
     parse_restart,
     parse_resumed,
@@ -64,6 +66,23 @@ def test_joined_line_carries_the_restart() -> None:
     again = LAUNCHER_PREFIX + format_joined(2, 2, 16, 2, 3, why)
     assert parse_restart(again) == (2, 3, why)
     assert latest_restart([first, again, "[rank 0] rank=0 something"]) == (2, 3, why)
+
+
+def test_joined_line_of_a_full_and_of_a_shrunk_group() -> None:
+    full = LAUNCHER_PREFIX + format_joined(0, 3, 6, 0, 3, None, members=[0, 1, 2])
+    assert full == LAUNCHER_PREFIX + "attempt 0: all 3 pod(s) joined; world size 6"  # unchanged for full groups
+    assert parse_joined(full) == Joined(0, (0, 1, 2), 3, 6)
+    why = "attempt 2: pod 2 lost: no heartbeat for 15 s (its node or launcher is gone)"
+    shrunk = format_joined(3, 3, 4, 1, 3, why, members=[0, 1])
+    assert (
+        shrunk == f"attempt 3: pods 0,1 of 3 joined; world size 4 (elastic: pod 2 missing); restart 1 of 3 after {why}"
+    )
+    assert parse_joined(LAUNCHER_PREFIX + shrunk) == Joined(3, (0, 1), 3, 4, 1, 3, why)
+    assert parse_restart(shrunk) == (1, 3, why)
+    one = format_joined(4, 4, 2, 0, 3, None, members=[3])
+    assert one == "attempt 4: pod 3 of 4 joined; world size 2 (elastic: pods 0,1,2 missing)"
+    assert parse_joined(one) == Joined(4, (3,), 4, 2) and parse_restart(one) is None
+    assert parse_joined("[rank 0] rank=0 attempt 3: pods of 3 joined") is None
 
 
 def test_progress_line() -> None:
