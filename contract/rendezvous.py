@@ -348,6 +348,25 @@ class Rendezvous:
                 )
             time.sleep(self.poll_seconds)
 
+    def meet_members(
+        self,
+        fragment: Fragment,
+        num_pods: int,
+        min_pods: int,
+        shrink_after: float,
+        deadline: float,
+        should_stop: Callable[[], bool] = lambda: False,
+        devices_per_pod: int = 1,
+    ) -> list[Fragment]:
+        """join + wait_for_members (an elastic job's meet), rejoining whenever the group moves to a newer attempt
+        before its members are published; Standby propagates."""
+        while True:
+            self.join(fragment)
+            try:
+                return self.wait_for_members(num_pods, min_pods, shrink_after, deadline, should_stop, devices_per_pod)
+            except GroupChanged:
+                continue
+
     def wait_as_standby(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Wait, without a deadline, while the members train without this pod (its fragment stays: the members see
         it and grow). Raises GroupChanged when the attempt is over (rejoin), GroupCompleted when the members

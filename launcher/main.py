@@ -40,9 +40,17 @@ from contract.env import (
     Var,
 )
 from contract.files import is_disk_full
+from contract.group import Group, format_members
 from contract.lines import format_joined
 from contract.ranktable import RankTableError
-from contract.rendezvous import Fragment, GroupCompleted, Rendezvous, RendezvousError
+from contract.rendezvous import (
+    Fragment,
+    GroupChanged,
+    GroupCompleted,
+    Rendezvous,
+    RendezvousError,
+    Standby,
+)
 from contract.restarts import RestartRecord, restart_record
 from launcher.modes import (
     LaunchError,
@@ -62,9 +70,17 @@ TERMINATION_MESSAGE_BYTES = 4096  # the kubelet keeps at most this much of the f
 
 def read_env(environ: dict[str, str] | os._Environ[str]) -> PodEnv:
     try:
-        return PodEnv.from_environ(environ, hostname=socket.gethostname())
+        env = PodEnv.from_environ(environ, hostname=socket.gethostname())
     except ContractError as exc:
         raise LaunchError(str(exc), EXIT_BAD_INPUT) from None
+    if env.elastic and env.launcher == "controller":
+        raise LaunchError(
+            f"{Var.MIN_PODS}={env.min_pods} of {Var.NUM_PODS}={env.num_pods} makes an elastic job, but "
+            f"{Var.LAUNCHER}=controller cannot resize its group (Ascend's hccl-controller builds one rank table for "
+            "all the job's pods); use the ranktable launcher for an elastic Ascend job, or drop min_devices",
+            EXIT_BAD_INPUT,
+        )
+    return env
 
 
 def trainer_command(env: PodEnv, extra_args: Sequence[str]) -> list[str]:
@@ -127,7 +143,8 @@ def _marking_failures(rendezvous: Rendezvous, env: PodEnv, wait: Callable[[], T]
         raise
 
 
-def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, deadline: float) -> list[Fragment]:
+def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal) -> tuple[list[Fragment], Group, float]:
+    """The members' fragments, the group and the attempt's deadline; a standby waits here for the next attempt."""
     if env.launcher == "ranktable":
         server_id, devices = ascend_devices(env)  # before joining: a pod without devices must not hold the group
     else:
@@ -137,8 +154,27 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
         env.pod_index, env.pod_name, env.pod_ip, env.node_ip, server_id=server_id, devices=devices, snapshot=snapshot
     )
     out.say(f"pod {env.pod_index}/{env.num_pods} ({env.pod_name}) joining the rendezvous in {rendezvous.root}")
+    while True:
+        deadline = time.monotonic() + env.rendezvous_timeout  # afresh after a standby's wait
+        try:
+            fragments = _meet_once(env, rendezvous, fragment, stop, deadline)
+        except Standby as standby:
+            _stand_by(env, rendezvous, out, stop, standby)
+            continue
+        members = tuple(f.pod_index for f in fragments)
+        return fragments, Group(members, env.num_pods, env.devices_per_pod), deadline
+
+
+def _meet_once(
+    env: PodEnv, rendezvous: Rendezvous, fragment: Fragment, stop: StopSignal, deadline: float
+) -> list[Fragment]:
+    should_stop = lambda: stop.count > 0  # noqa: E731
     try:
-        return rendezvous.meet(fragment, env.num_pods, deadline, should_stop=lambda: stop.count > 0)
+        if env.elastic:
+            return rendezvous.meet_members(
+                fragment, env.num_pods, env.fewest_pods, env.shrink_after, deadline, should_stop, env.devices_per_pod
+            )
+        return rendezvous.meet(fragment, env.num_pods, deadline, should_stop=should_stop)
     except GroupCompleted:
         raise
     except OSError as exc:  # a full or read-only shared volume: no attempt can be joined from this pod
@@ -156,6 +192,24 @@ def _meet(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, de
         raise LaunchError(str(exc)) from None
 
 
+def _stand_by(env: PodEnv, rendezvous: Rendezvous, out: Output, stop: StopSignal, standby: Standby) -> None:
+    """Wait without a deadline while the members train; return to join the next attempt. The fragment stays in the
+    attempt: it is this pod's request to come back (the members grow at their next step boundary)."""
+    out.say(
+        f"pod {env.pod_index}: the group trains without this pod (members {format_members(standby.members)}); "
+        "waiting to join at its next step boundary"
+    )
+    try:
+        rendezvous.wait_as_standby(should_stop=lambda: stop.count > 0)
+    except GroupChanged as exc:
+        out.say(f"attempt {standby.attempt} is over ({exc}); joining the next one")
+    except GroupCompleted:
+        raise
+    except RendezvousError:  # stopped: a standby marks nothing (the members train on) and withdraws its request
+        rendezvous.withdraw()
+        raise LaunchError("stopped by SIGTERM while waiting as a standby", EXIT_TERMINATED) from None
+
+
 def _start(
     env: PodEnv,
     supervisor: PodSupervisor,
@@ -164,10 +218,11 @@ def _start(
     deadline: float,
     record: RestartRecord,
 ) -> None:
-    rendezvous, out, stop = supervisor.rendezvous, supervisor.out, supervisor.stop
+    """Recover, then start this pod's processes as its launch mode wants; ``fragments``: the members' only."""
+    rendezvous, out, stop, group = supervisor.rendezvous, supervisor.out, supervisor.stop, supervisor.group
     recovery = Recovery(env, rendezvous, out.say, should_stop=lambda: stop.count > 0)
     resume = _marking_failures(rendezvous, env, lambda: _recover(recovery, fragments, deadline))
-    attempt = {**record.trainer_env(env), **_compile_cache_env(env), **resume}
+    attempt = {**record.trainer_env(env), **_compile_cache_env(env), **resume, **group.to_env()}
     if env.launcher == "ranktable":
         try:
             table_path, table = rendezvous.write_rank_table(fragments)
@@ -175,17 +230,19 @@ def _start(
             rendezvous.mark_failed(f"pod {env.pod_index}: {exc}")
             raise LaunchError(f"cannot build the rank table: {exc}") from None
         out.say(f"rank table for {table.rank_size} device(s) on {table.server_count} server(s): {table_path}")
-        supervisor.start(with_writer(env, ranktable_processes(env, command, table_path, attempt)))
+        supervisor.start(with_writer(env, ranktable_processes(env, command, table_path, attempt, group=group)))
     elif env.launcher == "controller":
         ranks = _marking_failures(rendezvous, env, lambda: controller_ranks(env, deadline, stop, out.say))
         out.say(f"hccl-controller's rank table {env.controller_table}: this pod runs ranks {ranks}")
         supervisor.start(with_writer(env, ranktable_processes(env, command, env.controller_table, attempt, ranks)))
-    elif env.pod_index == 0:
-        supervisor.start(with_writer(env, msrun_processes(env, command, env.pod_ip, attempt)))
+    elif env.pod_index == group.first:
+        supervisor.start(with_writer(env, msrun_processes(env, command, env.pod_ip, attempt, group)))
     else:
-        sched_ip = _marking_failures(rendezvous, env, lambda: wait_for_scheduler(env, rendezvous, stop, deadline))
-        out.say(f"scheduler {env.master_addr} ({sched_ip}:{env.master_port}) answers")
-        supervisor.start(with_writer(env, msrun_processes(env, command, sched_ip, attempt)))
+        # The master address names pod 0; a group without it reaches its first member by that pod's IP.
+        host = env.master_addr if group.first == 0 else fragments[0].pod_ip
+        sched_ip = _marking_failures(rendezvous, env, lambda: wait_for_scheduler(env, rendezvous, stop, deadline, host))
+        out.say(f"scheduler {host} ({sched_ip}:{env.master_port}) answers")
+        supervisor.start(with_writer(env, msrun_processes(env, command, sched_ip, attempt, group)))
 
 
 def _recover(recovery: Recovery, fragments: list[Fragment], deadline: float) -> dict[str, str]:
@@ -207,9 +264,8 @@ def _compile_cache_env(env: PodEnv) -> dict[str, str]:
 
 def launch(env: PodEnv, rendezvous: Rendezvous, command: list[str], out: Output, stop: StopSignal) -> tuple[int, str]:
     """One attempt, (exit code, reason): meet the group, start this pod's processes, supervise them."""
-    deadline = time.monotonic() + env.rendezvous_timeout
     try:
-        fragments = _meet(env, rendezvous, out, stop, deadline)
+        fragments, group, deadline = _meet(env, rendezvous, out, stop)
     except GroupCompleted as exc:
         out.say(str(exc))
         return EXIT_OK, ""
@@ -218,12 +274,13 @@ def launch(env: PodEnv, rendezvous: Rendezvous, command: list[str], out: Output,
     if record.spent(env):  # every pod of this attempt reads the same record and gives up with it
         return EXIT_RESTARTS_SPENT, record.spent_message(env)
     joined = format_joined(
-        rendezvous.attempt, env.num_pods, env.world_size, record.count, env.max_restarts, record.last
+        rendezvous.attempt, env.num_pods, group.world_size, record.count, env.max_restarts, record.last, group.members
     )
     out.say(joined)
-    supervisor = PodSupervisor(env, out, rendezvous, stop)
-    _start(env, supervisor, command, fragments, deadline, record)
-    code = supervisor.run()
+    supervisor = PodSupervisor(env, out, rendezvous, stop, group)
+    with supervisor.heartbeat:  # from now until the attempt ends: the peers watch it
+        _start(env, supervisor, command, fragments, deadline, record)
+        code = supervisor.run()
     return code, supervisor.reason
 
 

@@ -1,7 +1,9 @@
 """What each launch mode needs before the trainers start, and the processes it starts.
 
-msrun: MindSpore's dynamic cluster (pod 0 runs the scheduler; the others wait until its port answers).
-ranktable: every pod builds the same HCCL rank table from the pods' fragments.
+msrun: MindSpore's dynamic cluster (the group's first member runs the scheduler; the others wait until its port
+answers).
+ranktable: every member builds the same HCCL rank table from the members' fragments.
+Ranks come from the attempt's group (contract.group): a pod's position among the members, not its index.
 controller: Ascend's hccl-controller writes the table into a ConfigMap; this pod runs the ranks of its server.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GROUP_CHANGED, EXIT_TERMINATED, PodEnv, Var
+from contract.group import Group
 from contract.lines import SCHEDULER_LABEL, rank_label
 from contract.ranktable import (
     RankTable,
@@ -86,15 +89,18 @@ def ranktable_processes(
     table_path: Path,
     attempt: Mapping[str, str],
     ranks: Sequence[int] | None = None,
+    group: Group | None = None,
 ) -> list[LocalProcess]:
-    """One process per device: DEVICE_ID is the index inside the container, RANK_ID the table's rank."""
+    """One process per device: DEVICE_ID is the index inside the container, RANK_ID the table's rank (given by the
+    controller's table, else from the group)."""
+    group = group or Group.full(env.num_pods, env.devices_per_pod)
     procs = []
     for i in range(env.devices_per_pod):
-        rank = env.global_rank(i) if ranks is None else ranks[i]
+        rank = group.rank(env.pod_index, i) if ranks is None else ranks[i]
         extra = {
             Var.RANK_TABLE_FILE: str(table_path),
             "RANK_ID": str(rank),
-            "RANK_SIZE": str(env.world_size),
+            "RANK_SIZE": str(group.world_size if ranks is None else env.world_size),
             "DEVICE_ID": str(i),
         }
         procs.append(_rank_process(env, command, rank, extra, attempt))
@@ -156,20 +162,24 @@ def controller_ranks(env: PodEnv, deadline: float, stop: StopSignal, say: Callab
 # --- dynamic cluster (msrun) --------------------------------------------------------------------------------
 
 
-def msrun_processes(env: PodEnv, command: list[str], sched_host: str, attempt: Mapping[str, str]) -> list[LocalProcess]:
+def msrun_processes(
+    env: PodEnv, command: list[str], sched_host: str, attempt: Mapping[str, str], group: Group | None = None
+) -> list[LocalProcess]:
+    """The group's first member runs the scheduler too; every rank is numbered by its pod's place in the group."""
+    group = group or Group.full(env.num_pods, env.devices_per_pod)
     common = {
         "MS_SCHED_HOST": sched_host,
         "MS_SCHED_PORT": str(env.master_port),
-        "MS_WORKER_NUM": str(env.world_size),
+        "MS_WORKER_NUM": str(group.world_size),
         "MS_TOPO_TIMEOUT": str(int(env.rendezvous_timeout)),
-        "RANK_SIZE": str(env.world_size),
+        "RANK_SIZE": str(group.world_size),
     }
     procs = []
-    if env.pod_index == 0:
+    if env.pod_index == group.first:
         sched_env = child_env({**common, "MS_ROLE": "MS_SCHED"})
         procs.append(LocalProcess(SCHEDULER_LABEL, command, sched_env, env.layout.scheduler_log, is_rank=False))
     for i in range(env.devices_per_pod):
-        rank = env.global_rank(i)
+        rank = group.rank(env.pod_index, i)
         extra = {**common, "MS_ROLE": "MS_WORKER", "MS_NODE_ID": str(rank), "RANK_ID": str(rank)}
         if env.family != "cpu":
             extra["DEVICE_ID"] = str(i)
@@ -177,8 +187,13 @@ def msrun_processes(env: PodEnv, command: list[str], sched_host: str, attempt: M
     return procs
 
 
-def wait_for_scheduler(env: PodEnv, rendezvous: Rendezvous, stop: StopSignal, deadline: float) -> str:
-    """Resolve the master address (DNS may lag behind the pod) and wait until the scheduler port answers."""
+def wait_for_scheduler(
+    env: PodEnv, rendezvous: Rendezvous, stop: StopSignal, deadline: float, host: str | None = None
+) -> str:
+    """Resolve the scheduler's host (the master address by default; DNS may lag behind the pod) and wait until the
+    scheduler port answers. ``host``: the first member's pod IP when the first member is not pod 0 (the master
+    address names pod 0)."""
+    host = host or env.master_addr
     last_error = ""
     while True:
         if stop.count:
@@ -188,7 +203,7 @@ def wait_for_scheduler(env: PodEnv, rendezvous: Rendezvous, stop: StopSignal, de
             raise LaunchError(f"the group changed while waiting for the scheduler: {reason}", EXIT_GROUP_CHANGED)
         ip = ""  # resolved on every try: a replaced pod 0 has a new IP, and DNS may lag behind it
         try:
-            infos = socket.getaddrinfo(env.master_addr, env.master_port, socket.AF_INET, socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, env.master_port, socket.AF_INET, socket.SOCK_STREAM)
             ip = str(infos[0][4][0])
             with socket.create_connection((ip, env.master_port), timeout=2.0):
                 return ip
@@ -196,9 +211,9 @@ def wait_for_scheduler(env: PodEnv, rendezvous: Rendezvous, stop: StopSignal, de
             last_error = f"{'cannot resolve' if not ip else f'no answer from {ip}:{env.master_port}'}: {exc}"
         if time.monotonic() >= deadline:
             raise LaunchError(
-                f"the scheduler at {env.master_addr}:{env.master_port} did not answer within "
-                f"{Var.RENDEZVOUS_TIMEOUT}={env.rendezvous_timeout:g} s ({last_error}); check pod 0's log and that "
-                "the headless Service publishes not-ready addresses",
+                f"the scheduler at {host}:{env.master_port} did not answer within "
+                f"{Var.RENDEZVOUS_TIMEOUT}={env.rendezvous_timeout:g} s ({last_error}); check the first member's log "
+                "and that the headless Service publishes not-ready addresses",
                 EXIT_FAILURE,
             )
         time.sleep(0.5)

@@ -1,4 +1,10 @@
-"""Supervises one pod's local processes and turns what happens to them and to the group into an exit code."""
+"""Supervises one pod's local processes and turns what happens to them and to the group into an exit code.
+
+At each group check (every GROUP_CHECK_SECONDS) it reads the rendezvous: a peer's failure marker or a newer attempt
+stops the local processes at once; so does a member whose heartbeat stopped (lost: its node or launcher is gone);
+and in an elastic group without some pods, a standby's fragment (or a peer's grow marker) makes the ranks save and
+stop at a step boundary so that the group grows back in the next attempt.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,10 @@ from contract.env import (
     Var,
     exit_code_of,
 )
-from contract.rendezvous import Rendezvous
+from contract.group import Group, format_members
+from contract.rendezvous import PeerWatch, Rendezvous
+from contract.restarts import GROW_STOP, SIGTERM_STOP
+from launcher.heartbeat import Heartbeat
 from launcher.output import Output
 from launcher.processes import LocalProcess
 
@@ -41,11 +50,15 @@ class StopSignal:
 class PodSupervisor:
     """Starts the local processes; :meth:`run` returns the pod's exit code and sets :attr:`reason`."""
 
-    def __init__(self, env: PodEnv, out: Output, rendezvous: Rendezvous, stop: StopSignal) -> None:
+    def __init__(
+        self, env: PodEnv, out: Output, rendezvous: Rendezvous, stop: StopSignal, group: Group | None = None
+    ) -> None:
         self.env = env
         self.out = out
         self.rendezvous = rendezvous
         self.stop = stop
+        self.group = group or Group.full(env.num_pods, env.devices_per_pod)
+        self.heartbeat = Heartbeat(rendezvous)  # the caller runs the attempt inside ``with supervisor.heartbeat``
         self.procs: list[LocalProcess] = []
         self.reason = ""  # why the pod ended other than by completing: the termination message
 
@@ -59,9 +72,11 @@ class PodSupervisor:
 
     def start(self, procs: Sequence[LocalProcess]) -> None:
         """Spawn every process first, then the output threads (a fork with threads running is unsafe)."""
+        with self.heartbeat.paused():
+            for proc in procs:
+                proc.spawn()
+                self.procs.append(proc)
         for proc in procs:
-            proc.spawn()
-            self.procs.append(proc)
             assert proc.popen is not None
             self.out.say(f"started {proc.label} (pid {proc.popen.pid}), log {proc.log_path}")
         for proc in procs:
@@ -70,6 +85,7 @@ class PodSupervisor:
 
     def run(self) -> int:
         next_group_check = time.monotonic() + GROUP_CHECK_SECONDS
+        peers = PeerWatch([m for m in self.group.members if m != self.env.pod_index])
         while True:
             if self.stop.count:
                 return self._terminated()
@@ -84,15 +100,76 @@ class PodSupervisor:
             now = time.monotonic()
             if now >= next_group_check:
                 next_group_check = now + GROUP_CHECK_SECONDS
-                reason = self.rendezvous.group_failed()
-                if reason:
-                    self.out.say(f"the group changed: {reason}; stopping the local processes at once")
-                    self.stop_now()
-                    return self._ended(EXIT_GROUP_CHANGED, f"the group changed: {reason}")
+                code = self._check_group(peers)
+                if code is not None:
+                    return code
             idle = now - max(p.last_output for p in self.ranks)
             if idle > self.env.stall_timeout:
                 return self._stalled(idle)
             time.sleep(POLL_SECONDS)
+
+    def _check_group(self, peers: PeerWatch) -> int | None:
+        """The exit code when the group is over for this pod (changed, a member lost, growing), else None."""
+        growing = self._growing()
+        if growing:  # before the markers: a peer's grow marker must not kill ranks that are saving
+            return self._grow(growing)
+        reason = self.rendezvous.group_failed()
+        if reason:
+            self.out.say(f"the group changed: {reason}; stopping the local processes at once")
+            self.stop_now()
+            return self._ended(EXIT_GROUP_CHANGED, f"the group changed: {reason}")
+        lost = peers.lost(self.rendezvous.heartbeats())
+        if lost:
+            lost = [(pod, idle) for pod, idle in lost if pod not in self.rendezvous.done_pods()]
+        if not lost:
+            return None
+        pod, idle = lost[0]
+        message = f"pod {pod} lost: no heartbeat for {idle:.0f} s (its node or launcher is gone)"
+        self.out.say(f"{message}; stopping the local processes at once")
+        self.stop_now()
+        self.rendezvous.mark_failed(message)
+        return self._ended(EXIT_GROUP_CHANGED, message)
+
+    def _growing(self) -> str:
+        """Why this shrunk group should grow back (a standby's fragment, a peer's grow marker), or ""."""
+        if self.group.is_full:
+            return ""
+        newcomers = self.rendezvous.newcomers(self.group.members, self.env.num_pods)
+        if newcomers:
+            return f"pod(s) {format_members(newcomers)} waiting to join"
+        assert self.rendezvous.attempt is not None
+        markers = self.rendezvous.failures(self.rendezvous.attempt)
+        return "a peer stops the group to grow it back" if any(GROW_STOP in m for m in markers) else ""
+
+    def _grow(self, why: str) -> int:
+        """Ask the local ranks to save and stop at a step boundary (SIGTERM: they agree on the step), wait for them
+        without acting on the peers' markers, and close the attempt with a grow marker (not a restart)."""
+        self.out.say(
+            f"{why}: asking the local ranks to save and stop at a step boundary; the group grows back to "
+            f"{self.env.num_pods} pod(s) in the next attempt"
+        )
+        for proc in self.ranks:
+            proc.signal(signal.SIGTERM)
+        if not self._wait(self.ranks, self.env.stop_grace):
+            for proc in self.ranks:
+                if proc.poll() is None:
+                    self.out.say(f"{proc.label} did not stop within {self.env.stop_grace:g} s; killing it")
+                    proc.signal(signal.SIGKILL)
+            self._wait(self.ranks, 10.0)
+        if all(p.poll() == 0 for p in self.ranks):
+            return self._completed()  # they had finished anyway
+        failed = next((p for p in self.ranks if exit_code_of(p.poll() or 0) not in (0, EXIT_TERMINATED)), None)
+        if failed is not None:  # it did not save: a failure like any other
+            return self._process_failed(failed, exit_code_of(failed.poll() or 0))
+        self._stop(self.helpers)
+        self._flush()
+        if self.stop.count:
+            self.rendezvous.mark_failed(f"pod {self.env.pod_index}: {SIGTERM_STOP}")
+            return self._ended(EXIT_TERMINATED, SIGTERM_STOP)
+        reason = f"{GROW_STOP} ({why})"
+        self.rendezvous.mark_failed(f"pod {self.env.pod_index}: {reason}")
+        self.out.say(f"local ranks saved and stopped: {reason}")
+        return self._ended(EXIT_GROUP_CHANGED, reason)
 
     @staticmethod
     def _first_failed(procs: Sequence[LocalProcess]) -> LocalProcess | None:
@@ -114,6 +191,9 @@ class PodSupervisor:
 
     def _process_failed(self, proc: LocalProcess, code: int) -> int:
         if code == EXIT_TERMINATED and not self.stop.count:
+            growing = self._growing()
+            if growing:  # a peer asked its ranks to stop and they all agreed on the step: let the others save too
+                return self._grow(growing)
             self.out.say(f"{proc.label} stopped (exit 143) without this pod being signalled: a peer stopped the group")
             self.stop_now()
             return self._ended(EXIT_GROUP_CHANGED, f"{proc.label} was stopped by a peer")
@@ -156,10 +236,10 @@ class PodSupervisor:
             return self._completed()  # they had finished anyway
         codes = {p.label: exit_code_of(p.poll() or 0) for p in self.ranks}
         self._stop(self.helpers)
-        self.rendezvous.mark_failed(f"pod {self.env.pod_index}: stopped by SIGTERM")
+        self.rendezvous.mark_failed(f"pod {self.env.pod_index}: {SIGTERM_STOP}")
         self._flush()
         self.out.say(f"local ranks stopped: {codes}")
-        return self._ended(EXIT_TERMINATED, "stopped by SIGTERM")
+        return self._ended(EXIT_TERMINATED, SIGTERM_STOP)
 
     def stop_now(self) -> None:
         """SIGKILL every local process: a group that lost a member has nothing to save, and ranks stuck in a
