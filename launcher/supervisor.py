@@ -126,8 +126,8 @@ class PodSupervisor:
         pod, idle = lost[0]
         message = f"pod {pod} lost: no heartbeat for {idle:.0f} s (its node or launcher is gone)"
         self.out.say(f"{message}; stopping the local processes at once")
+        self.rendezvous.mark_failed(message)  # first: the other members learn it at their next check
         self.stop_now()
-        self.rendezvous.mark_failed(message)
         return self._ended(EXIT_GROUP_CHANGED, message)
 
     def _growing(self) -> str:

@@ -89,7 +89,7 @@ def record() -> None:
         return
     names = ("RANK_ID", "RANK_SIZE", "DEVICE_ID", "RANK_TABLE_FILE", "MS_ROLE", "MS_SCHED_HOST", "MS_SCHED_PORT",
              "MS_WORKER_NUM", "MS_NODE_ID", "MS_TOPO_TIMEOUT", "JOBCTL_RESTARTS", "JOBCTL_MAX_RESTARTS",
-             "JOBCTL_LAST_FAILURE")  # fmt: skip
+             "JOBCTL_LAST_FAILURE", "JOBCTL_MEMBERS")  # fmt: skip
     table_file = os.environ.get("RANK_TABLE_FILE")
     data = {
         "argv": sys.argv[1:],

@@ -74,9 +74,9 @@ def pod_env(
 class Launcher:
     """A launcher process whose merged stdout+stderr is collected line by line."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, module: str = "trainer.launch") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trainer.launch", *args],
+            [sys.executable, "-m", module, *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -189,6 +189,7 @@ def test_prefixed_output_rank_logs_and_rank_env(tmp_path) -> None:
         "JOBCTL_RESTARTS": "0",
         "JOBCTL_MAX_RESTARTS": "0",
         "JOBCTL_LAST_FAILURE": "",
+        "JOBCTL_MEMBERS": "0",
     }  # no DEVICE_ID on CPU
     assert seen["argv"] == [
         "--config", env["JOBCTL_TRAIN_CONFIG"], "--data_dir", env["JOBCTL_DATA_DIR"],
