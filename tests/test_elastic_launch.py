@@ -158,3 +158,24 @@ def test_three_pods_shrink_when_one_is_killed_and_grow_back_when_it_returns(tmp_
         pod.proc.send_signal(signal.SIGTERM)
     for pod in (*pods[:2], back):
         assert pod.finish() == 143, pod.text
+
+
+@pytest.mark.slow
+def test_a_group_without_pod_0_runs_the_scheduler_on_its_first_member(tmp_path) -> None:
+    """Pods 1 and 2 of 3 train as a group (pod 0 never comes): pod 1 holds rank 0 and the scheduler, pod 2 reaches it
+    by pod 1's IP from its fragment (the master address names pod 0, which is not there)."""
+    port = free_port()
+    common = {
+        "JOBCTL_DEVICES_PER_POD": "1", "JOBCTL_MIN_PODS": "2", "JOBCTL_SHRINK_AFTER": "0.5",
+        "JOBCTL_MASTER_PORT": str(port), "JOBCTL_MASTER_ADDR": "t-0.invalid",
+    }  # fmt: skip
+    pods = [Launcher(pod_env(tmp_path, i, pods=3, **common)) for i in (1, 2)]
+    for pod in pods:
+        assert pod.finish() == 0, pod.text
+        assert "attempt 0: pods 1,2 of 3 joined; world size 2 (elastic: pod 0 missing)" in pod.text
+    assert "[sched] all workers finished" in pods[0].text
+    assert f"scheduler 127.0.0.1 (127.0.0.1:{port}) answers" in pods[1].text
+    for rank in (0, 1):
+        seen = seen_by(tmp_path, rank)["env"]
+        assert (seen["RANK_SIZE"], seen["MS_WORKER_NUM"], seen["JOBCTL_MEMBERS"]) == ("2", "2", "1,2")
+    assert "[rank 0] rank=0 step=3/3" in pods[0].text and "[rank 1] rank=1 step=3/3" in pods[1].text
