@@ -176,7 +176,8 @@ def pod_env(spec: JobSpec) -> contract.PodEnv:
         stall_timeout=spec.stall_timeout,
         max_restarts=spec.max_restarts,
         snapshot_dir=Path(contract.SNAPSHOT_DIR) if snapshot_memory(spec) else None,
-        **({"min_pods": spec.min_pods, "shrink_after": spec.shrink_seconds} if spec.elastic else {}),
+        min_pods=spec.min_pods if spec.elastic else 0,  # 0: not elastic (no JOBCTL_MIN_PODS in the pod env)
+        shrink_after=spec.shrink_seconds,
     )
 
 
