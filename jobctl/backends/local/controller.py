@@ -321,7 +321,8 @@ class LocalJobController:
         return 0 if self.phase == COMPLETE else 1
 
     def step(self) -> None:
-        """One pass of the controller: reap, apply the failure rules, start replacements, check success."""
+        """One pass of the controller: act on fault requests, reap, apply the failure rules, start replacements
+        (none for a pod held down), check success."""
         if self.delete_requested:
             self.fail("Deleted", "the job was deleted (jobctl delete)")
             return
@@ -331,7 +332,6 @@ class LocalJobController:
             self.handle_exit(index, code)
             if self.phase != RUNNING:
                 return
-        changed = self.apply_faults() or changed
         for index, when in list(self.restart_at.items()):
             if time.monotonic() >= when and not self.holding(index):
                 del self.restart_at[index]
