@@ -29,7 +29,7 @@ def fault_file(job_dir: JobDir, index: int) -> Path:
 
 @dataclass(frozen=True)
 class Fault:
-    """One request: pod ``pod`` down from now until ``until`` (UTC, whole seconds), or until `--up` when None."""
+    """One request: pod ``pod`` down from now until ``until`` (UTC, whole seconds), or until `--up` if None."""
 
     pod: int
     id: str
@@ -37,9 +37,10 @@ class Fault:
 
     @classmethod
     def down(cls, pod: int, seconds: float | None, now: datetime | None = None) -> Fault:
-        start = now or datetime.now(UTC)
-        until = None if seconds is None else (start + timedelta(seconds=seconds)).replace(microsecond=0)
-        return cls(pod, uuid.uuid4().hex, until)
+        end = (now or datetime.now(UTC)) + timedelta(seconds=seconds or 0)
+        if end.microsecond:  # whole seconds, rounded up: the hold lasts at least what was asked
+            end = end.replace(microsecond=0) + timedelta(seconds=1)
+        return cls(pod, uuid.uuid4().hex, None if seconds is None else end)
 
     def up(self, now: datetime | None = None) -> Fault:
         """The same request, its hold ending now."""
