@@ -31,7 +31,8 @@ from contract.layout import JobLayout
 from contract.progress import parse_progress
 
 ATTEMPT_KINDS = ("start", "resume")
-KINDS = (*ATTEMPT_KINDS, "train", "val")
+SEGMENT_KIND = "segment"  # rank 0 at each (re)start: the group it trains with (devices, full_devices, members)
+KINDS = (*ATTEMPT_KINDS, "train", "val", SEGMENT_KIND)
 LOG_TAG = "metrics"  # rank 0's log line for an attempt record: `rank=0 metrics {json}`
 # TensorBoard scalar name per record field.
 TRAIN_SCALARS = {"loss": "train/loss", "lr": "train/lr", "img_per_sec": "train/img_per_sec"}
