@@ -27,6 +27,7 @@ Pure Python; no MindSpore.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -47,6 +48,8 @@ _MARKER = re.compile(r"^(failed|done)-(\d+)$")
 _HEARTBEAT = re.compile(r"^alive-(\d+)$")
 MEMBERS_FILE = "members.json"
 HEARTBEAT_SECONDS = 2.0  # how often a launcher rewrites its alive-<i>
+# A volume without hard links (SMB, some FUSE drivers): members.json is created with O_EXCL instead.
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV)
 PEER_TIMEOUT = 15.0  # a member whose alive-<i> has not changed for this long is lost (its node or launcher is gone)
 
 
@@ -84,6 +87,18 @@ def format_heartbeat(count: int, when: str) -> str:
 def parse_heartbeat(text: str) -> tuple[int, str] | None:
     count, _, when = text.strip().partition(" ")
     return (int(count), when) if count.isdigit() and when else None
+
+
+def _create_exclusive(path: Path, text: str) -> None:
+    """O_CREAT|O_EXCL (exclusive on NFS too); a reader may find it empty for an instant (members() waits then)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def format_members_file(members: Sequence[int]) -> str:
@@ -286,26 +301,31 @@ class Rendezvous:
         try:
             if MEMBERS_FILE not in fresh_listdir(d, self.probe):
                 return None
-            return parse_members_file((d / MEMBERS_FILE).read_text(), str(d / MEMBERS_FILE))
+            text = (d / MEMBERS_FILE).read_text()
         except FileNotFoundError:
             return None
+        if not text.strip():  # an exclusive create (no hard links on this volume) still being written
+            return None
+        return parse_members_file(text, str(d / MEMBERS_FILE))
 
-    def publish_members(self, members: Sequence[int]) -> tuple[int, ...]:
+    def publish_members(self, members: Sequence[int]) -> tuple[int, ...] | None:
         """Publish once: the temporary is linked to the final name, which fails if a peer published first (atomic
-        on NFS too). Returns the winner's members, which every pod then uses."""
+        on NFS too). Returns the winner's members, which every pod then uses (None: not readable yet, ask again)."""
         d = self.attempt_dir()
+        text = format_members_file(members)
         tmp = d / f".members-{self.pod_index}-{os.getpid()}.tmp"
-        write_atomic(tmp, format_members_file(members))
+        write_atomic(tmp, text)
         try:
             os.link(tmp, d / MEMBERS_FILE)
         except FileExistsError:
             pass
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            _create_exclusive(d / MEMBERS_FILE, text)
         finally:
             tmp.unlink(missing_ok=True)
-        published = self.members()
-        if published is None:
-            raise RendezvousError(f"{d / MEMBERS_FILE} vanished right after it was published")
-        return published
+        return self.members()
 
     def wait_for_members(
         self,

@@ -4,11 +4,13 @@ runs launcher processes."""
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 
 import pytest
 
+import contract.rendezvous as rendezvous_module
 from contract.rendezvous import (
     MEMBERS_FILE,
     Fragment,
@@ -52,6 +54,25 @@ def test_members_are_published_once_under_a_race(tmp_path) -> None:
     attempt = tmp_path / "rendezvous" / "attempt-0"
     assert sorted(p.name for p in attempt.iterdir() if "members" in p.name) == [MEMBERS_FILE]  # no temporary left
     assert pods[3].members() == next(iter(seen.values()))
+
+
+def test_members_on_a_volume_without_hard_links(tmp_path, monkeypatch) -> None:
+    """os.link refused (SMB, some FUSE drivers): an exclusive create publishes once; an empty file (being written)
+    reads as not published yet."""
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(rendezvous_module.os, "link", no_links)
+    a, b = pod(tmp_path, 0), pod(tmp_path, 1)
+    a.join(Fragment(0))
+    b.join(Fragment(1))
+    assert a.publish_members([0]) == (0,)
+    assert b.publish_members([0, 1]) == (0,)  # the first publication wins
+    empty = tmp_path / "rendezvous" / "attempt-1"
+    empty.mkdir()
+    (empty / MEMBERS_FILE).write_text("")
+    assert a.members(1) is None
 
 
 def test_all_pods_there_publish_the_full_group_at_once(tmp_path) -> None:
