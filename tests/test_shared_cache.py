@@ -239,3 +239,35 @@ def test_the_rendezvous_sees_its_peers_at_once_through_hour_long_caches(tmp_path
         assert time.monotonic() - began < 5
         leftovers = [p.name for p in (real / "job" / "rendezvous" / "run").rglob(".probe-*")]
         assert leftovers == []
+
+
+def test_heartbeats_and_members_are_seen_at_once_through_hour_long_caches(tmp_path: Path) -> None:
+    """A peer's heartbeat is read by its content (close-to-open), never by attributes the view caches for an hour: a
+    beating peer is never lost, a silent one is lost after the timeout; members.json, published once by an
+    exclusive link, is read by every view at once."""
+    from contract.rendezvous import Fragment, PeerWatch, Rendezvous
+
+    real = tmp_path / "real"
+    real.mkdir()
+    with (
+        CachedView(real, tmp_path / "node-0", 3600, log=tmp_path / "node-0.log") as node0,
+        CachedView(real, tmp_path / "node-1", 3600, log=tmp_path / "node-1.log") as node1,
+    ):
+        pod0 = Rendezvous(node0.mountpoint / "job", 0, poll_seconds=0.05, run_id="run")
+        pod1 = Rendezvous(node1.mountpoint / "job", 1, poll_seconds=0.05, run_id="run")
+        pod0.join(Fragment(0))
+        pod1.join(Fragment(1))
+        assert pod1.publish_members([0, 1]) == (0, 1)
+        assert pod0.publish_members([0]) == (0, 1)  # the first publication wins, in both views
+        watch = PeerWatch([1], timeout=1.0)
+        pod1.beat(0)
+        assert 1 in pod0.heartbeats()
+        for count in range(1, 16):  # 1.5 s of beats: never lost
+            pod1.beat(count)
+            assert watch.lost(pod0.heartbeats()) == []
+            time.sleep(0.1)
+        began = time.monotonic()
+        while not watch.lost(pod0.heartbeats()):
+            assert time.monotonic() - began < 3
+            time.sleep(0.05)
+        assert time.monotonic() - began >= 0.9
