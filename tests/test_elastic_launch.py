@@ -179,3 +179,33 @@ def test_a_group_without_pod_0_runs_the_scheduler_on_its_first_member(tmp_path) 
         seen = seen_by(tmp_path, rank)["env"]
         assert (seen["RANK_SIZE"], seen["MS_WORKER_NUM"], seen["JOBCTL_MEMBERS"]) == ("2", "2", "1,2")
     assert "[rank 0] rank=0 step=3/3" in pods[0].text and "[rank 1] rank=1 step=3/3" in pods[1].text
+
+
+def _standby(tmp_path: Path) -> tuple[Launcher, Rendezvous]:
+    """Pod 0 (a Rendezvous here) trains alone; pod 1's launcher comes late and waits as a standby."""
+    member = Rendezvous(tmp_path / "job", 0, poll_seconds=0.05)
+    member.join(Fragment(0))
+    assert member.publish_members([0]) == (0,)
+    launcher = Launcher(pod_env(tmp_path, 1, pods=2, JOBCTL_MIN_PODS="1", JOBCTL_DEVICES_PER_POD="1"))
+    launcher.wait_for("pod 1: the group trains without this pod (members 0); waiting to join at its next step boundary")
+    return launcher, member
+
+
+@pytest.mark.slow
+def test_a_standby_stopped_by_sigterm_withdraws_and_marks_nothing(tmp_path) -> None:
+    launcher, member = _standby(tmp_path)
+    assert member.newcomers((0,), 2) == [1]
+    launcher.proc.send_signal(signal.SIGTERM)
+    assert launcher.finish() == 143, launcher.text
+    assert member.newcomers((0,), 2) == [] and member.group_failed() is None  # pod 0 trains on, undisturbed
+    assert "started rank" not in launcher.text
+
+
+@pytest.mark.slow
+def test_a_standby_ends_when_the_members_complete(tmp_path) -> None:
+    launcher, member = _standby(tmp_path)
+    time.sleep(1)  # no deadline: it waits
+    assert launcher.proc.poll() is None
+    member.mark_done()
+    assert launcher.finish() == 0, launcher.text
+    assert "attempt 0 was completed by pod(s) 0; nothing to do" in launcher.text
