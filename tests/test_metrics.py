@@ -81,7 +81,9 @@ def test_a_run_records_every_progress_line_and_validation(data: Path, tmp_path: 
         "train/img_per_sec": timed,
         "val/top1": 2,
         "val/top5": 2,
+        "devices": 1,  # the segment record: the whole job's one device from step 0
     }
+    assert scalars["devices"] == [(0, 1.0)]
     assert [step for step, _ in scalars["val/top1"]] == [25, 50]
     assert history_from_log(result.stdout.splitlines())[0] == records[0]  # the attempt record is in the log too
 
@@ -117,7 +119,8 @@ def test_kill_9_and_resume_appends_a_marked_resume_and_no_second_curve(data: Pat
     resume = attempts[1]
     assert resume["restarts"] == 1 and resume["checkpoint"].endswith(f"_{resume['step']}.ckpt")
     assert f"resuming from {resume['checkpoint']} at step {resume['step']}" in second.stdout
-    later = records[records.index(resume) + 1 :]
+    segment, *later = records[records.index(resume) + 1 :]
+    assert segment["kind"] == "segment" and segment["step"] == resume["step"] and segment["devices"] == 1
     assert later and all(r["step"] > resume["step"] and r["restarts"] == 1 for r in later)
     steps = [r["step"] for r in effective(records) if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 75  # monotonic: the redone steps are one curve
