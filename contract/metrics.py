@@ -34,14 +34,14 @@ from contract.layout import JobLayout
 from contract.progress import parse_progress
 
 ATTEMPT_KINDS = ("start", "resume")
-SEGMENT = "segment"
-KINDS = (*ATTEMPT_KINDS, SEGMENT, "train", "val")
+SEGMENT_KIND = "segment"  # rank 0 at each (re)start: the group it trains with (devices, full_devices, members)
+KINDS = (*ATTEMPT_KINDS, "train", "val", SEGMENT_KIND)
 LOG_TAG = "metrics"  # rank 0's log line for an attempt or segment record: `rank=0 metrics {json}`
 # TensorBoard scalar name per record field.
 TRAIN_SCALARS = {"loss": "train/loss", "lr": "train/lr", "img_per_sec": "train/img_per_sec"}
 VAL_SCALARS = {"top1": "val/top1", "top5": "val/top5"}
 SEGMENT_SCALARS = {"devices": "devices"}
-SCALARS = {"train": TRAIN_SCALARS, "val": VAL_SCALARS, SEGMENT: SEGMENT_SCALARS}
+SCALARS = {"train": TRAIN_SCALARS, "val": VAL_SCALARS, SEGMENT_KIND: SEGMENT_SCALARS}
 
 _VALIDATION_RE = re.compile(
     r"rank=(?P<rank>\d+) epoch=(?P<epoch>\d+)/\d+ step=(?P<step>\d+)/\d+ validation "
@@ -113,7 +113,7 @@ class History:
     def segment(self, step: int, epoch: int, group: Group) -> dict[str, Any]:
         """The devices this attempt trains with, after its attempt record; returns it (logged like that one)."""
         fields = {"devices": group.world_size, "full_devices": group.full_world_size, "members": list(group.members)}
-        record = self._record(SEGMENT, step, epoch, **fields)
+        record = self._record(SEGMENT_KIND, step, epoch, **fields)
         self.add(record, urgent=True)
         return record
 
@@ -251,7 +251,7 @@ def parse_records(lines: Iterable[str]) -> list[dict[str, Any]]:
 def _is_record(record: Any) -> bool:
     if not isinstance(record, dict) or record.get("kind") not in KINDS or not isinstance(record.get("step"), int):
         return False
-    return record["kind"] != SEGMENT or all(isinstance(record.get(k), int) for k in ("devices", "full_devices"))
+    return record["kind"] != SEGMENT_KIND or all(isinstance(record.get(k), int) for k in ("devices", "full_devices"))
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -271,7 +271,7 @@ def effective(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         if record["kind"] in ATTEMPT_KINDS:
             step = record["step"]
-            kept = [r for r in kept if r["step"] < step or (r["step"] == step and r["kind"] != SEGMENT)]
+            kept = [r for r in kept if r["step"] < step or (r["step"] == step and r["kind"] != SEGMENT_KIND)]
         kept.append(record)
     return kept
 
@@ -282,7 +282,7 @@ def device_changes(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     changes: list[dict[str, Any]] = []
     devices: int | None = None
     for record in records:
-        if record["kind"] == SEGMENT:
+        if record["kind"] == SEGMENT_KIND:
             if record["devices"] != (record["full_devices"] if devices is None else devices):
                 changes.append(record)
             devices = record["devices"]

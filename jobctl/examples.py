@@ -36,6 +36,14 @@ EXAMPLES: dict[str, dict[str, object]] = {
         "queue": "ascend-910b",
         "topology": "topology.kubernetes.io/rack",
     },
+    "gpu-3x8-elastic-volcano.yaml": {
+        "name": "resnext-gpu-3x8-elastic",
+        "platform": "gpu",
+        "devices": 24,
+        "min_devices": 16,
+        "scheduler": "volcano",
+        "queue": "default",
+    },
 }
 
 

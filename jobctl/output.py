@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contract.files import strict_json
-from jobctl.backends.base import JobInfo
+from jobctl.backends.base import JobInfo, parse_group
 
 
 class Format(StrEnum):
@@ -132,6 +132,18 @@ def progress_line(job: JobInfo) -> str:
     )
 
 
+def group_line(job: JobInfo) -> str | None:
+    """``devices: 4/6 (pod(s) 2 missing), shrunk; last failure: ...`` (Group.describe's words) for a job whose
+    trainer reports its group; None otherwise (status shows the devices as before)."""
+    group = parse_group(job.group)
+    if group is None:
+        return None
+    line = f"devices: {group.describe()}"
+    if not group.is_full:
+        line += ", shrunk" + (f"; last failure: {job.last_restart}" if job.last_restart else "")
+    return line
+
+
 def history_lines(job: JobInfo) -> list[str]:
     """Best top-1 (and its checkpoint), the loss sparkline and the restarts."""
     lines = []
@@ -152,7 +164,8 @@ def status_renderable(job: JobInfo) -> RenderableType:
         f"[bold]{job.name}[/bold]  namespace {job.namespace}  [bold]{job.phase}[/bold]  {job.platform or '-'}  "
         f"{job.devices} devices in {job.pods_total} pod(s)  age {age(job.created)}"
     )
-    lines: list[RenderableType] = [head, Text(progress_line(job)), *map(Text, history_lines(job))]
+    lines: list[RenderableType] = [head, Text(progress_line(job))]
+    lines += [Text(line) for line in (group_line(job), *history_lines(job)) if line]
     lines.append(Text(f"newest checkpoint: {job.checkpoint or '-'}"))
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("INDEX", "POD", "PHASE", "RESTARTS", "NODE", "EXIT", "REASON"):

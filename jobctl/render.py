@@ -13,7 +13,12 @@ Version gating (fields are used only from the Kubernetes minor where they are GA
   exit 75 and are recreated for free.
 - successPolicy (GA 1.33): the Job succeeds when index 0 does. Rank 0 exits 0 only after training completed and
   its checkpoint is saved; without the policy, a peer crashing during teardown would send a finished job through
-  restarts and rendezvous timeouts.
+  restarts and rendezvous timeouts. Elastic jobs keep exactly this rule. A count rule (succeededCount: min_pods)
+  would also end a job whose lost pod 0 never comes back, but it is not safe for our pods: the other ranks exit 0
+  as soon as their last step is done, while the first member (rank 0) may still be writing the final checkpoint,
+  and a met success policy terminates the pods still running. Without a count rule, an elastic job that trained
+  without pod 0 completes when pod 0's replacement starts (it finds the job complete and exits 0 at once); while
+  no node takes it, the Job stays active with that pod Pending (delete it then: the checkpoints are kept).
 - podReplacementPolicy: Failed (GA 1.34): a replacement pod starts only after the old one has terminated, so two
   pods of one index (same hostname, same rank) never run at once. (Older servers already behave this way for Jobs
   with a podFailurePolicy; the field makes it explicit.)
@@ -26,7 +31,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,16 @@ from contract import layout, names, snapshot_file
 from contract.accelerators import RING_CONTROLLER_LABEL
 from jobctl import platforms
 from jobctl.platforms import PlatformInfo, platform_info
-from jobctl.spec import QUANTITY, JobSpec, SpecError, parse_quantity, train_config
+from jobctl.render_gang import (  # noqa: F401 (re-exported: jobctl.render is where callers find them)
+    KUEUE_QUEUE_LABEL,
+    KUEUE_TOPOLOGY_ANNOTATION,
+    VOLCANO_GROUP_ANNOTATION,
+    VOLCANO_SCHEDULER,
+    gang_warning,
+    kueue_job_annotations,
+    pod_group,
+)
+from jobctl.spec import JobSpec, SpecError, parse_quantity, train_config
 from jobctl.spec.checks import parse_secret_ref
 
 SUPPORTED_KUBE_VERSIONS: tuple[str, ...] = tuple(f"1.{minor}" for minor in range(29, 38))
@@ -48,16 +61,6 @@ POD_REPLACEMENT_POLICY_SINCE = (1, 34)
 
 APP_NAME = "resnext-jobs"
 LABEL_PREFIX = "jobctl.io"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# Kueue Topology-Aware Scheduling, per pod template (kueue.sigs.k8s.io "Run Workloads with Topology-Aware Scheduling").
-KUEUE_TOPOLOGY_ANNOTATION = {
-    "required": "kueue.x-k8s.io/podset-required-topology",
-    "preferred": "kueue.x-k8s.io/podset-preferred-topology",
-}
-# Volcano: the pods' scheduler and the annotation naming their PodGroup (volcano-sh/volcano docs).
-VOLCANO_SCHEDULER = "volcano"
-VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
-PODGROUP_API_VERSION = "scheduling.volcano.sh/v1beta1"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 # The Job controller sets it on every pod of a Job (and overwrites it in a Job's template): another job cannot claim
 # to be this one's pods by copying its labels.
@@ -136,16 +139,6 @@ def _controller_labels(spec: JobSpec) -> dict[str, str]:
     return {}
 
 
-def gang_warning(spec: JobSpec) -> str | None:
-    """The one-line warning for a multi-pod job that nothing starts all at once."""
-    if spec.scheduler != "default" or spec.pods < 2:
-        return None
-    return (
-        f"warning: {spec.name} has {spec.pods} pods and scheduler default: nothing prevents a partial start (pods "
-        "holding devices while waiting for the rest); pass --scheduler volcano or --scheduler kueue --queue NAME"
-    )
-
-
 def _metadata(spec: JobSpec, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
     return {"name": name, "namespace": spec.namespace, "labels": object_labels}
 
@@ -183,6 +176,8 @@ def pod_env(spec: JobSpec) -> contract.PodEnv:
         stall_timeout=spec.stall_timeout,
         max_restarts=spec.max_restarts,
         snapshot_dir=Path(contract.SNAPSHOT_DIR) if snapshot_memory(spec) else None,
+        min_pods=spec.min_pods if spec.elastic else 0,  # 0: not elastic (no JOBCTL_MIN_PODS in the pod env)
+        shrink_after=spec.shrink_seconds,
     )
 
 
@@ -453,6 +448,8 @@ def _job(
     body: dict[str, Any] = {}
     if spec.scheduler == "kueue" and spec.queue:
         metadata["labels"] = {**job_labels, KUEUE_QUEUE_LABEL: spec.queue}
+        if kueue_job_annotations(spec):
+            metadata["annotations"] = kueue_job_annotations(spec)
         # Kueue admits (unsuspends) the Job when its queue has quota.
         body["suspend"] = True
     if spec.ttl_seconds_after_finished is not None:
@@ -582,37 +579,6 @@ def render(spec: JobSpec, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict
     }
     objects.append(job)
     return objects
-
-
-def pod_group(spec: JobSpec, group_labels: dict[str, str], requests: dict[str, Any]) -> dict[str, Any]:
-    """Volcano's gang: start no pod until all of them fit (minMember = pods, minResources = their requests)."""
-    resource = spec.accel.resource
-    totals = {key: _times(value, spec.pods) for key, value in requests.items()}
-    if resource and resource not in totals:  # NVIDIA: requests default to the limits
-        totals[resource] = str(spec.per_pod * spec.pods)
-    body: dict[str, Any] = {"minMember": spec.pods, "minResources": totals}
-    if spec.queue:
-        body["queue"] = spec.queue
-    if spec.priority_class:
-        body["priorityClassName"] = spec.priority_class
-    return {
-        "apiVersion": PODGROUP_API_VERSION,
-        "kind": "PodGroup",
-        "metadata": _metadata(spec, spec.name, group_labels),
-        "spec": body,
-    }
-
-
-def _times(quantity: object, factor: int) -> str:
-    """A Kubernetes quantity multiplied, keeping its suffix ("96" x 2 = "192", "384Gi" x 2 = "768Gi", "500m")."""
-    text = str(quantity)
-    match = QUANTITY.fullmatch(text)
-    if not match:
-        raise SpecError(f"{text!r} is not a Kubernetes quantity")
-    suffix = match.group(3) or ""
-    number = Decimal(text[: len(text) - len(suffix)] if suffix else text) * factor
-    shown = str(int(number)) if number == number.to_integral_value() else str(number.normalize())
-    return f"{shown}{suffix}"
 
 
 # Evaluation -----------------------------------------------------------------------------------------------------

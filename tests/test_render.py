@@ -438,6 +438,7 @@ def test_examples_are_up_to_date() -> None:
         "gpu-8.yaml",
         "ascend-a3-2x16-volcano.yaml",
         "ascend-910b-2x8-kueue.yaml",
+        "gpu-3x8-elastic-volcano.yaml",
     }
     on_disk = {p.name: p.read_text() for p in EXAMPLES_DIR.glob("*.yaml")}
     assert on_disk == expected, "k8s/examples/ is stale: run `make render`"

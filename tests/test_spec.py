@@ -226,7 +226,7 @@ def test_unknown_fields_are_listed_together_with_a_few_known_ones() -> None:
         spec_of(**{f"bogus{i}": i for i in range(40)})
     text = str(err.value)
     assert text.startswith("invalid job spec: bogus0, bogus1, bogus2, bogus3, bogus4, bogus5, …: unknown fields;")
-    assert "known fields: name, namespace, platform, devices, devices_per_node, accelerator, … (all 33 in" in text
+    assert "known fields: name, namespace, platform, devices, devices_per_node, accelerator, … (all 35 in" in text
     assert "README.md" in text and "bogus39" not in text and len(text) < 300
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # Importing registers the commands; help lists them in this order.
 # isort: off
-from jobctl.cli import submit, lifecycle, tools  # noqa: F401
+from jobctl.cli import submit, lifecycle, tools, fault  # noqa: F401
 
 # isort: on
 from jobctl.cli.common import JobOptions, app

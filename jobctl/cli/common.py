@@ -361,11 +361,19 @@ TopologyModeOpt = Annotated[str | None, typer.Option("--topology-mode", help="re
 PriorityOpt = Annotated[str | None, typer.Option("--priority-class", help="PriorityClass name")]
 RestartsOpt = Annotated[int | None, typer.Option("--max-restarts", help="group restarts allowed (backoffLimit)")]
 LauncherOpt = Annotated[str | None, typer.Option("--launcher", help="Ascend: ranktable (default), msrun, controller")]
+MinDevicesOpt = Annotated[
+    int | None,
+    typer.Option("--min-devices", help="elastic: train on as few devices (whole pods) while a node is lost"),
+]
+ShrinkAfterOpt = Annotated[
+    int | None,
+    typer.Option("--shrink-after", help="elastic: seconds to wait for a missing pod before training without it (60)"),
+]
 
 
 SPEC_FIELD_OPTIONS = (
     "name", "platform", "devices", "devices_per_node", "image", "queue", "priority_class", "max_restarts", "launcher",
-    "namespace", "accelerator", "scheduler",
+    "namespace", "accelerator", "scheduler", "min_devices", "shrink_after",
 )  # fmt: skip
 
 
@@ -395,6 +403,8 @@ class JobOptions:
     scheduler: SchedulerOpt = None
     topology: TopologyOpt = None
     topology_mode: TopologyModeOpt = None
+    min_devices: MinDevicesOpt = None
+    shrink_after: ShrinkAfterOpt = None
 
     def spec_fields(self) -> dict[str, str | int]:
         """The given options that are spec fields of the same name, and the topology's (build_spec maps the rest)."""

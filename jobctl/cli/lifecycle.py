@@ -119,15 +119,16 @@ def logs(
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
-def parse_since(text: str) -> int:
-    """kubectl's --since: a duration such as 5s, 2m, 1h or 1h30m, in whole seconds (at least 1)."""
+def parse_since(text: str, flag: str = "--since") -> int:
+    """kubectl's --since: a duration such as 5s, 2m, 1h or 1h30m, in whole seconds (at least 1); ``flag`` names
+    the option in the error (`jobctl fault --for` takes the same durations)."""
     match = _DURATION.fullmatch(text.strip())
     if not match or not any(match.groups()):
-        raise bad_input(f"--since {text!r}: not a duration; pass a number with a unit, such as 30s, 5m, 2h or 1h30m")
+        raise bad_input(f"{flag} {text!r}: not a duration; pass a number with a unit, such as 30s, 5m, 2h or 1h30m")
     hours, minutes, seconds = (int(g or 0) for g in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
     if total < 1:
-        raise bad_input(f"--since {text!r}: the duration must be at least 1s")
+        raise bad_input(f"{flag} {text!r}: the duration must be at least 1s")
     return total
 
 

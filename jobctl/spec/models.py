@@ -22,6 +22,7 @@ from contract.accelerators import Accelerator
 from jobctl import platforms
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.spec.checks import check_cidrs, check_host_path, check_secret_names, check_secret_volumes, parse_secret_ref
+from jobctl.spec.elastic import ElasticFields, check_elastic
 from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, format_validation_error
 from jobctl.spec.names import (
     DNS_1123_LABEL,
@@ -48,6 +49,9 @@ LAUNCH_KEY_HINTS = {
     "ckpt_path": "jobctl writes checkpoints to /shared/jobs/<name>/ckpt; choose the job with --name",
     "is_distributed": "jobctl sets it from --devices",
 }
+
+
+ELASTIC_KEYS = ("min_devices", "shrink_after")
 
 
 class _Strict(BaseModel):
@@ -185,6 +189,10 @@ class JobSpec(_Strict):
     egress_cidrs: list[str] | None = None
     launcher: Launcher | None = None
     rendezvous_timeout: int = Field(600, ge=10, le=86400)
+    # Elastic data parallel (jobctl.spec.elastic): train on as few as min_devices (whole pods) while a node is lost,
+    # after waiting shrink_after seconds for it. Unset: not elastic (both stay out of the stored spec).
+    min_devices: int | None = Field(None, ge=1, le=MAX_DEVICES)
+    shrink_after: int | None = Field(None, ge=0, le=86400)
     stall_timeout: int = Field(1800, ge=60, le=7 * 86400)
     # The container's uid (Ascend images run as HwHiAiUser, uid 1000); null keeps the image's user.
     run_as_user: int | None = Field(1000, ge=0)
@@ -348,7 +356,15 @@ class JobSpec(_Strict):
                 "toward the pod's memory limit); lower shm_size or raise memory"
             )
         self.train = _validated_train(self.train, info.trainer_platform)
+        check_elastic(self._elastic_fields())
         return self
+
+    def _elastic_fields(self) -> ElasticFields:
+        per_batch = train_config(self).per_batch_size if self.min_devices is not None else 0  # only read then
+        return ElasticFields(
+            self.devices, self.per_pod, self.min_devices, self.shrink_after, str(self.launcher), self.max_restarts,
+            self.rendezvous_timeout, per_batch,
+        )  # fmt: skip
 
     def _resolve_devices(self) -> None:
         accel = self.accel
@@ -425,6 +441,20 @@ class JobSpec(_Strict):
         return self.devices // self.per_pod
 
     @property
+    def elastic(self) -> bool:
+        """Whether the group may shrink below all its pods (min_devices below devices)."""
+        return self.min_devices is not None and self.min_devices < self.devices
+
+    @property
+    def min_pods(self) -> int:
+        """The fewest pods the job trains with: all of them unless it is elastic."""
+        return (self.min_devices if self.elastic and self.min_devices else self.devices) // self.per_pod
+
+    @property
+    def shrink_seconds(self) -> int:
+        return contract.DEFAULT_SHRINK_AFTER if self.shrink_after is None else self.shrink_after
+
+    @property
     def job_dir(self) -> str:
         """The job directory inside a pod."""
         return str(contract.JobLayout.in_pod(self.name).root)
@@ -442,7 +472,11 @@ class JobSpec(_Strict):
         return str(contract.JobLayout.in_pod(self.name).ckpt_dir)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        values = self.model_dump(mode="json")
+        for key in ELASTIC_KEYS:  # unset: left out, so a job that is not elastic stores the spec it always did
+            if values[key] is None:
+                del values[key]
+        return yaml.safe_dump(values, sort_keys=False)
 
 
 def _scalar_text(value: object) -> object:

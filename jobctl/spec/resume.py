@@ -5,7 +5,8 @@ written.
 Refused: ``train.arch`` (the checkpoint's weights are that network's) and ``train.num_classes`` (the classifier's
 shape). Allowed, because the checkpoint takes it: ``image_size`` (ResNeXt ends in global average pooling, so its
 weights fit any input size; progressive resizing relies on it), batch size, devices, epochs and the schedule (the
-trainer resumes at the saved global step and says when steps per epoch changed), platform (checkpoints are
+trainer resumes at the saved global step and says when steps per epoch changed), ``min_devices``/``shrink_after``
+(the group size is each attempt's; the global batch stays the full job's), platform (checkpoints are
 platform-neutral). A different dataset is the trainer's to refuse: it compares the checkpoint's class names.
 """
 

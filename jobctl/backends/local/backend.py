@@ -51,12 +51,15 @@ from jobctl.backends.base import (
     PodInfo,
     WaitTimeout,
     add_history_summary,
+    group_summary,
     keep_line,
     last_json_line,
     latest_progress,
+    parse_group,
     spec_from_yaml,
 )
 from jobctl.backends.local.controller import process_alive
+from jobctl.backends.local.faults import Fault, read_fault, write_fault
 from jobctl.backends.local.pods import (
     MAX_GRACE_SECONDS,
     POLL_SECONDS,
@@ -268,7 +271,7 @@ class LocalBackend(Backend):
                 restarts=p["restarts"],
                 node="localhost",
                 exit_code=p["exit_codes"][-1] if p["exit_codes"] else None,
-                reason=p.get("message"),
+                reason=_held(p, job_dir.name) or p.get("message"),
             )
             for p in state.get("pods", [])
         ]
@@ -299,6 +302,8 @@ class LocalBackend(Backend):
             info.progress = latest_progress(lines)
         newest = job_dir.newest_checkpoint()
         info.checkpoint = str(newest.path) if newest else None
+        group = parse_group((status or {}).get("group"))  # elastic: the group training now, as the trainer says
+        info.group = group_summary(group) if group is not None else None
         best = (status or {}).get("best") or {}
         add_history_summary(info, read_history(job_dir.metrics_file), best.get("checkpoint"))
         orphaned = state.get("phase") not in FINISHED and not self.is_active(job_dir)
@@ -318,7 +323,42 @@ class LocalBackend(Backend):
             info.explanation = "the controller is starting the pods"
         elif phase == RUNNING and info.progress is None and status is None and job_dir.read_status() is not None:
             info.explanation = "resuming: the new attempt has not reported yet (the previous run's progress is hidden)"
+        held = [f"pod {p['index']}: {_held(p, job_dir.name)}" for p in state.get("pods", []) if _held(p, job_dir.name)]
+        if held and phase == RUNNING:
+            info.explanation = "; ".join(filter(None, [*held, info.explanation]))
         return info
+
+    # fault ---------------------------------------------------------------------------------------------
+
+    def fault(self, name: str, index: int, *, down: bool, seconds: float | None) -> str:
+        """`jobctl fault`: ask the controller to take pod ``index`` down as a lost node (``down``), for ``seconds``
+        or until asked to bring it up (``down`` False). Every refusal is exit 2, before anything is written."""
+        try:
+            job_dir = self.require(name)
+        except JobNotFound as exc:
+            raise BackendError(exc.message, exit_code=2) from None
+        count = int(training_job(_read_json(job_dir.local_dir / "job.json")["objects"])["spec"]["completions"])
+        if not 0 <= index < count:
+            raise BackendError(f"--pod {index}: job {name} has pods 0-{count - 1}; pass one of them", exit_code=2)
+        phase = self.phase(job_dir)
+        if phase in FINISHED or not self.is_active(job_dir):
+            why = f"is {phase}" if phase in FINISHED else "has no local controller running (it is gone)"
+            raise BackendError(
+                f"job {name} {why}: no pod of it can be taken down or brought up; "
+                f"`jobctl status {name} --backend local --shared {self.shared}` shows it",
+                exit_code=2,
+            )
+        pod = f"pod {index} of job {name}"
+        if down:
+            fault = Fault.down(index, seconds)
+            write_fault(job_dir, fault)
+            return f"{pod}: {fault.describe(name)} (its processes killed at once, as with a lost node)"
+        request = read_fault(job_dir, index)
+        pods = (self.read_state(job_dir) or {}).get("pods", [])
+        if request is None or (request.over() and not any(p.get("fault") for p in pods if p["index"] == index)):
+            raise BackendError(f"--up: {pod} is not down (no `jobctl fault --down` holds it)", exit_code=2)
+        write_fault(job_dir, request.up())
+        return f"{pod}: up; its replacement starts now"
 
     # logs / wait ---------------------------------------------------------------------------------------
 
@@ -428,6 +468,14 @@ class LocalBackend(Backend):
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"trainer.evaluate exited with code {proc.returncode} on {ckpt}:\n{tail}")
         return result
+
+
+def _held(pod: dict[str, Any], job_name: str) -> str | None:
+    """A pod `jobctl fault` holds down, as status shows it ("down (fault) until 23:41:05Z, then replaced")."""
+    try:
+        return Fault.from_json(pod["fault"]).describe(job_name) if pod.get("fault") else None
+    except ValueError:
+        return None
 
 
 def _check_views(seconds: float) -> None:

@@ -3,7 +3,8 @@
 ``python -m jobctl.backends.local.controller run <job_dir>`` (its own session, started by ``jobctl submit
 --backend local``) runs every index of the rendered Job as a local "pod", starts a new pod for a failed index under
 the Job's rules (``podFailurePolicy``: exit 2 → FailJob, 75 → Ignore; ``backoffLimit``), and records the job's and
-pods' state in ``<job_dir>/local/state.json`` for the other commands.
+pods' state in ``<job_dir>/local/state.json`` for the other commands. It also plays a lost node on request
+(`jobctl fault`, jobctl.backends.local.faults): the pod killed outright, its replacement held back for a while.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from jobctl.backends.base import (
     PENDING,
     RUNNING,
 )
+from jobctl.backends.local.faults import Fault, read_fault
 from jobctl.backends.local.pods import (
+    DISRUPTION_TARGET,
     MAX_GRACE_SECONDS,
     POLL_SECONDS,
     RESTART_DELAY_SECONDS,
@@ -41,7 +44,7 @@ from jobctl.backends.local.pods import (
     training_job,
     view_mountpoint,
 )
-from jobctl.backends.local.procs import start_ticks
+from jobctl.backends.local.procs import kill_pod, start_ticks
 from jobctl.cachedfs import CachedView, ViewError
 from jobctl.jobdir import JobDir, write_atomic
 
@@ -68,6 +71,8 @@ class LocalJobController:
         self.pods = [PodState(plan.index, plan.name) for plan in self.plans]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restart_at: dict[int, float] = {}
+        self.held: dict[int, Fault] = {}  # pods taken down by `jobctl fault`, until their hold ends
+        self.applied: dict[int, str] = {}  # the id of each pod's last fault request acted on (each kills once)
         self.failures = 0
         self.phase = PENDING
         self.reason: str | None = None
@@ -209,7 +214,8 @@ class LocalJobController:
         pod = self.pods[index]
         if code == 0 or self.stopping:
             return
-        action = self.rules.action(code)
+        # A pod lost with its node carries DisruptionTarget: the rendered podFailurePolicy ignores it (no count).
+        action = self.rules.action(code, frozenset({DISRUPTION_TARGET}) if index in self.held else frozenset())
         described = f"pod {pod.name} exited with code {code}" + (f" ({pod.message})" if pod.message else "")
         if action in ("FailJob", "FailIndex"):
             self.fail("PodFailurePolicy", f"{described}, which fails the job at once (podFailurePolicy {action})")
@@ -227,6 +233,56 @@ class LocalJobController:
         pod.restarts += 1
         pod.phase = PENDING
         self.restart_at[index] = time.monotonic() + RESTART_DELAY_SECONDS
+
+    # `jobctl fault`: a lost node -----------------------------------------------------------------------
+
+    def apply_faults(self) -> bool:
+        """Act on new fault requests (kill the pod, hold its replacement) and on moved hold ends; True if any."""
+        changed = False
+        for pod in self.pods:
+            fault = read_fault(self.job_dir, pod.index)
+            if fault is None or fault.pod != pod.index:
+                continue
+            if self.applied.get(pod.index) != fault.id:
+                self.applied[pod.index] = fault.id
+                changed = self.take_down(pod.index, fault) or changed
+            elif pod.index in self.held and self.held[pod.index] != fault:  # `--up`: the same request, ending now
+                self.held[pod.index] = fault
+                pod.fault = fault.to_json()
+                changed = True
+        return changed
+
+    def take_down(self, index: int, fault: Fault) -> bool:
+        """Kill pod ``index`` as its lost node would (its exit is reaped at the next pass) and hold it down."""
+        pod = self.pods[index]
+        if pod.phase == "Succeeded":  # Kubernetes does not run a succeeded index again
+            self.say(index, f"fault ignored: pod {pod.name} has already succeeded")
+            return False
+        proc = self.procs.get(index)
+        if proc is not None:
+            kill_pod(proc.pid)
+        self.held[index], pod.fault = fault, fault.to_json()
+        self.say(index, f"pod {pod.name} lost (jobctl fault): killed; {fault.describe(self.job_dir.name)}")
+        return True
+
+    def holding(self, index: int) -> bool:
+        """True while pod ``index``'s replacement must wait; at the end of the hold the pod is no longer held."""
+        fault = self.held.get(index)
+        if fault is None:
+            return False
+        if not fault.over():
+            return True
+        del self.held[index]
+        self.pods[index].fault = None
+        return False
+
+    def say(self, index: int, text: str) -> None:
+        """A line in the pod's log and in controller.log."""
+        line = f"[jobctl] {text} at {utc_timestamp()}"
+        with contextlib.suppress(OSError):
+            print(line, file=sys.stderr, flush=True)
+            with self.pod_log(index).open("a") as log:
+                log.write(line + "\n")
 
     def succeeded(self) -> bool:
         """All indexes succeeded, or a successPolicy rule (succeededIndexes / succeededCount) is met."""
@@ -265,18 +321,19 @@ class LocalJobController:
         return 0 if self.phase == COMPLETE else 1
 
     def step(self) -> None:
-        """One pass of the controller: reap, apply the failure rules, start replacements, check success."""
+        """One pass of the controller: act on fault requests, reap, apply the failure rules, start replacements
+        (none for a pod held down), check success."""
         if self.delete_requested:
             self.fail("Deleted", "the job was deleted (jobctl delete)")
             return
-        changed = False
+        changed = self.apply_faults()
         for index, code in self.reap():
             changed = True
             self.handle_exit(index, code)
             if self.phase != RUNNING:
                 return
         for index, when in list(self.restart_at.items()):
-            if time.monotonic() >= when:
+            if time.monotonic() >= when and not self.holding(index):
                 del self.restart_at[index]
                 self.start(index)
                 changed = True

@@ -141,13 +141,31 @@ def plan_pods(
 # The Job controller's failure rules -----------------------------------------------------------------------
 
 
+DISRUPTION_TARGET = "DisruptionTarget"  # the pod condition of a pod lost with its node (or evicted, preempted)
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One ``podFailurePolicy`` rule: ``onExitCodes`` (exit_codes) or ``onPodConditions`` (conditions, status True)."""
+
+    action: str
+    operator: str = "In"
+    exit_codes: frozenset[int] | None = None
+    conditions: frozenset[str] = frozenset()
+
+    def matches(self, exit_code: int, conditions: frozenset[str]) -> bool:
+        if self.exit_codes is not None:
+            return (self.operator == "In") == (exit_code in self.exit_codes)
+        return bool(self.conditions & conditions)
+
+
 @dataclass
 class FailureRules:
-    """``backoffLimit`` / ``backoffLimitPerIndex`` and the exit-code rules of ``podFailurePolicy``."""
+    """``backoffLimit`` / ``backoffLimitPerIndex`` and the rules of ``podFailurePolicy``, in their order."""
 
     backoff_limit: int = 6
     per_index: bool = False
-    exit_rules: list[tuple[str, str, set[int]]] = field(default_factory=list)  # (action, operator, values)
+    rules: list[PolicyRule] = field(default_factory=list)
 
     @classmethod
     def from_job(cls, job: dict[str, Any]) -> FailureRules:
@@ -156,18 +174,25 @@ class FailureRules:
         for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
             codes = rule.get("onExitCodes")
             if codes:
-                rules.append((rule["action"], codes["operator"], set(codes["values"])))
+                rules.append(PolicyRule(rule["action"], codes["operator"], frozenset(codes["values"])))
+            wanted = {c["type"] for c in rule.get("onPodConditions") or [] if c.get("status", "True") == "True"}
+            if wanted:
+                rules.append(PolicyRule(rule["action"], conditions=frozenset(wanted)))
         if not rules:  # the pod contract's defaults, for a Job rendered without podFailurePolicy
-            rules = [("FailJob", "In", set(FAIL_JOB_EXIT_CODES)), ("Ignore", "In", {EXIT_GROUP_CHANGED})]
+            rules = [
+                PolicyRule("FailJob", exit_codes=frozenset(FAIL_JOB_EXIT_CODES)),
+                PolicyRule("Ignore", exit_codes=frozenset({EXIT_GROUP_CHANGED})),
+            ]
         if spec.get("backoffLimitPerIndex") is not None:
             return cls(int(spec["backoffLimitPerIndex"]), True, rules)
         return cls(int(spec.get("backoffLimit", 6)), False, rules)
 
-    def action(self, exit_code: int) -> str:
-        """FailJob, FailIndex, Ignore or Count: the first matching rule wins, as in Kubernetes."""
-        for action, operator, values in self.exit_rules:
-            if (operator == "In") == (exit_code in values):
-                return action
+    def action(self, exit_code: int, conditions: frozenset[str] = frozenset()) -> str:
+        """FailJob, FailIndex, Ignore or Count for a pod that ended with ``exit_code`` and pod ``conditions``
+        (DISRUPTION_TARGET for one lost with its node): the first matching rule wins, as in Kubernetes."""
+        for rule in self.rules:
+            if rule.matches(exit_code, conditions):
+                return rule.action
         return "Count"
 
 
@@ -195,3 +220,4 @@ class PodState:
     exit_codes: list[int] = field(default_factory=list)
     started: str | None = None
     message: str | None = None  # the last exit's termination message
+    fault: dict[str, Any] | None = None  # while `jobctl fault` holds the pod down: its Fault.to_json()

@@ -83,3 +83,30 @@ def stop_groups(job_root: Path, pods: list[dict[str, Any]], grace: float, poll: 
     for group in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, grandchildren, ...), whichever group or session they joined."""
+    children: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if _live(fields) and fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_pod(pid: int) -> None:
+    """What a lost node does to a pod: SIGKILL at once to its process group and its whole process tree (a
+    process that left the group included), with no SIGTERM first, so nothing is saved."""
+    tree = descendants(pid)  # before the kill: the orphans' parent becomes init
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
