@@ -6,12 +6,14 @@ Rank 0 appends one JSON record per line to ``<job dir>/metrics.jsonl`` (docs/INT
   failed attempt); it supersedes every earlier record with a larger step, so a restart is one visible event
   and the re-done steps are not a second curve (:func:`effective`);
 - ``train``: one per progress line (loss, lr, img/s, ETA);
-- ``val``: one per validation (top-1, top-5, images).
+- ``val``: one per validation (top-1, top-5, images);
+- ``segment``: right after each attempt record, the devices that attempt trains with (``devices`` of
+  ``full_devices``, the member pods): an elastic job's group changes only between attempts.
 
 Lines are only ever appended, each as it happens (fsynced). The same records mirror into TensorBoard
 event files under ``<job dir>/tensorboard/`` (tensorboardX, imported only when a run starts). On a cluster the
-history is rebuilt from rank 0's log: its progress and validation lines plus one ``metrics {json}`` line per
-attempt (:func:`history_from_log`).
+history is rebuilt from rank 0's log: its progress and validation lines plus ``metrics {json}`` lines for the
+attempt and segment records (:func:`history_from_log`).
 """
 
 from __future__ import annotations
@@ -27,16 +29,19 @@ from typing import Any
 
 from contract.env import Var
 from contract.files import strict_json, utc_timestamp
+from contract.group import Group
 from contract.layout import JobLayout
 from contract.progress import parse_progress
 
 ATTEMPT_KINDS = ("start", "resume")
 SEGMENT_KIND = "segment"  # rank 0 at each (re)start: the group it trains with (devices, full_devices, members)
 KINDS = (*ATTEMPT_KINDS, "train", "val", SEGMENT_KIND)
-LOG_TAG = "metrics"  # rank 0's log line for an attempt record: `rank=0 metrics {json}`
+LOG_TAG = "metrics"  # rank 0's log line for an attempt or segment record: `rank=0 metrics {json}`
 # TensorBoard scalar name per record field.
 TRAIN_SCALARS = {"loss": "train/loss", "lr": "train/lr", "img_per_sec": "train/img_per_sec"}
 VAL_SCALARS = {"top1": "val/top1", "top5": "val/top5"}
+SEGMENT_SCALARS = {"devices": "devices"}
+SCALARS = {"train": TRAIN_SCALARS, "val": VAL_SCALARS, SEGMENT_KIND: SEGMENT_SCALARS}
 
 _VALIDATION_RE = re.compile(
     r"rank=(?P<rank>\d+) epoch=(?P<epoch>\d+)/\d+ step=(?P<step>\d+)/\d+ validation "
@@ -102,6 +107,13 @@ class History:
         record = self._record(kind, step, epoch, checkpoint=checkpoint, **facts)
         if self.tensorboard is not None:
             self.tensorboard.open(purge_from=step + 1)
+        self.add(record, urgent=True)
+        return record
+
+    def segment(self, step: int, epoch: int, group: Group) -> dict[str, Any]:
+        """The devices this attempt trains with, after its attempt record; returns it (logged like that one)."""
+        fields = {"devices": group.world_size, "full_devices": group.full_world_size, "members": list(group.members)}
+        record = self._record(SEGMENT_KIND, step, epoch, **fields)
         self.add(record, urgent=True)
         return record
 
@@ -205,8 +217,7 @@ class TensorBoard:
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import scalar
 
-        names = TRAIN_SCALARS if record["kind"] == "train" else VAL_SCALARS if record["kind"] == "val" else {}
-        for field, tag in names.items():
+        for field, tag in SCALARS.get(record["kind"], {}).items():
             if record.get(field) is not None:
                 summary = scalar(tag, float(record[field]))
                 self.writer.write_event(Event(wall_time=time.time(), step=record["step"], summary=summary))
@@ -232,9 +243,15 @@ def parse_records(lines: Iterable[str]) -> list[dict[str, Any]]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("kind") in KINDS and isinstance(record.get("step"), int):
+        if _is_record(record):
             records.append(record)
     return records
+
+
+def _is_record(record: Any) -> bool:
+    if not isinstance(record, dict) or record.get("kind") not in KINDS or not isinstance(record.get("step"), int):
+        return False
+    return record["kind"] != SEGMENT_KIND or all(isinstance(record.get(k), int) for k in ("devices", "full_devices"))
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -248,29 +265,45 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 def effective(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The history as it stands: each attempt record drops the earlier records past its step (work the restart
-    redid), so the steps of train and val records never go back."""
+    redid), so the steps of train and val records never go back, and an earlier attempt's segment at its step
+    (the new attempt's segment follows it)."""
     kept: list[dict[str, Any]] = []
     for record in records:
         if record["kind"] in ATTEMPT_KINDS:
-            kept = [r for r in kept if r["step"] <= record["step"]]
+            step = record["step"]
+            kept = [r for r in kept if r["step"] < step or (r["step"] == step and r["kind"] != SEGMENT_KIND)]
         kept.append(record)
     return kept
 
 
+def device_changes(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The segment records (of an :func:`effective` history) where the device count changes: the first one only
+    when it is not the full job."""
+    changes: list[dict[str, Any]] = []
+    devices: int | None = None
+    for record in records:
+        if record["kind"] == SEGMENT_KIND:
+            if record["devices"] != (record["full_devices"] if devices is None else devices):
+                changes.append(record)
+            devices = record["devices"]
+    return changes
+
+
 def log_record_line(record: dict[str, Any]) -> str:
-    """An attempt record as rank 0 logs it (after ``rank=0``)."""
+    """An attempt or segment record as rank 0 logs it (after ``rank=0``)."""
     return f"{LOG_TAG} {strict_json(record, separators=(',', ':'))}"
 
 
 def is_log_record(line: str) -> bool:
-    """Whether a log line (any prefix before ``rank=0``) is an attempt record of :func:`log_record_line`: data
+    """Whether a log line (any prefix before ``rank=0``) is a record of :func:`log_record_line`: data
     for jobctl, not a line for a person."""
     return _LOG_RECORD_RE.search(line) is not None
 
 
 def history_from_log(lines: Iterable[str]) -> list[dict[str, Any]]:
     """The history rebuilt from rank 0's log lines (a pod log, ``[rank N]`` prefixes allowed): attempt records
-    from ``metrics {json}`` lines, train records from progress lines, val records from validation lines."""
+    and segment records from ``metrics {json}`` lines, train records from progress lines, val records from
+    validation lines."""
     records: list[dict[str, Any]] = []
     restarts = 0
     for line in lines:

@@ -1,7 +1,8 @@
 """`jobctl plot`: one PNG of a job's training curves from its metrics history (contract.metrics).
 
 Four panels against the global step: loss (log scale), learning rate, throughput, validation top-1/top-5; every
-restart is a dashed line across all four, and no curve is drawn across a restart or across missing steps.
+restart is a dashed line across all four, every change of an elastic job's device count a dotted one labelled
+``4/6 devices``, and no curve is drawn across a restart or across missing steps.
 matplotlib (the `plot` extra) is imported only here, with Agg.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract.metrics import ATTEMPT_KINDS, best_validation, effective
+from contract.metrics import ATTEMPT_KINDS, best_validation, device_changes, effective
 from jobctl.backends.base import BackendError
 
 PLOT_EXTRA = "pip install 'resnext-jobs[plot]'"
@@ -95,6 +96,22 @@ def _heading(title: PlotTitle, records: list[dict[str, Any]]) -> str:
     return "  ·  ".join(parts)
 
 
+def mark_resizes(axes: Any, records: list[dict[str, Any]]) -> list[str]:
+    """A dotted line across every panel where the device count changes, labelled on the loss and throughput
+    panels (the throughput is the curve a resize moves); returns the labels."""
+    labels = []
+    for number, change in enumerate(device_changes(records)):
+        label = f"{change['devices']}/{change['full_devices']} devices"
+        labels.append(label)
+        for index, axis in enumerate(axes):
+            legend = "devices changed" if number == 0 and index == 0 else None
+            axis.axvline(change["step"], color="tab:brown", linestyle=":", linewidth=1.2, label=legend)
+            if index in (0, 2):  # loss, throughput
+                place = axis.get_xaxis_transform()  # x in steps, y as a fraction of the panel's height
+                axis.text(change["step"], 0.97, f" {label}", transform=place, fontsize=8, va="top", color="tab:brown")
+    return labels
+
+
 def plot_history(records: list[dict[str, Any]], title: PlotTitle, destination: Path) -> Path:
     """Write the PNG; returns its path. ``records`` in file order (superseded steps are dropped here)."""
     plt = require_matplotlib()
@@ -125,8 +142,9 @@ def plot_history(records: list[dict[str, Any]], title: PlotTitle, destination: P
         for number, resume in enumerate(resumes):
             label = "restart" if number == 0 and axis is loss else None
             axis.axvline(resume["step"], color="gray", linestyle="--", linewidth=1, label=label)
-    if resumes:
-        loss.legend(loc="upper right")
+    resized = mark_resizes(list(axes.flat), kept)
+    if resumes or resized:
+        loss.legend(loc="lower left")  # the resize labels sit at the top
     for axis in (speed, val):
         axis.set_xlabel("global step")
     figure.suptitle(_heading(title, kept), fontsize=11)

@@ -108,7 +108,7 @@ def test_train_shards_split_the_epoch(synth: Path) -> None:
 
 
 def test_train_refuses_a_batch_larger_than_the_shard(synth: Path) -> None:
-    with pytest.raises(DataError, match="fewer than one batch of 64; lower per_batch_size"):
+    with pytest.raises(DataError, match=r"one global batch of 128 \(64 per rank x 2 rank\(s\)\); lower per_batch_size"):
         create_train_dataset(synth / "train", 32, 64, rank=0, group_size=2)
     with pytest.raises(DataError, match="rank 2 is outside a group of 2"):
         create_train_dataset(synth / "train", 32, 4, rank=2, group_size=2)

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from contract.group import Group
 from contract.metrics import (
     History,
+    TensorBoard,
+    device_changes,
     effective,
     format_validation,
     history_from_log,
     history_paths,
+    log_record_line,
+    parse_records,
     parse_validation,
     read_history,
 )
@@ -76,7 +81,9 @@ def test_a_run_records_every_progress_line_and_validation(data: Path, tmp_path: 
         "train/img_per_sec": timed,
         "val/top1": 2,
         "val/top5": 2,
+        "devices": 1,  # the segment record: the whole job's one device from step 0
     }
+    assert scalars["devices"] == [(0, 1.0)]
     assert [step for step, _ in scalars["val/top1"]] == [25, 50]
     assert history_from_log(result.stdout.splitlines())[0] == records[0]  # the attempt record is in the log too
 
@@ -112,7 +119,8 @@ def test_kill_9_and_resume_appends_a_marked_resume_and_no_second_curve(data: Pat
     resume = attempts[1]
     assert resume["restarts"] == 1 and resume["checkpoint"].endswith(f"_{resume['step']}.ckpt")
     assert f"resuming from {resume['checkpoint']} at step {resume['step']}" in second.stdout
-    later = records[records.index(resume) + 1 :]
+    segment, *later = records[records.index(resume) + 1 :]
+    assert segment["kind"] == "segment" and segment["step"] == resume["step"] and segment["devices"] == 1
     assert later and all(r["step"] > resume["step"] and r["restarts"] == 1 for r in later)
     steps = [r["step"] for r in effective(records) if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 75  # monotonic: the redone steps are one curve
@@ -176,6 +184,36 @@ def test_history_from_a_pod_log_with_rank_prefixes() -> None:
          "restarts": 2},
         {"kind": "val", "step": 25, "epoch": 1, "top1": 0.5, "top5": 0.9, "images": 100, "restarts": 2},
     ]  # fmt: skip
+
+
+def test_segment_records_say_the_devices_of_each_attempt_in_the_file_the_log_and_tensorboard(tmp_path: Path) -> None:
+    """Elastic data parallel: after each attempt record a segment record names the devices it trains with; it is
+    read back from metrics.jsonl and from rank 0's log alike, a later attempt at the same step supersedes it, and
+    TensorBoard gets a `devices` scalar at its step."""
+    path, logged = tmp_path / "metrics.jsonl", []
+    attempts = [(0, Group.full(3, 2)), (40, Group((0, 2), 3, 2)), (40, Group((0,), 3, 2)), (90, Group.full(3, 2))]
+    for number, (step, group) in enumerate(attempts):
+        history = History(path, TensorBoard(tmp_path / f"tb{number}"), restarts=number)  # a file per attempt
+        logged.append(f"[rank 0] rank=0 {log_record_line(history.attempt(step, step // 30, checkpoint=None))}")
+        logged.append(f"[rank 0] rank=0 {log_record_line(history.segment(step, step // 30, group))}")
+        history.close()
+    records = read_history(path)
+    segments = [r for r in records if r["kind"] == "segment"]
+    assert [(r["step"], r["devices"], r["full_devices"], r["members"]) for r in segments] == [
+        (0, 6, 6, [0, 1, 2]),
+        (40, 4, 6, [0, 2]),
+        (40, 2, 6, [0]),
+        (90, 6, 6, [0, 1, 2]),
+    ]
+    assert all(r["epoch"] == r["step"] // 30 and "time" in r for r in segments)
+    assert history_from_log(logged) == records
+    kept = effective(records)
+    assert [(r["step"], r["devices"]) for r in kept if r["kind"] == "segment"] == [(0, 6), (40, 2), (90, 6)]
+    assert [(r["step"], r["devices"]) for r in device_changes(kept)] == [(40, 2), (90, 6)]
+    assert [r["step"] for r in device_changes([{**segments[1], "step": 0}])] == [0]  # started shrunk: a change
+    assert parse_records(['{"kind":"segment","step":3}']) == []  # a segment without its counts is no record
+    scalars = [tensorboard_scalars(tmp_path / f"tb{number}")["devices"] for number in range(4)]
+    assert scalars == [[(0, 6.0)], [(40, 4.0)], [(40, 2.0)], [(90, 6.0)]]
 
 
 @pytest.mark.slow

@@ -105,3 +105,31 @@ def test_the_plot_keeps_gaps_as_gaps() -> None:
     assert breaks[0] == 0 and 20 < breaks[1] < 45 and breaks[2] == 50 and len(breaks) == 3, (steps, values)
     drawn = [s for s, v in zip(steps, values, strict=True) if not math.isnan(v)]
     assert drawn == [5, 10, 15, 20, 45, 50, 55, 60]
+
+
+def test_the_plot_marks_each_change_of_the_device_count(tmp_path: Path) -> None:
+    """Elastic data parallel: a dotted line across every panel and a `4/6 devices` label where the device count
+    changes (from the segment records), none where an attempt keeps the count."""
+    from jobctl.plot import PlotTitle, mark_resizes, plot_history, require_matplotlib
+
+    def segment(step: int, devices: int) -> dict[str, object]:
+        return {"kind": "segment", "step": step, "epoch": 0, "devices": devices, "full_devices": 6, "members": []}
+
+    def train(step: int) -> dict[str, object]:
+        return {"kind": "train", "step": step, "epoch": 0, "loss": 2.0 / step, "lr": 0.1, "img_per_sec": 50.0}
+
+    records = [{"kind": "start", "step": 0}, segment(0, 6), *map(train, range(5, 45, 5))]
+    records += [{"kind": "resume", "step": 40}, segment(40, 4), *map(train, range(45, 85, 5))]
+    records += [{"kind": "resume", "step": 80}, segment(80, 4), *map(train, range(85, 125, 5))]
+    records += [{"kind": "resume", "step": 120}, segment(120, 6), *map(train, range(125, 165, 5))]
+    plt = require_matplotlib()
+    figure, axes = plt.subplots(2, 2)
+    panels = list(axes.flat)
+    assert mark_resizes(panels, effective(records)) == ["4/6 devices", "6/6 devices"]
+    for panel in panels:
+        dotted = [line.get_xdata()[0] for line in panel.get_lines() if line.get_linestyle() == ":"]
+        assert dotted == [40, 120]
+    assert [t.get_text().strip() for t in panels[0].texts] == ["4/6 devices", "6/6 devices"]
+    plt.close(figure)
+    png = plot_history(records, PlotTitle("rx", "resnext_tiny", 6), tmp_path / "resized.png")
+    assert_is_a_real_plot(png)

@@ -2,8 +2,8 @@
 
 Training follows the seed: fused ``RandomCropDecodeResize`` (decode only the crop), horizontal flip, the model
 zoo's ``RandomColorAdjust(0.4, 0.4, 0.4)`` (config key ``color_jitter``; the seed README leaves it out), Normalize,
-HWC2CHW, sharded by ``ImageFolderDataset(num_shards, shard_id)``, whole batches only. Evaluation decodes, resizes,
-centre-crops and keeps the last partial batch so every image is scored exactly once.
+HWC2CHW, whole global batches only, in an order that does not depend on the number of ranks (trainer.order).
+Evaluation decodes, resizes, centre-crops and keeps the last partial batch so every image is scored exactly once.
 
 Unreadable images never stop a run. Two layers:
 
@@ -243,45 +243,41 @@ def create_train_dataset(
     classes: Sequence[str] | None = None,
     color_jitter: float = ZOO_COLOR_JITTER,
 ) -> tuple[Any, list[str]]:
-    """The seed's training pipeline for this rank's shard: ``(dataset, classes)``.
+    """The seed's training pipeline for this rank's share: ``(dataset, classes)``.
 
-    Each row is ``image float32 [batch, 3, image_size, image_size]``, ``label int32 [batch]``;
-    ``dataset.get_dataset_size()`` is the number of batches per epoch (shards are padded to equal size by
-    MindSpore's DistributedSampler, so every rank runs the same number of steps). The shuffle is global and new
-    every epoch. ``seed`` fixes the shuffle order (the same on every rank, which the sharding needs) and the
-    augmentation stream. ``color_jitter`` > 0 adds the model zoo's ``RandomColorAdjust`` (brightness, contrast
-    and saturation each by up to that fraction) after the flip.
+    Each row is ``image float32 [batch_size, 3, image_size, image_size]``, ``label int32 [batch_size]``; the
+    global batch is ``batch_size x group_size``. The order is :class:`trainer.order.TrainOrder`'s: new every
+    epoch, a function of (seed, epoch, step) only, so ``dataset.get_dataset_size()`` (batches per epoch, the same
+    on every rank) and the images of each global step do not depend on ``group_size``. Iterate it with
+    :func:`trainer.order.batches_from` to start anywhere. ``seed`` also fixes the augmentation stream.
+    ``color_jitter`` > 0 adds the model zoo's ``RandomColorAdjust`` (brightness, contrast and saturation each by
+    up to that fraction) after the flip.
     """
     import mindspore.dataset as ds
     import mindspore.dataset.vision as V
 
+    from trainer.order import TrainOrder, TrainSampler
+
     _check_shard(rank, group_size, batch_size, image_size, num_workers)
     root = Path(data_dir)
     names = _check_classes(root, classes)
-    scan = scan_images(root, names)  # every rank needs the whole list to shard the readable images the same way
-    readable = scan.num_images - scan.num_unreadable
-    per_shard = math.ceil(readable / group_size)
-    if per_shard < batch_size:
+    scan = scan_images(root, names)  # every rank needs the whole list to split the readable images the same way
+    global_batch = batch_size * group_size
+    readable = np.delete(np.arange(scan.num_images), list(scan.unreadable_indices))
+    order = TrainOrder(readable, global_batch, seed)
+    if order.steps_per_epoch < 1:
         raise DataError(
-            f"{root} has {readable} readable images, {per_shard} per rank over {group_size} rank(s): fewer than "
-            f"one batch of {batch_size}; lower per_batch_size or add images"
+            f"{root} has {len(order.indices)} readable images: fewer than one global batch of {global_batch} "
+            f"({batch_size} per rank x {group_size} rank(s)); lower per_batch_size or add images"
         )
     _tolerate_bad_samples(training=True)
     ds.config.set_seed(seed)
-    where: dict[str, Any]
-    if not scan.unreadable_indices:
-        where = {"shuffle": True} | ({"num_shards": group_size, "shard_id": rank} if group_size > 1 else {})
-    else:
-        # The same global per-epoch shuffle and sharding, over the readable images only.
-        sampler = ds.DistributedSampler(num_shards=group_size, shard_id=rank, shuffle=True)
-        sampler.add_child(ds.SubsetSampler(scan.readable_indices))
-        where = {"sampler": sampler}
     dataset = ds.ImageFolderDataset(
         str(root),
         num_parallel_workers=num_workers,
+        sampler=TrainSampler(order, rank, group_size),
         class_indexing={c: i for i, c in enumerate(names)},
         extensions=list(EXTENSIONS),
-        **where,
     )
     image_ops = [
         V.RandomCropDecodeResize(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),

@@ -32,13 +32,21 @@ from contract.ckpt_names import format_of
 from contract.config import ConfigError, TrainConfig
 from contract.env import Var
 from contract.files import DiskFullError
+from contract.group import Group, rank_batch
 from contract.imagefolder import too_few_classes
 from contract.layout import STATUS_FILE
 from contract.lines import format_resumed, format_saved, format_trainer_line
 from contract.metrics import History, TensorBoard, format_validation, history_paths, log_record_line
-from contract.progress import ThroughputMeter, format_progress, read_status, restarts_from_env, write_status
+from contract.progress import (
+    ThroughputMeter,
+    format_progress,
+    group_status,
+    read_status,
+    restarts_from_env,
+    write_status,
+)
 from trainer import checkpoint as ckpt
-from trainer import compile_cache, execution
+from trainer import compile_cache, execution, order
 from trainer import snapshot as snapshots
 from trainer.async_save import BackgroundSaver, lower_priority
 from trainer.checkpoint import Checkpoint
@@ -65,9 +73,10 @@ def train(cfg: TrainConfig) -> str:
     if group_size == 0:  # the dynamic-cluster scheduler: init() returned after the workers finished
         log("scheduler: all workers finished")
         return "completed"
+    group = Group.from_environ(os.environ, world_size=group_size)  # GroupError: bad input
     execution.join_data_parallel(path, group_size)  # graph only; before the training cell is built
     ms.set_seed(cfg.seed)  # identical on every rank: identical initial weights
-    run = build_run(cfg, rank=rank, group_size=group_size, path=path)
+    run = build_run(cfg, rank=rank, group=group, path=path)
     use_compile_cache(run)
     start_step = resume(run)
     status = open_status(run, start_step=start_step)
@@ -134,15 +143,17 @@ def resume_state(cfg: TrainConfig, rank: int) -> tuple[Checkpoint | None, str | 
     return found, f"checkpoint {found.path}" if found is not None else None
 
 
-def build_run(cfg: TrainConfig, rank: int, group_size: int, path: str = execution.GRAPH) -> Run:
-    """This rank's data shard (every epoch the same number of steps: drop_remainder), the model, the loss and
-    an optimizer whose per-step learning rate follows its own ``global_step``."""
+def build_run(cfg: TrainConfig, rank: int, group: Group, path: str = execution.GRAPH) -> Run:
+    """This rank's share of the data (every epoch the same number of steps: drop_remainder), the model, the loss
+    and an optimizer whose per-step learning rate follows its own ``global_step``. The recipe is the full job's
+    whatever the group (elastic data parallel): its global batch, split over the ranks there, and its LR."""
     inputs = check_inputs(cfg, rank)
     workers = data_workers(cfg.num_parallel_workers)
+    group_size = group.world_size
     dataset, classes = create_train_dataset(
         cfg.data_dir,
         image_size=cfg.image_size,
-        batch_size=cfg.per_batch_size,
+        batch_size=rank_batch(cfg.per_batch_size * group.full_world_size, group_size),
         rank=rank,
         group_size=group_size,
         num_workers=workers,
@@ -153,14 +164,12 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int, path: str = executio
     inputs.classes = classes  # the dataset's label order (the same folders)
     steps_per_epoch = dataset.get_dataset_size()
     if steps_per_epoch < 1:
-        raise ConfigError(
-            f"per_batch_size={cfg.per_batch_size} is larger than this rank's share of {cfg.data_dir}; lower it"
-        )
+        raise ConfigError(f"per_batch_size={cfg.per_batch_size}: not one global batch in {cfg.data_dir}; lower it")
     planned_steps = steps_per_epoch * cfg.max_epoch
     net = build_model(cfg.arch, inputs.num_classes)
     loss_fn = LabelSmoothingCrossEntropy(inputs.num_classes, cfg.label_smooth_factor if cfg.label_smooth else 0.0)
     lrs = learning_rates(
-        base_lr=cfg.effective_lr(group_size),
+        base_lr=cfg.effective_lr(group.full_world_size),
         scheduler=cfg.lr_scheduler,
         steps_per_epoch=steps_per_epoch,
         max_epoch=cfg.max_epoch,
@@ -191,7 +200,7 @@ def build_run(cfg: TrainConfig, rank: int, group_size: int, path: str = executio
     return Run(
         cfg=cfg,
         rank=rank,
-        group_size=group_size,
+        group=group,
         inputs=inputs,
         dataset=dataset,
         val_dataset=val_dataset,
@@ -215,6 +224,7 @@ def use_compile_cache(run: Run) -> None:
         execution=run.step.execution,
         num_classes=run.inputs.num_classes,
         group_size=run.group_size,
+        rank_batch=run.rank_batch,
         lr_steps=len(run.lrs),
     )
     path = compile_cache.scope(os.environ, identity)
@@ -333,6 +343,7 @@ def open_status(run: Run, start_step: int) -> Status:
         step=start_step,
         total_steps=run.total_steps,
         rank_size=run.group_size,
+        group=group_status(run.group),
         restarts=run.inputs.restarts,
         resumed_from=run.inputs.source,
     )
@@ -366,6 +377,7 @@ def open_history(run: Run, start_step: int) -> History:
         max_epoch=run.cfg.max_epoch,
     )
     run.log(log_record_line(record))
+    run.log(log_record_line(history.segment(start_step, epoch=start_step // run.steps_per_epoch, group=run.group)))
     return history
 
 
@@ -386,7 +398,7 @@ def train_loop(run: Run, status: Status, saving: Checkpointer, start_step: int) 
         epoch = step // run.steps_per_epoch + 1  # 1-based epoch this step belongs to
         n = min(stepper.chunk, run.total_steps - step)
         began, busy = time.perf_counter(), saving.busy
-        loss = stepper.run_steps(n)
+        loss = stepper.run_steps(n, step)
         step += n
         saving.check()  # a background save that failed ends the run here, as a synchronous one would have
         saving.timed(time.perf_counter() - began, n, busy)
@@ -424,15 +436,20 @@ class Stepper:
         self.step, self.dataset, self.log = run.step, run.dataset, run.log
         sink = run.cfg.effective_sink() and run.step.execution == execution.GRAPH
         self.chunk = sink_chunk(run.steps_per_epoch) if sink else 1
-        self.sink: Any = ms.data_sink(run.train_net, run.dataset, sink_size=self.chunk) if self.chunk > 1 else None
-        # The data position: step by step, the pipeline starts at the batch of start_step (MindSpore skips the
-        # steps done without running their transforms); a sink starts at its epoch's beginning.
+        # The data position: the pipeline starts at the batch of start_step (MindSpore skips the batches done
+        # without running their transforms); a sink at the chunk boundary at or before it (sink steps end on one).
         self.epochs = run.cfg.max_epoch
-        self.batches = None if self.sink else endless(run.dataset, self.epochs, start_step)
+        self.sink: Any = None
+        self.batches: Iterator[tuple[Any, Any]] | None = None
+        if self.chunk > 1:
+            order.seek(run.dataset, start_step, align=self.chunk)  # before the sink reads the pipeline
+            self.sink = ms.data_sink(run.train_net, run.dataset, sink_size=self.chunk)
+        else:
+            self.batches = order.batches_from(run.dataset, start_step, self.epochs)
         self.compiled = False
 
-    def run_steps(self, count: int) -> float:
-        """``count`` steps; the loss of the last one."""
+    def run_steps(self, count: int, step: int) -> float:
+        """``count`` steps after global step ``step``; the loss of the last one."""
         if self.sink is not None and count == self.chunk:
             began = time.perf_counter()
             loss = execution.first_output(self.sink())
@@ -441,7 +458,7 @@ class Stepper:
                 self.compiled = True
             return loss
         if self.batches is None:  # a short tail in sink mode (max_steps): finish it step by step
-            self.batches = endless(self.dataset, self.epochs)
+            self.batches = order.batches_from(self.dataset, step, self.epochs)
         loss = 0.0
         for _ in range(count):
             images, labels = next(self.batches)
@@ -463,16 +480,6 @@ class Stepper:
 def sink_chunk(steps_per_epoch: int) -> int:
     """The largest divisor of the epoch length up to SINK_STEPS_MAX, so chunks never straddle epochs."""
     return max(d for d in range(1, min(SINK_STEPS_MAX, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
-
-
-def endless(dataset: Any, epochs: int, start_step: int = 0) -> Iterator[tuple[Any, Any]]:
-    """Batches across epoch boundaries (a MindSpore iterator raises StopIteration at the end of each epoch), from
-    the batch of global step ``start_step`` (MindSpore's reset needs a finite epoch count)."""
-    if start_step:
-        dataset.set_init_step(start_step)
-    iterator = dataset.create_tuple_iterator(num_epochs=epochs)
-    while True:
-        yield from iterator
 
 
 class ProgressReport:
@@ -516,7 +523,7 @@ def describe_run(run: Run, start_step: int, stepper: Stepper) -> str:
     else:
         scale = "dynamic" if cfg.is_dynamic_loss_scale else f"fixed {cfg.loss_scale:g}"
     return (
-        f"training {cfg.arch} on {cfg.platform} x{run.group_size}: {len(run.inputs.classes)} classes, "
+        f"training {cfg.arch} on {cfg.platform} x{run.describe_group()}: {len(run.inputs.classes)} classes, "
         f"{run.steps_per_epoch} steps/epoch, steps {start_step}->{run.total_steps}, global batch {run.global_batch}, "
         f"amp {run.amp_level}, loss scale {scale}, sink {f'{stepper.chunk} steps' if stepper.sink else 'off'}, "
         f"execution {run.step.execution}"

@@ -11,6 +11,7 @@ import numpy as np
 from mindspore import nn
 
 from contract.config import TrainConfig
+from contract.group import Group, format_members, rank_batch
 from contract.lines import format_trainer_line
 from trainer import execution
 from trainer.checkpoint import Checkpoint
@@ -39,7 +40,7 @@ class Run:
 
     cfg: TrainConfig
     rank: int
-    group_size: int
+    group: Group  # the pods training in this attempt (all of them unless an elastic job shrank)
     inputs: Inputs
     dataset: Any
     val_dataset: Any | None
@@ -58,8 +59,18 @@ class Run:
         return Path(self.cfg.ckpt_path)
 
     @property
+    def group_size(self) -> int:
+        """The ranks training now (MindSpore's group): the collectives' and the batch split's world."""
+        return self.group.world_size
+
+    @property
     def global_batch(self) -> int:
-        return self.cfg.per_batch_size * self.group_size
+        """The recipe's: per_batch_size per device of the full job, whatever the group."""
+        return self.cfg.per_batch_size * self.group.full_world_size
+
+    @property
+    def rank_batch(self) -> int:
+        return rank_batch(self.global_batch, self.group_size)
 
     @property
     def writes_checkpoints(self) -> bool:
@@ -69,6 +80,13 @@ class Run:
     def file_rank(self) -> int:
         """The rank in this process's checkpoint names (0 when only rank 0 saves)."""
         return 0 if self.cfg.is_save_on_master else self.rank
+
+    def describe_group(self) -> str:
+        """``4 of 6 (pods 0,2)`` when an elastic job trains without some of its pods, else ``6``."""
+        group = self.group
+        if group.is_full:
+            return str(group.world_size)
+        return f"{group.world_size} of {group.full_world_size} (pods {format_members(group.members)})"
 
     def log(self, message: str) -> None:
         log(format_trainer_line(self.rank, message))

@@ -19,6 +19,7 @@ from pathlib import Path
 from contract.config import ConfigError, parse_args
 from contract.env import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_PERMANENT, EXIT_TERMINATED
 from contract.files import DiskFullError, disk_full_cause
+from contract.group import GroupError
 from trainer.cpu import apply_cpu_fast_path
 
 
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         state = train(cfg)
-    except (ConfigError, DataError, CheckpointError, DistributedError) as exc:
+    except (ConfigError, DataError, CheckpointError, DistributedError, GroupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (DiskFullError, DivergedError) as exc:  # permanent: a restart would fail the same way
