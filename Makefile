@@ -74,7 +74,7 @@ lint: scan ## ruff, mypy, hadolint, and the manifest scan
 scan: scan-tools ## checkov + Trivy on every rendered variant and k8s/ (accepted findings: tests/scan_manifests.py)
 	SCAN_BIN=$(abspath $(SCAN_VENV))/bin $(BIN)/python tests/scan_manifests.py
 
-bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), graph vs PyNative+jit, checkpoint stall, snapshot cost, recovery (0 s and 30 s NFS-like caches)
+bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench extra), graph vs PyNative+jit, checkpoint stall, snapshot cost, recovery (0 s and 30 s NFS-like caches), elastic shrink/grow and its loss curve
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.cpu_speed
@@ -82,6 +82,7 @@ bench: ## figures: rendering, input pipeline, MindSpore vs PyTorch on CPU (bench
 	$(BIN)/python -m bench.checkpoint_stall
 	$(BIN)/python -m bench.snapshot_cost
 	$(BIN)/python -m bench.recovery --shared-cache 30
+	$(BIN)/python -m bench.elastic
 
 compat: ## each supported MindSpore release (pyproject) in a throwaway venv: 2-rank train, resume, eval, both paths
 	$(BIN)/python tests/compat.py $(if $(VERSIONS),--versions $(VERSIONS))

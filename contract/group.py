@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from contract.env import Var
 
@@ -81,6 +82,33 @@ class Group:
         if self.is_full:
             return size
         return f"{size} (pod(s) {format_members(self.missing)} missing)"
+
+    def to_record(self) -> dict[str, Any]:
+        """The group as status.json's ``group`` and a metrics ``segment`` record carry it (read: from_record)."""
+        return {
+            "devices": self.world_size,
+            "full_devices": self.full_world_size,
+            "members": list(self.members),
+            "missing": list(self.missing),
+        }
+
+    @classmethod
+    def from_record(cls, value: Any) -> Group | None:
+        """The group of a status.json ``group`` or a ``segment`` record; None when there is none or it does not add
+        up (a trainer that predates it, a file edited by hand): status then shows the devices as before."""
+        if not isinstance(value, dict):
+            return None
+        members, devices, full = value.get("members"), value.get("devices"), value.get("full_devices")
+        if not isinstance(members, list) or not members or not all(type(m) is int for m in members):
+            return None
+        if type(devices) is not int or type(full) is not int or devices < 1 or devices % len(members):
+            return None
+        per_pod = devices // len(members)
+        try:
+            group = cls(tuple(members), full // per_pod, per_pod)
+        except GroupError:
+            return None
+        return group if group.full_world_size == full and list(group.members) == sorted(set(members)) else None
 
     def to_env(self) -> dict[str, str]:
         """What the launcher tells each trainer of its group (the pod env carries the job's full size)."""

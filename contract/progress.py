@@ -7,7 +7,7 @@ One progress line per ``log_interval`` steps, built by :func:`format_progress` a
 
 and ``status.json`` in the checkpoint directory, rewritten atomically by :func:`write_status`; its ``restarts``
 field comes from the launcher's env (:func:`restarts_from_env`), its ``group`` from the trainer's group
-(:func:`group_status`).
+(``contract.group.Group.to_record``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 
 from contract.env import Var
 from contract.files import finite_or_none, strict_json, utc_timestamp, write_atomic
-from contract.group import Group
 
 STATES = ("starting", "running", "completed", "failed", "stopped")
 UNKNOWN = "-"  # shown for img/s and ETA until a steady-state step has been timed
@@ -156,16 +155,6 @@ def write_status(path: str | Path, **fields: Any) -> dict[str, Any]:
     record["updated"] = utc_timestamp()
     write_atomic(path, strict_json(record, indent=2, sort_keys=True) + "\n")
     return finite_or_none(record)
-
-
-def group_status(group: Group) -> dict[str, Any]:
-    """status.json's ``group``: the devices training now of the job's full count, and which pods are in or out."""
-    return {
-        "devices": group.world_size,
-        "full_devices": group.full_world_size,
-        "members": list(group.members),
-        "missing": list(group.missing),
-    }
 
 
 def restarts_from_env(environ: Mapping[str, str]) -> dict[str, Any]:

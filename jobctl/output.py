@@ -13,8 +13,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from contract import group as training_group
 from contract.files import strict_json
-from jobctl.backends.base import JobInfo, parse_group
+from jobctl.backends.base import JobInfo
 
 
 class Format(StrEnum):
@@ -135,7 +136,7 @@ def progress_line(job: JobInfo) -> str:
 def group_line(job: JobInfo) -> str | None:
     """``devices: 4/6 (pod(s) 2 missing), shrunk; last failure: ...`` (Group.describe's words) for a job whose
     trainer reports its group; None otherwise (status shows the devices as before)."""
-    group = parse_group(job.group)
+    group = training_group.Group.from_record(job.group)
     if group is None:
         return None
     line = f"devices: {group.describe()}"

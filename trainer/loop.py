@@ -40,7 +40,6 @@ from contract.metrics import History, TensorBoard, format_validation, history_pa
 from contract.progress import (
     ThroughputMeter,
     format_progress,
-    group_status,
     read_status,
     restarts_from_env,
     write_status,
@@ -343,7 +342,7 @@ def open_status(run: Run, start_step: int) -> Status:
         step=start_step,
         total_steps=run.total_steps,
         rank_size=run.group_size,
-        group=group_status(run.group),
+        group=run.group.to_record(),
         restarts=run.inputs.restarts,
         resumed_from=run.inputs.source,
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from contract.group import Group, GroupError
+from contract.group import Group
 from contract.lines import parse_rank_prefix, parse_restart, strip_rank_prefix
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class JobInfo:
     best: dict[str, Any] | None = None  # {"top1", "step", "checkpoint"}: the best validation so far
     # The newest training losses of the history, oldest first; None where the loss was not finite (diverged).
     loss_trend: list[float | None] = field(default_factory=list)
-    # The group training now (elastic jobs): {"devices", "full_devices", "members", "missing"} (group_summary).
+    # The group training now (elastic jobs): {"devices", "full_devices", "members", "missing"} (Group.to_record).
     group: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,44 +155,15 @@ def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
     return newest
 
 
-def parse_group(value: Any) -> Group | None:
-    """The group of status.json's ``group`` or of a metrics ``segment`` record ({"devices", "full_devices",
-    "members", ...}); None when there is none or it does not add up (a trainer that predates it, a file edited by
-    hand): status then shows the devices as before."""
-    if not isinstance(value, dict):
-        return None
-    members, devices, full = value.get("members"), value.get("devices"), value.get("full_devices")
-    if not isinstance(members, list) or not members or not all(type(m) is int for m in members):
-        return None
-    if type(devices) is not int or type(full) is not int or devices < 1 or devices % len(members):
-        return None
-    per_pod = devices // len(members)
-    try:
-        group = Group(tuple(members), full // per_pod, per_pod)
-    except GroupError:
-        return None
-    return group if group.full_world_size == full and list(group.members) == sorted(set(members)) else None
-
-
-def group_summary(group: Group) -> dict[str, Any]:
-    """What status reports of a group (text, JSON and YAML alike)."""
-    return {
-        "devices": group.world_size,
-        "full_devices": group.full_world_size,
-        "members": list(group.members),
-        "missing": list(group.missing),
-    }
-
-
 def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_checkpoint: str | None) -> None:
     """The best validation, the newest losses and (unless status.json gave it) the newest group of ``records`` into
     ``info`` (status shows them)."""
     from contract.metrics import SEGMENT_KIND, best_validation, effective
 
     kept = effective(records)
-    segments = [group for r in kept if r["kind"] == SEGMENT_KIND and (group := parse_group(r)) is not None]
+    segments = [group for r in kept if r["kind"] == SEGMENT_KIND and (group := Group.from_record(r)) is not None]
     if info.group is None and segments:
-        info.group = group_summary(segments[-1])
+        info.group = segments[-1].to_record()
     best = best_validation(kept)
     if best is not None:
         info.best = {"top1": best["top1"], "step": best["step"], "checkpoint": best_checkpoint}

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from contract.env import EXIT_BAD_INPUT
 from contract.files import utc_timestamp
+from contract.group import Group
 from contract.imagefolder import class_dirs, count_images, too_few_classes
 from contract.lines import format_prefix, rank_label
 from contract.metrics import read_history
@@ -51,11 +52,9 @@ from jobctl.backends.base import (
     PodInfo,
     WaitTimeout,
     add_history_summary,
-    group_summary,
     keep_line,
     last_json_line,
     latest_progress,
-    parse_group,
     spec_from_yaml,
 )
 from jobctl.backends.local.controller import process_alive
@@ -302,8 +301,8 @@ class LocalBackend(Backend):
             info.progress = latest_progress(lines)
         newest = job_dir.newest_checkpoint()
         info.checkpoint = str(newest.path) if newest else None
-        group = parse_group((status or {}).get("group"))  # elastic: the group training now, as the trainer says
-        info.group = group_summary(group) if group is not None else None
+        group = Group.from_record((status or {}).get("group"))  # elastic: the group training now, as the trainer says
+        info.group = group.to_record() if group is not None else None
         best = (status or {}).get("best") or {}
         add_history_summary(info, read_history(job_dir.metrics_file), best.get("checkpoint"))
         orphaned = state.get("phase") not in FINISHED and not self.is_active(job_dir)
