@@ -15,6 +15,11 @@ from contract.env import DEFAULT_SHRINK_AFTER
 from contract.group import group_sizes, unsplittable_sizes
 
 
+def is_elastic(devices: int, min_devices: int | None) -> bool:
+    """Whether the group may shrink below all its pods: min_devices set and below devices."""
+    return min_devices is not None and min_devices < devices
+
+
 @dataclass(frozen=True)
 class ElasticFields:
     """The spec's values the checks read (resolved: per_pod, launcher and the trainer's per_batch_size)."""
@@ -34,7 +39,7 @@ class ElasticFields:
 
     @property
     def elastic(self) -> bool:
-        return self.min_devices is not None and self.min_devices < self.devices
+        return is_elastic(self.devices, self.min_devices)
 
 
 def check_elastic(f: ElasticFields) -> None:

@@ -22,7 +22,7 @@ from contract.accelerators import Accelerator
 from jobctl import platforms
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.spec.checks import check_cidrs, check_host_path, check_secret_names, check_secret_volumes, parse_secret_ref
-from jobctl.spec.elastic import ElasticFields, check_elastic
+from jobctl.spec.elastic import ElasticFields, check_elastic, is_elastic
 from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, format_validation_error
 from jobctl.spec.names import (
     DNS_1123_LABEL,
@@ -442,8 +442,7 @@ class JobSpec(_Strict):
 
     @property
     def elastic(self) -> bool:
-        """Whether the group may shrink below all its pods (min_devices below devices)."""
-        return self.min_devices is not None and self.min_devices < self.devices
+        return is_elastic(self.devices, self.min_devices)
 
     @property
     def min_pods(self) -> int:
