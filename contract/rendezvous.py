@@ -170,11 +170,15 @@ class Rendezvous:
             raise RendezvousError("this pod has not joined an attempt yet")
         return self.root / f"attempt-{k}"
 
-    def _markers(self, attempt: int, kind: str) -> list[int]:
+    def _listing(self, attempt: int | None = None) -> list[str]:
+        """The names in an attempt's directory, listed fresh; [] before it exists."""
         try:
-            names = fresh_listdir(self.attempt_dir(attempt), self.probe)
+            return fresh_listdir(self.attempt_dir(attempt), self.probe)
         except FileNotFoundError:
             return []
+
+    def _markers(self, attempt: int, kind: str) -> list[int]:
+        names = self._listing(attempt)
         return sorted(int(m.group(2)) for n in names if (m := _MARKER.match(n)) and m.group(1) == kind)
 
     def failed_pods(self, attempt: int | None = None) -> list[int]:
@@ -193,11 +197,7 @@ class Rendezvous:
         """Pod index -> fragment, from this pod's attempt only."""
         d = self.attempt_dir(attempt)
         found: dict[int, Fragment] = {}
-        try:
-            names = fresh_listdir(d, self.probe)
-        except FileNotFoundError:
-            return found
-        for name in names:
+        for name in self._listing(attempt):
             if m := _FRAGMENT.match(name):
                 try:
                     found[int(m.group(1))] = Fragment.from_dict(json.loads((d / name).read_text()))
@@ -421,11 +421,7 @@ class Rendezvous:
         """Pod index -> the content of its ``alive-<i>`` in this attempt (read, not stat'ed)."""
         d = self.attempt_dir()
         found: dict[int, str] = {}
-        try:
-            names = fresh_listdir(d, self.probe)
-        except FileNotFoundError:
-            return found
-        for name in names:
+        for name in self._listing():
             if m := _HEARTBEAT.match(name):
                 with contextlib.suppress(OSError):
                     found[int(m.group(1))] = (d / name).read_text()
