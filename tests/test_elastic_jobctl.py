@@ -137,6 +137,13 @@ def test_flags_on_render_and_submit() -> None:
     assert bad.exit_code == 2 and "min_devices: 12 is not a whole number of pods" in bad.stderr
 
 
+def test_render_says_what_shrinking_costs_each_device() -> None:
+    args = ["render", "--platform", "gpu", "--devices", "24", "--devices-per-node", "8", "--name", "el", "-o", "json"]
+    elastic = runner.invoke(app, [*args, "--min-devices", "16"])
+    assert "each device takes 64 images a step at full size and up to 96 while shrunk" in elastic.stderr
+    assert "elastic" not in runner.invoke(app, args).stderr
+
+
 # The render -----------------------------------------------------------------------------------------------------
 
 

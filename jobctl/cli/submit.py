@@ -157,7 +157,7 @@ def print_warnings(spec: JobSpec, cluster: bool = True) -> None:
     from jobctl.security import spec_warnings
     from jobctl.spec import train_config
 
-    warnings: list[str | None] = list(recipe_warnings(train_config(spec)))
+    warnings: list[str | None] = [*recipe_warnings(train_config(spec)), spec.elastic_note()]
     if cluster:
         warnings += [gang_warning(spec), *spec_warnings(spec), snapshot_note(spec)]
     for warning in warnings:

@@ -133,3 +133,16 @@ def splitting_batch(per_batch: int, devices: int, pods: int, min_pods: int, per_
     need = math.lcm(*sizes)
     step = need // math.gcd(need, devices)  # per_batch x devices is a multiple of need iff per_batch is of step
     return -(-per_batch // step) * step
+
+
+def shrunk_batch_note(f: ElasticFields) -> str | None:
+    """What shrinking costs each device, for render/submit to say (None: not elastic)."""
+    if not f.elastic or f.min_devices is None:
+        return None
+    full = f.per_batch_size
+    shrunk = full * f.devices // f.min_devices
+    return (
+        f"note: elastic: trains on {f.min_devices} to {f.devices} devices; the global batch stays "
+        f"{full * f.devices}, so each device takes {full} images a step at full size and up to {shrunk} while shrunk "
+        "to min_devices: check that this fits in a device's memory"
+    )

@@ -22,7 +22,7 @@ from contract.accelerators import Accelerator
 from jobctl import platforms
 from jobctl.platforms import Launcher, PlatformName, accelerator_of, platform_info
 from jobctl.spec.checks import check_cidrs, check_host_path, check_secret_names, check_secret_volumes, parse_secret_ref
-from jobctl.spec.elastic import ElasticFields, check_elastic, is_elastic
+from jobctl.spec.elastic import ElasticFields, check_elastic, is_elastic, shrunk_batch_note
 from jobctl.spec.errors import TRAIN_REFERENCE, SpecError, format_validation_error
 from jobctl.spec.names import (
     DNS_1123_LABEL,
@@ -358,6 +358,10 @@ class JobSpec(_Strict):
         self.train = _validated_train(self.train, info.trainer_platform)
         check_elastic(self._elastic_fields())
         return self
+
+    def elastic_note(self) -> str | None:
+        """What shrinking costs each device (render/submit say it)."""
+        return shrunk_batch_note(self._elastic_fields())
 
     def _elastic_fields(self) -> ElasticFields:
         per_batch = train_config(self).per_batch_size if self.min_devices is not None else 0  # only read then
