@@ -31,6 +31,9 @@ from launcher.processes import LocalProcess
 
 POLL_SECONDS = 0.2
 GROUP_CHECK_SECONDS = 1.0
+# A grow is a planned stop with no deadline pressing (unlike preemption's stop grace): the ranks save and leave
+# MindSpore's cluster, which took over 3 s on a loaded 2-core machine; killing them then turns the grow into a failure.
+GROW_WAIT_SECONDS = 120.0
 
 
 class StopSignal:
@@ -150,10 +153,11 @@ class PodSupervisor:
         )
         for proc in self.ranks:
             proc.signal(signal.SIGTERM)
-        if not self._wait(self.ranks, self.env.stop_grace):
+        patience = max(self.env.stop_grace, GROW_WAIT_SECONDS)
+        if not self._wait(self.ranks, patience):
             for proc in self.ranks:
                 if proc.poll() is None:
-                    self.out.say(f"{proc.label} did not stop within {self.env.stop_grace:g} s; killing it")
+                    self.out.say(f"{proc.label} did not stop within {patience:g} s; killing it")
                     proc.signal(signal.SIGKILL)
             self._wait(self.ranks, 10.0)
         if all(p.poll() == 0 for p in self.ranks):
