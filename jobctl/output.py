@@ -134,14 +134,16 @@ def progress_line(job: JobInfo) -> str:
 
 
 def group_line(job: JobInfo) -> str | None:
-    """``devices: 4/6 (pod(s) 2 missing), shrunk; last failure: ...`` (Group.describe's words) for a job whose
+    """``devices: 4/6 (pod(s) 2 missing), shrunk at step S; last failure: ...`` (Group.describe's words) for a job whose
     trainer reports its group; None otherwise (status shows the devices as before)."""
     group = training_group.Group.from_record(job.group)
     if group is None:
         return None
     line = f"devices: {group.describe()}"
     if not group.is_full:
-        line += ", shrunk" + (f"; last failure: {job.last_restart}" if job.last_restart else "")
+        since = job.group.get("since_step") if job.group else None
+        line += ", shrunk" + (f" at step {since}" if isinstance(since, int) else "")
+        line += f"; last failure: {job.last_restart}" if job.last_restart else ""
     return line
 
 

@@ -252,6 +252,23 @@ def test_local_status_shows_the_shrunk_group(tmp_path: Path, monkeypatch: pytest
         assert shown.exit_code == 0 and load(shown.stdout)["group"] == shrunk
 
 
+def test_status_says_the_step_a_group_took_its_size_at(tmp_path: Path) -> None:
+    """A group shrunk at step 8 and restarted in place, still shrunk, at step 12: shrunk at step 8."""
+    shrunk = {"devices": 2, "full_devices": 3, "members": [0, 2], "missing": [1]}
+    backend, name = local_job(tmp_path, shrunk)
+    segment = {"kind": "segment", "epoch": 0, "full_devices": 3}
+    records = [
+        {"kind": "start", "step": 0, "epoch": 0},
+        {**segment, "step": 0, "devices": 3, "members": [0, 1, 2]},
+        {"kind": "resume", "step": 8, "epoch": 0},
+        {**segment, "step": 8, "devices": 2, "members": [0, 2]},
+        {"kind": "resume", "step": 12, "epoch": 0},
+        {**segment, "step": 12, "devices": 2, "members": [0, 2]},
+    ]
+    backend.job_dir(name).metrics_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert output.group_line(backend.status(name)) == "devices: 2/3 (pod(s) 1 missing), shrunk at step 8"
+
+
 def test_local_status_of_a_full_group(tmp_path: Path) -> None:
     full = {"devices": 3, "full_devices": 3, "members": [0, 1, 2], "missing": []}
     backend, name = local_job(tmp_path, full)
@@ -277,6 +294,6 @@ def test_k8s_status_shows_the_group_of_the_newest_segment(double: KubeDouble) ->
     ]
     double.append_log(NS, pod0, "\n".join(lines) + "\n")
     info = json.loads(runner.invoke(app, ["status", "el", "-n", NS, "-o", "json"]).stdout)
-    assert info["group"] == {"devices": 16, "full_devices": 24, "members": [0, 1], "missing": [2]}
+    assert info["group"] == {"devices": 16, "full_devices": 24, "members": [0, 1], "missing": [2], "since_step": 40}
     text = runner.invoke(app, ["status", "el", "-n", NS]).stdout
-    assert "devices: 16/24 (pod(s) 2 missing), shrunk; last failure: pod 2 lost: no heartbeat for 30 s" in text
+    assert "devices: 16/24 (pod(s) 2 missing), shrunk at step 40; last failure: pod 2 lost: no heartbeat" in text

@@ -157,13 +157,17 @@ def latest_restart(lines: Iterable[str]) -> tuple[int, int, str] | None:
 
 def add_history_summary(info: JobInfo, records: list[dict[str, Any]], best_checkpoint: str | None) -> None:
     """The best validation, the newest losses and (unless status.json gave it) the newest group of ``records`` into
-    ``info`` (status shows them)."""
-    from contract.metrics import SEGMENT_KIND, best_validation, effective
+    ``info``, with the step a shrunk group took its size at (status shows them)."""
+    from contract.metrics import SEGMENT_KIND, best_validation, device_changes, effective
 
     kept = effective(records)
     segments = [group for r in kept if r["kind"] == SEGMENT_KIND and (group := Group.from_record(r)) is not None]
     if info.group is None and segments:
         info.group = segments[-1].to_record()
+    changes = device_changes(kept)
+    shrunk = info.group is not None and info.group.get("devices") != info.group.get("full_devices")
+    if info.group is not None and shrunk and changes and changes[-1]["devices"] == info.group["devices"]:
+        info.group["since_step"] = changes[-1]["step"]  # where the group took its present size
     best = best_validation(kept)
     if best is not None:
         info.best = {"top1": best["top1"], "step": best["step"], "checkpoint": best_checkpoint}
