@@ -27,6 +27,7 @@ from jobctl.spec import load_spec
 from tests.test_local_backend import JOBCTL, e2e_env
 from tests.test_local_fault import jobctl as jobctl_in_process
 from tests.test_local_fault import laptop  # noqa: F401  (an autouse fixture: no cluster, the fake trainer's path)
+from tests.test_recovery_local import text_of, wait_until
 
 PER_BATCH = 4  # global batch 12: 4 per rank on 3 pods, 6 on 2
 STEPS_PER_EPOCH = 64 // (PER_BATCH * 3)  # the `dataset` fixture: 64 images
@@ -34,20 +35,6 @@ EPOCHS = 40  # 200 steps: the group of 2 trains ~15-60 of them before the grow (
 PROGRESS = re.compile(r"\[rank 0\] rank=0 epoch=\d+/\d+ step=(\d+)/")
 # Generous: detection (15 s heartbeat timeout) + shrink_after + starting MindSpore on a shared 2-core machine.
 TRAINING_ON_2_SECONDS = 240
-
-
-def text_of(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def wait_until(what: str, check: Any, timeout: float = 300) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def submit_elastic(name: str, dataset: Path, shared: Path) -> JobDir:
@@ -94,13 +81,13 @@ def test_an_elastic_job_trains_on_without_a_lost_pod_and_grows_back(tmp_path: Pa
     shared, name = tmp_path / "shared", "elastic"
     job_dir = submit_elastic(name, dataset, shared)
     pod0 = job_dir.local_dir / "pod-0.log"
-    wait_until("5 steps on 3 pods", lambda: len(PROGRESS.findall(text_of(pod0))) >= 5)
+    wait_until("5 steps on 3 pods", lambda: len(PROGRESS.findall(text_of(pod0))) >= 5, 300)
     downed = time.monotonic()
     fault(name, shared, "--down")
     wait_until("training on 2 pods", lambda: trained_after(job_dir, "pods 0,1 of 3 joined"), TRAINING_ON_2_SECONDS)
     to_two = time.monotonic() - downed
     fault(name, shared, "--up")
-    wait_until("training on 3 pods again", lambda: trained_after(job_dir, "all 3 pod(s) joined; world size 3; "))
+    wait_until("training on 3 pods again", lambda: trained_after(job_dir, "all 3 pod(s) joined; world size 3; "), 300)
     backend = LocalBackend(shared)
     phase = backend.wait(name, for_phase=None, timeout=600)
     logs = "\n".join(text_of(job_dir.local_dir / f"pod-{i}.log") for i in range(3))
