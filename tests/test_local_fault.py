@@ -23,6 +23,7 @@ from jobctl.backends.local.pods import DISRUPTION_TARGET, FailureRules, pod_volu
 from jobctl.cli import app
 from jobctl.render import render
 from jobctl.spec import JobSpec, load_spec
+from tests.test_local_lifecycle import until
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -66,16 +67,6 @@ def submit(tmp_path: Path, name: str = "lost", **fake: str) -> tuple[LocalBacken
     backend = LocalBackend(tmp_path / "shared")
     backend.submit(spec, objects, resume=False, replace=False)
     return backend, spec, ["--backend", "local", "--shared", str(backend.shared)]
-
-
-def until(condition: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pod_processes(job_root: Path, index: int) -> set[int]:
